@@ -1,0 +1,131 @@
+// listen: opening the TCP listeners for a list of addresses on one port, with the rules of each OS for IPv4 and
+// IPv6. On Linux and macOS `[::]` is dual-stack, so `0.0.0.0` on the same port then fails with AddrInUse: that
+// means IPv4 is already served. On Windows IPv6 sockets are v6-only and both binds succeed. Without IPv6 in the
+// kernel, `[::]` fails with EAFNOSUPPORT and IPv4 carries on alone.
+
+import { serverLog } from "./log.ts";
+
+/** Thrown when the listeners cannot be opened; the message names the address, the port and the reason. */
+export class ListenError extends Error {
+  override name = "ListenError";
+}
+
+/** The outcome of {@link openListeners}: the open listeners and the port they share. */
+export interface Listeners {
+  listeners: Deno.TcpListener[];
+  port: number;
+}
+
+/** Options for {@link openListeners}. */
+export interface ListenOptions {
+  /** Addresses, in the order they are bound. */
+  hosts: readonly string[];
+  /** The port; 0 lets the first bind pick one, which the others then share. */
+  port: number;
+  /** SO_REUSEPORT, for several workers on one port (Linux; needs `--unstable-net`). */
+  reusePort?: boolean;
+}
+
+/** Formats an address and port the way people write them: `[::1]:40007`, `127.0.0.1:40007`. */
+export function formatAddress(hostname: string, port: number): string {
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
+function isWildcardV4(host: string): boolean {
+  return host === "0.0.0.0";
+}
+
+function isV6(host: string): boolean {
+  return host.includes(":");
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as { code?: string })?.code;
+}
+
+/** True for the errors that mean "this machine has no IPv6" (no kernel support, or no such address family). */
+function isNoIPv6(error: unknown): boolean {
+  const code = errorCode(error);
+  return code === "EAFNOSUPPORT" || code === "EADDRNOTAVAIL" || code === "EPROTONOSUPPORT";
+}
+
+/**
+ * Opens one listener per address on one port and logs one line for each (or for the address covered by another).
+ * When every bind fails, or a bind fails for any reason other than the ones above, closes what was opened and
+ * throws {@link ListenError}.
+ *
+ * @param options the addresses and the port
+ * @returns the listeners and their port
+ * @throws {ListenError} naming the address and port, e.g. "port 40007 on 0.0.0.0 is already in use"
+ * @example
+ * ```ts
+ * const { listeners, port } = openListeners({ hosts: ["127.0.0.1"], port: 0 });
+ * console.log(port); // the port the OS picked
+ * for (const l of listeners) l.close();
+ * ```
+ */
+export function openListeners(options: ListenOptions): Listeners {
+  const listeners: Deno.TcpListener[] = [];
+  let port = options.port;
+  const dualStackV6 = () => listeners.find((l) => l.addr.hostname === "::");
+  try {
+    for (const host of options.hosts) {
+      let listener: Deno.TcpListener;
+      try {
+        listener = listenOne(host, port, options.reusePort);
+      } catch (error) {
+        // Not on Windows: there `[::]` is v6-only, so AddrInUse on 0.0.0.0 means another program holds the port.
+        if (
+          error instanceof Deno.errors.AddrInUse && isWildcardV4(host) && dualStackV6() && !options.reusePort &&
+          Deno.build.os !== "windows"
+        ) {
+          serverLog.info("IPv4 on port {port} is served by the dual-stack listener on [::]", { port });
+          continue;
+        }
+        if (isV6(host) && isNoIPv6(error) && options.hosts.some((h) => !isV6(h))) {
+          serverLog.warn("IPv6 is not available here ({code}); not listening on {address}, serving IPv4 only", {
+            code: errorCode(error),
+            address: formatAddress(host, port),
+          });
+          continue;
+        }
+        throw describe(error, host, port);
+      }
+      listeners.push(listener);
+      port = listener.addr.port;
+      serverLog.info("listening on {address}", {
+        address: formatAddress(listener.addr.hostname, port),
+        hostname: listener.addr.hostname,
+        port,
+      });
+    }
+  } catch (error) {
+    for (const l of listeners) l.close();
+    throw error;
+  }
+  if (listeners.length === 0) throw new ListenError(`no address could be bound on port ${port}`);
+  return { listeners, port };
+}
+
+function listenOne(hostname: string, port: number, reusePort?: boolean): Deno.TcpListener {
+  if (reusePort) {
+    // Only in Deno's unstable types, hence the cast; the caller checks `--unstable-net` first.
+    return Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions);
+  }
+  return Deno.listen({ hostname, port, transport: "tcp" });
+}
+
+function describe(error: unknown, host: string, port: number): ListenError {
+  const where = `port ${port} on ${host.includes(":") ? `[${host}]` : host}`;
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new ListenError(`${where} is already in use (another echosrv or program holds it); choose another --port`);
+  }
+  if (error instanceof Deno.errors.PermissionDenied || errorCode(error) === "EACCES") {
+    return new ListenError(`${where}: permission denied (ports below 1024 need privileges)`);
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable || errorCode(error) === "EADDRNOTAVAIL") {
+    return new ListenError(`${where}: no such address on this machine`);
+  }
+  const message = (error as Error)?.message ?? String(error);
+  return new ListenError(`cannot listen on ${where}: ${message}`);
+}

@@ -1,0 +1,302 @@
+// server: the echo server as one object. It owns the listeners and their accept loops, the open connections
+// (each an echo session, see lib/echo.ts), the limits the WSK sample lacked (connection cap, idle timeout), and
+// the graceful stop. The path of a byte: accept loop -> #serve (cap check) -> copy -> close, all in this file.
+
+import { activityClock, type Copy, COPY_STRATEGIES, type CopyProgress } from "./echo.ts";
+import { formatAddress, openListeners } from "./listen.ts";
+import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
+import type { ServerConfig } from "./options.ts";
+import { formatDuration } from "./units.ts";
+
+/** Counters of a server's life so far, plain numbers cheap to bump on the hot path. */
+export interface ServerStats {
+  /** Connections accepted and served (not counting those refused). */
+  accepted: number;
+  /** Connections closed at once because the cap was reached. */
+  refusedOverCap: number;
+  /** Connections closed by the idle timeout. */
+  closedIdle: number;
+  /** Connections that ended with a reset or broken pipe from the peer. */
+  resets: number;
+  /** Bytes echoed by connections that have ended. */
+  bytesEchoed: number;
+  /** accept() failures (EMFILE and the like), each followed by a short back-off. */
+  acceptErrors: number;
+}
+
+/** Why a session ended, as logged. */
+type EndReason = "closed by peer" | "reset by peer" | "idle timeout" | "server stopping" | "error";
+
+/** One open connection: the socket, its counters, and why the server closed it (if it did). */
+class Session implements CopyProgress {
+  bytes = 0;
+  lastActive = activityClock.now;
+  /** Set when the server closes the connection itself, before it does. */
+  closedBecause: EndReason | undefined;
+  readonly openedAt = performance.now();
+
+  constructor(readonly conn: Deno.TcpConn) {}
+
+  /** Closes the connection from our side; the copy then fails with Interrupted/BadResource and the session ends. */
+  close(reason: EndReason): void {
+    if (this.closedBecause) return;
+    this.closedBecause = reason;
+    closeQuietly(this.conn);
+  }
+}
+
+function closeQuietly(closer: { close(): void }): void {
+  try {
+    closer.close();
+  } catch {
+    // Already closed (the pipe strategy closes at end of stream; a stop may race a peer's close).
+  }
+}
+
+/** An IPv4 peer of a dual-stack listener shows as ::ffff:a.b.c.d; people expect a.b.c.d. */
+function peerOf(conn: Deno.TcpConn): string {
+  const { hostname, port } = conn.remoteAddr;
+  const plain = hostname.startsWith("::ffff:") && hostname.includes(".") ? hostname.slice(7) : hostname;
+  return formatAddress(plain, port);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A TCP echo server.
+ *
+ * @example
+ * ```ts
+ * const server = new EchoServer({ ...config.server, port: 0, hosts: ["127.0.0.1"] });
+ * const { port } = server.start();
+ * // ... clients connect to port ...
+ * await server.stop(); // graceful: stop accepting, let sessions finish, close the rest
+ * ```
+ */
+export class EchoServer {
+  /** Counters since start. */
+  readonly stats: ServerStats = {
+    accepted: 0,
+    refusedOverCap: 0,
+    closedIdle: 0,
+    resets: 0,
+    bytesEchoed: 0,
+    acceptErrors: 0,
+  };
+
+  readonly #config: ServerConfig;
+  readonly #copy: Copy;
+  /** The open listeners; closed first when stopping, so new connections are refused at once. */
+  #listeners: Deno.TcpListener[] = [];
+  /** One accept loop per listener; a stop waits for them so the port is really free afterwards. */
+  #acceptLoops: Promise<void>[] = [];
+  /** The open sessions: the cap counts them, the idle sweep and the stop walk them. */
+  readonly #sessions = new Set<Session>();
+  /** Set once a stop begins; from then on, the last session to end resolves {@link #drained}. */
+  #stopping: Promise<void> | undefined;
+  #drained = Promise.withResolvers<void>();
+  /** Resolved to cut a stop's grace period short (a second signal). */
+  #graceCut = Promise.withResolvers<void>();
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #finished = Promise.withResolvers<void>();
+  readonly #refusals = new RateLimitedLog(
+    10_000,
+    (count, peer) =>
+      serverLog.warn("refused {count} connection(s) over the cap of {max} (latest from {peer})", {
+        count,
+        max: this.#config.maxConnections,
+        peer,
+      }),
+  );
+  readonly #acceptFailures = new RateLimitedLog(
+    10_000,
+    (count, detail) =>
+      serverLog.error("accept failed {count} time(s): {detail}; backing off and retrying", { count, detail }),
+  );
+  readonly #unexpected = new RateLimitedLog(
+    10_000,
+    (count, detail) =>
+      serverLog.warn("{count} connection(s) ended with an unexpected error (latest: {detail})", { count, detail }),
+  );
+
+  /** @param config where to listen and the limits to enforce */
+  constructor(config: ServerConfig) {
+    this.#config = config;
+    this.#copy = COPY_STRATEGIES[config.copy];
+  }
+
+  /** Open connections right now. */
+  get activeConnections(): number {
+    return this.#sessions.size;
+  }
+
+  /** Resolves when the server has stopped (listeners closed, every session ended). */
+  get finished(): Promise<void> {
+    return this.#finished.promise;
+  }
+
+  /**
+   * Opens the listeners and starts accepting. Returns once listening; connections are served in the background.
+   *
+   * @returns the port listened on (the one picked by the OS when the configured port is 0)
+   * @throws {ListenError} when the port cannot be listened on
+   */
+  start(): { port: number } {
+    const { listeners, port } = openListeners({ hosts: this.#config.hosts, port: this.#config.port });
+    this.#listeners = listeners;
+    this.#acceptLoops = listeners.map((l) => this.#acceptLoop(l));
+    if (this.#config.idleTimeoutMs > 0) this.#startIdleSweep(this.#config.idleTimeoutMs);
+    serverLog.info(
+      "echoing on port {port} (copy {copy}, max connections {maxConnections}, idle timeout {idleTimeout})",
+      {
+        port,
+        copy: this.#config.copy,
+        maxConnections: this.#config.maxConnections || "unlimited",
+        idleTimeout: this.#config.idleTimeoutMs ? formatDuration(this.#config.idleTimeoutMs) : "never",
+      },
+    );
+    return { port };
+  }
+
+  /**
+   * Stops gracefully: closes the listeners at once (new connections are refused), lets open sessions finish for
+   * up to `graceMs`, then closes what remains. Calling it again while a stop runs returns the same stop; a call
+   * with `graceMs` 0 cuts the running stop's grace period short.
+   *
+   * @param graceMs how long sessions may finish; defaults to the configured shutdown timeout
+   * @returns resolves when every listener and session is closed
+   */
+  stop(graceMs: number = this.#config.shutdownTimeoutMs): Promise<void> {
+    if (graceMs <= 0) this.#graceCut.resolve();
+    this.#stopping ??= this.#runStop(graceMs);
+    return this.#stopping;
+  }
+
+  async #runStop(graceMs: number): Promise<void> {
+    for (const listener of this.#listeners) closeQuietly(listener);
+    await Promise.all(this.#acceptLoops);
+    const open = this.#sessions.size;
+    if (open > 0) {
+      serverLog.info("stopped accepting; waiting up to {grace} for {open} open connection(s) to finish", {
+        grace: formatDuration(graceMs),
+        open,
+      });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#drained.promise,
+        this.#graceCut.promise,
+        new Promise<void>((resolve) => timer = setTimeout(resolve, graceMs)),
+      ]);
+      clearTimeout(timer);
+    }
+    if (this.#sessions.size > 0) {
+      serverLog.info("closing {count} connection(s) still open", { count: this.#sessions.size });
+      for (const session of this.#sessions) session.close("server stopping");
+      await this.#drained.promise;
+    }
+    clearInterval(this.#sweepTimer);
+    this.#refusals.flush();
+    this.#acceptFailures.flush();
+    this.#unexpected.flush();
+    serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed", {
+      ...this.stats,
+      bytes: this.stats.bytesEchoed,
+    });
+    this.#finished.resolve();
+  }
+
+  /** Accepts until the listener is closed. Transient failures (EMFILE, ENFILE, ...) back off and retry. */
+  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
+    let backoffMs = 0;
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (this.#stopping || error instanceof Deno.errors.BadResource) return;
+        this.stats.acceptErrors++;
+        const code = (error as { code?: string }).code;
+        this.#acceptFailures.add(`${code ?? (error as Error).name}: ${(error as Error).message}`);
+        // Doubling from 10 ms to 1 s: under EMFILE the pending connection stays queued, and each retry that fails
+        // at once would otherwise spin the CPU.
+        backoffMs = Math.min(Math.max(backoffMs * 2, 10), 1000);
+        await sleep(backoffMs);
+        continue;
+      }
+      backoffMs = 0;
+      this.#serve(conn);
+    }
+  }
+
+  /** Serves one connection from accept to close. Never throws: every failure ends this connection only. */
+  async #serve(conn: Deno.TcpConn): Promise<void> {
+    const max = this.#config.maxConnections;
+    if (max > 0 && this.#sessions.size >= max) {
+      this.stats.refusedOverCap++;
+      this.#refusals.add(peerOf(conn));
+      closeQuietly(conn);
+      return;
+    }
+    try {
+      conn.setNoDelay(true);
+    } catch {
+      // The peer may already be gone; the copy below will find out.
+    }
+    const session = new Session(conn);
+    this.#sessions.add(session);
+    this.stats.accepted++;
+    const logEvents = connectionEventsEnabled();
+    if (logEvents) connLog.debug("opened {peer}", { peer: peerOf(conn) });
+    let reason: EndReason = "closed by peer";
+    try {
+      await this.#copy(conn, session);
+    } catch (error) {
+      reason = session.closedBecause ?? this.#classify(error);
+    }
+    closeQuietly(conn);
+    this.#sessions.delete(session);
+    this.stats.bytesEchoed += session.bytes;
+    if (logEvents) {
+      connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
+        peer: peerOf(conn),
+        durationMs: Math.round(performance.now() - session.openedAt),
+        bytes: session.bytes,
+        reason,
+      });
+    }
+    if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
+  }
+
+  #classify(error: unknown): EndReason {
+    if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe) {
+      this.stats.resets++;
+      return "reset by peer";
+    }
+    if (error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected) {
+      this.stats.resets++;
+      return "reset by peer";
+    }
+    this.#unexpected.add(`${(error as Error)?.name}: ${(error as Error)?.message}`);
+    return "error";
+  }
+
+  /**
+   * Closes connections that moved no byte for `timeoutMs`. One timer for all connections, ticking at a tenth of
+   * the timeout (10 ms to 1 s), so the hot path only copies {@link activityClock} and arms no timer per read.
+   */
+  #startIdleSweep(timeoutMs: number): void {
+    const period = Math.min(Math.max(Math.floor(timeoutMs / 10), 10), 1000);
+    this.#sweepTimer = setInterval(() => {
+      const now = activityClock.now = performance.now();
+      for (const session of this.#sessions) {
+        if (now - session.lastActive >= timeoutMs) {
+          this.stats.closedIdle++;
+          session.close("idle timeout");
+        }
+      }
+    }, period);
+    Deno.unrefTimer(this.#sweepTimer);
+  }
+}

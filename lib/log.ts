@@ -9,7 +9,6 @@ import {
   getLogger,
   getStreamSink,
   getTextFormatter,
-  jsonLinesFormatter,
   type Logger,
   type LogLevel,
   type LogRecord,
@@ -37,6 +36,34 @@ function traceFlagOf(record: LogRecord): number {
     default:
       return TRACE_CONNECTIONS;
   }
+}
+
+const JSON_LEVELS: Record<LogLevel, string> = {
+  trace: "TRACE",
+  debug: "DEBUG",
+  info: "INFO",
+  warning: "WARN",
+  error: "ERROR",
+  fatal: "FATAL",
+};
+
+/**
+ * One JSON object per line: time, level, logger, the message with its values in place, and the values again as
+ * `properties`. (LogTape's own JSON formatter quotes string values inside the message, which reads badly.)
+ */
+function jsonLine(record: LogRecord): string {
+  let message = "";
+  for (let i = 0; i < record.message.length; i++) {
+    const part = record.message[i];
+    message += i % 2 === 0 ? part : typeof part === "string" ? part : JSON.stringify(part);
+  }
+  return JSON.stringify({
+    "@timestamp": new Date(record.timestamp).toISOString(),
+    level: JSON_LEVELS[record.level],
+    logger: record.category.join("."),
+    message,
+    properties: record.properties,
+  }) + "\n";
 }
 
 /** Where the lines go besides the file: standard output, or nowhere (a Windows service has no console). */
@@ -70,7 +97,7 @@ export class LogFileError extends Error {
  */
 export async function setupLogging(config: LogConfig, targets: LogTargets = {}): Promise<void> {
   const formatter = config.format === "json"
-    ? jsonLinesFormatter
+    ? jsonLine
     : getTextFormatter({ timestamp: "rfc3339", category: ".", value: "bare" });
   const sinks: Record<string, Sink> = {};
   if (targets.console ?? true) {

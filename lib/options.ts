@@ -236,6 +236,8 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
         "a flag wins over its variable.",
     )
     .version(VERSION, "-V, --version", "print the version and exit")
+    // Options after a subcommand belong to it (`echosrv run -p 7`), not to the program.
+    .enablePositionalOptions()
     .action((opts: RawServerOptions) => {
       result = { kind: "run", config: toRunConfig(opts) };
     });

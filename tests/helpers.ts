@@ -1,0 +1,391 @@
+// helpers: what the tests share. Starting echosrv as a process exactly as `deno task start` does (the task's own
+// command line, read from deno.json), reading its JSON log, and real TCP clients on loopback. Every wait is
+// bounded: a helper that would hang fails with a message instead.
+
+import denoJson from "../deno.json" with { type: "json" };
+import { EchoServer } from "../lib/server.ts";
+import type { ServerConfig } from "../lib/options.ts";
+
+/** The project root, where `deno task start` runs. */
+export const ROOT: string = new URL("..", import.meta.url).pathname;
+
+/** Fails after `ms` with `what` in the message; the timer never outlives the promise. */
+export async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The arguments `deno task start` passes to deno, e.g. `run --allow-net ... main.ts`. */
+export function startTaskArgs(): string[] {
+  return denoJson.tasks.start.split(/\s+/).slice(1);
+}
+
+/** A JSON log record as `--log-format json` writes it. */
+export interface LogLine {
+  "@timestamp": string;
+  level: string;
+  logger: string;
+  message: string;
+  properties: Record<string, unknown>;
+}
+
+/** An echosrv process started by a test. */
+export class ServerProcess {
+  /** Every line of standard output so far. */
+  readonly lines: string[] = [];
+  /** Standard error so far. */
+  stderr = "";
+  /** The port from the "echoing on port" line (0 until started). */
+  port = 0;
+  readonly #child: Deno.ChildProcess;
+  readonly #done: Promise<void>;
+  #waiters: Array<() => void> = [];
+  #status: Deno.CommandStatus | undefined;
+
+  constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    const out = this.#pump(child.stdout, (text) => {
+      for (const line of text.split("\n")) if (line !== "") this.lines.push(line);
+    });
+    const err = this.#pump(child.stderr, (text) => this.stderr += text);
+    this.#done = Promise.all([out, err, child.status.then((s) => this.#status = s)]).then(() => this.#wake());
+  }
+
+  /** The process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, sink: (text: string) => void): Promise<void> {
+    let partial = "";
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      const text = partial + decoder.decode(chunk, { stream: true });
+      const cut = text.lastIndexOf("\n");
+      partial = text.slice(cut + 1);
+      if (cut >= 0) sink(text.slice(0, cut + 1));
+      this.#wake();
+    }
+    if (partial) sink(partial);
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** The log lines parsed as JSON (throws if one is not JSON: the JSON format promises nothing else). */
+  records(): LogLine[] {
+    return this.lines.map((line) => JSON.parse(line) as LogLine);
+  }
+
+  /** Waits for a log line (parsed as JSON) that satisfies `match`; fails if the process exits first. */
+  async waitFor(match: (record: LogLine) => boolean, what: string, ms = 20_000): Promise<LogLine> {
+    return await within(
+      ms,
+      `waiting for ${what}; output so far:\n${this.lines.join("\n")}\n${this.stderr}`,
+      (async () => {
+        for (let seen = 0;;) {
+          for (; seen < this.lines.length; seen++) {
+            const record = JSON.parse(this.lines[seen]) as LogLine;
+            if (match(record)) return record;
+          }
+          if (this.#status) {
+            throw new Error(
+              `echosrv exited (${this.#status.code}) before ${what}:\n${this.lines.join("\n")}\n${this.stderr}`,
+            );
+          }
+          await new Promise<void>((resolve) => this.#waiters.push(resolve));
+        }
+      })(),
+    );
+  }
+
+  /** Sends a signal (ignored if the process has already exited). */
+  signal(signal: Deno.Signal): void {
+    try {
+      this.#child.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Waits for the process to exit (all output read) and returns its exit code. */
+  async exited(ms = 30_000): Promise<number> {
+    await within(ms, "echosrv to exit", this.#done);
+    return this.#status!.code;
+  }
+
+  /** Kills the process if still running and waits for it: for `finally` blocks. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (!this.#status) this.signal("SIGKILL");
+    await this.#done;
+  }
+}
+
+/** Options for {@link spawnServer}. */
+export interface SpawnOptions {
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Wrap the command, e.g. `["prlimit", "--nofile=64"]`. */
+  wrapper?: string[];
+  /** Do not wait for the "echoing on port" line (for tests of startup failures). */
+  noWait?: boolean;
+}
+
+/**
+ * Starts echosrv the way `deno task start <args>` does, with JSON logs, and waits until it serves.
+ * Tests pass `--port 0` (never a fixed port) and loopback hosts.
+ */
+export async function spawnServer(args: string[], options: SpawnOptions = {}): Promise<ServerProcess> {
+  const argv = [...startTaskArgs(), "--log-format", "json", ...args];
+  const [cmd, ...rest] = options.wrapper ? [...options.wrapper, Deno.execPath(), ...argv] : [Deno.execPath(), ...argv];
+  const child = new Deno.Command(cmd, {
+    args: rest,
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+  }).spawn();
+  const server = new ServerProcess(child);
+  if (!options.noWait) {
+    const ready = await server.waitFor((r) => r.message.startsWith("echoing on port"), "the server to start");
+    server.port = ready.properties.port as number;
+  }
+  return server;
+}
+
+/** Runs echosrv to completion with `args` (for option errors, help, version) and returns what it printed. */
+export async function runEchosrv(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await within(
+    30_000,
+    `echosrv ${args.join(" ")}`,
+    new Deno.Command(Deno.execPath(), {
+      args: [...startTaskArgs(), ...args],
+      cwd: ROOT,
+      stdin: "null",
+      env: { NO_COLOR: "1", ...env },
+    }).output(),
+  );
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Deterministic pseudo-random bytes (xorshift), so a failure can be reproduced. */
+export function pseudoRandomBytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** Reads until end of stream (bounded by `ms`); returns every byte received. */
+export async function readAll(conn: Deno.Conn, ms = 30_000, limit = 256 * 1024 * 1024): Promise<Uint8Array> {
+  return await within(
+    ms,
+    "reading to end of stream",
+    (async () => {
+      const chunks: Uint8Array[] = [];
+      let total = 0;
+      const buffer = new Uint8Array(64 * 1024);
+      for (;;) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        chunks.push(buffer.slice(0, n));
+        total += n;
+        if (total > limit) throw new Error(`received more than ${limit} bytes`);
+      }
+      return concat(chunks, total);
+    })(),
+  );
+}
+
+/** Reads exactly `length` bytes (bounded by `ms`); fails on end of stream. */
+export async function readExactly(conn: Deno.Conn, length: number, ms = 30_000): Promise<Uint8Array> {
+  return await within(
+    ms,
+    `reading ${length} bytes`,
+    (async () => {
+      const out = new Uint8Array(length);
+      let got = 0;
+      while (got < length) {
+        const n = await conn.read(out.subarray(got));
+        if (n === null) throw new Error(`end of stream after ${got} of ${length} bytes`);
+        got += n;
+      }
+      return out;
+    })(),
+  );
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Writes everything (bounded by `ms`). */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array, ms = 30_000, chunk = 256 * 1024): Promise<void> {
+  await within(
+    ms,
+    `writing ${data.length} bytes`,
+    (async () => {
+      for (let offset = 0; offset < data.length;) {
+        offset += await conn.write(data.subarray(offset, Math.min(offset + chunk, data.length)));
+      }
+    })(),
+  );
+}
+
+/**
+ * One echo session as a careful client runs it: write everything while reading, half-close, read to the end.
+ * Returns what came back.
+ */
+export async function echoSession(
+  hostname: string,
+  port: number,
+  data: Uint8Array,
+  ms = 60_000,
+): Promise<Uint8Array> {
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    const reading = readAll(conn, ms);
+    await writeAll(conn, data, ms);
+    await conn.closeWrite();
+    return await reading;
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // closed already
+    }
+  }
+}
+
+/** True when the two byte arrays are equal; reports the first difference otherwise. */
+export function sameBytes(actual: Uint8Array, expected: Uint8Array): string | true {
+  if (actual.length !== expected.length) return `length ${actual.length}, expected ${expected.length}`;
+  for (let i = 0; i < actual.length; i++) {
+    if (actual[i] !== expected[i]) return `byte ${i} is ${actual[i]}, expected ${expected[i]}`;
+  }
+  return true;
+}
+
+/** The resident memory of a process in KiB (Linux: /proc/PID/status), or undefined elsewhere. */
+export function residentKiB(pid: number): number | undefined {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const match = /VmRSS:\s+(\d+) kB/.exec(status);
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A server configuration for in-process tests: loopback, port 0, the defaults otherwise. */
+export function testConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
+  return {
+    port: 0,
+    hosts: ["127.0.0.1"],
+    maxConnections: 10000,
+    idleTimeoutMs: 5 * 60_000,
+    shutdownTimeoutMs: 10_000,
+    copy: "loop",
+    ...overrides,
+  };
+}
+
+/** Runs `body` against an in-process server, then stops it (at once) whatever happened. */
+export async function withServer(
+  overrides: Partial<ServerConfig>,
+  body: (port: number, server: EchoServer) => Promise<void>,
+): Promise<void> {
+  const server = new EchoServer(testConfig(overrides));
+  const { port } = server.start();
+  try {
+    await body(port, server);
+  } finally {
+    await within(15_000, "the server to stop", server.stop(0));
+  }
+}
+
+/**
+ * A loopback port that is free now, for the rare test that must name the port before the server starts. These
+ * machines refuse explicit binds of even ports in 32768-60999, so only an odd one is returned.
+ */
+export function freePort(): number {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = probe.addr.port;
+    probe.close();
+    if (port % 2 === 1) return port;
+  }
+  throw new Error("no odd free port found in 100 attempts");
+}
+
+/** Retries connecting every 50 ms until the server accepts (callers bound it with \`within\`). */
+export async function connectWhenUp(port: number, hostname = "127.0.0.1"): Promise<void> {
+  for (;;) {
+    try {
+      (await Deno.connect({ hostname, port })).close();
+      return;
+    } catch {
+      await sleep(50);
+    }
+  }
+}
+
+/** Polls `condition` every 10 ms until true (callers bound it with `within`). */
+export async function waitUntil(condition: () => boolean): Promise<void> {
+  while (!condition()) await sleep(10);
+}
+
+/**
+ * Writes up to `max` bytes without reading; returns how many were written when writes stopped making progress
+ * for 500 ms (the server's side is full, so it has stopped reading). The last write stays pending until the
+ * caller closes the connection.
+ */
+export async function writeUntilStalled(conn: Deno.Conn, max: number): Promise<number> {
+  const chunk = new Uint8Array(256 * 1024).fill(0x61);
+  let written = 0;
+  let failed = false;
+  const writing = (async () => {
+    while (written < max) written += await conn.write(chunk);
+  })().catch(() => failed = true);
+  let last = -1;
+  for (let i = 0; i < 200 && written < max && !failed; i++) {
+    await sleep(500);
+    if (written === last) break;
+    last = written;
+  }
+  void writing;
+  return written;
+}

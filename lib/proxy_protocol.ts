@@ -10,7 +10,20 @@
 import ipaddr from "ipaddr.js";
 
 /** The 12 bytes that open every version 2 header. */
-export const V2_SIGNATURE: Uint8Array = Uint8Array.of(0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a);
+export const V2_SIGNATURE: Uint8Array = Uint8Array.of(
+  0x0d,
+  0x0a,
+  0x0d,
+  0x0a,
+  0x00,
+  0x0d,
+  0x0a,
+  0x51,
+  0x55,
+  0x49,
+  0x54,
+  0x0a,
+);
 /** The longest version 1 header, CRLF included (the specification's limit). */
 export const V1_MAX_LENGTH = 107;
 /** The longest version 2 header: 16 fixed bytes and a 16-bit length. */
@@ -88,7 +101,7 @@ export function parseProxyHeader(bytes: Uint8Array): ProxyParse {
   if (bytes.length === 0) return INCOMPLETE;
   if (agrees(bytes, V1_PREFIX)) return bytes.length < V1_PREFIX.length ? INCOMPLETE : parseV1(bytes);
   if (agrees(bytes, V2_SIGNATURE)) return bytes.length < 16 ? INCOMPLETE : parseV2(bytes);
-  return invalid("the connection does not start with a PROXY header (v1 \"PROXY ...\" or the v2 signature)");
+  return invalid('the connection does not start with a PROXY header (v1 "PROXY ..." or the v2 signature)');
 }
 
 const PORT = /^(0|[1-9][0-9]{0,4})$/;

@@ -5,10 +5,10 @@
 import assert from "node:assert/strict";
 import {
   crc32c,
-  type ProxyParse,
   parseProxyHeader,
   PP2_TYPE_CRC32C,
   ProxyHeaderError,
+  type ProxyParse,
   readProxyHeader,
   V1_MAX_LENGTH,
   V2_SIGNATURE,
@@ -204,7 +204,9 @@ Deno.test("random bytes never throw, never pass for a header unless they start l
     const bytes = pseudoRandomBytes(1 + (seed % 300), seed);
     const result = parseProxyHeader(bytes);
     assert.ok(["complete", "incomplete", "invalid"].includes(result.status));
-    if (result.status !== "invalid") assert.ok(bytes[0] === 0x50 || bytes[0] === 0x0d, `seed ${seed}: ${result.status}`);
+    if (result.status !== "invalid") {
+      assert.ok(bytes[0] === 0x50 || bytes[0] === 0x0d, `seed ${seed}: ${result.status}`);
+    }
   }
   // Random bytes after a valid v1 prefix and after the v2 signature: still a defined answer.
   for (let seed = 1; seed <= 500; seed++) {

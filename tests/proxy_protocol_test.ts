@@ -18,7 +18,7 @@ import { pseudoRandomBytes, within } from "./helpers.ts";
 const text = (s: string) => new TextEncoder().encode(s);
 
 /** Builds a v2 header the way the specification lays it out. */
-export function v2Header(options: {
+function v2Header(options: {
   command?: number;
   family?: number;
   transport?: number;

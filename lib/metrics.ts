@@ -1,6 +1,7 @@
 // metrics: the `--metrics HOST:PORT` endpoint. GET /metrics renders the server's counters in the Prometheus text
 // exposition format (version 0.0.4); GET /healthz answers 200 while serving and 503 once a stop has begun, so a
-// load balancer or Kubernetes stops sending new clients. The counters stay plain numbers on the hot path (the
+// load balancer or Kubernetes stops sending new clients; GET /livez answers 200 as long as the process answers at
+// all, draining included (a liveness probe on /healthz would restart an instance in the middle of its drain). The counters stay plain numbers on the hot path (the
 // server's and the UDP echo's `stats`); this module reads them only when scraped, through source functions, so a
 // process running several servers (workers) sums several sources.
 //
@@ -174,7 +175,7 @@ export interface MetricsServer {
 }
 
 /**
- * Serves /metrics and /healthz. Sources are read at each request; the array may grow later (a worker starting).
+ * Serves /metrics, /healthz and /livez. Sources are read at each request; the array may grow later (a worker starting).
  *
  * @param address where to listen
  * @param sources one per server in this process
@@ -192,17 +193,19 @@ export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSo
   const read = async () => sumSnapshots(await Promise.all(sources.map((source) => source())));
   const handler = async (request: Request): Promise<Response> => {
     const path = new URL(request.url).pathname;
-    if (path !== "/metrics" && path !== "/healthz") {
-      return new Response("not found: try /metrics or /healthz\n", { status: 404 });
+    if (path !== "/metrics" && path !== "/healthz" && path !== "/livez") {
+      return new Response("not found: try /metrics, /healthz or /livez\n", { status: 404 });
     }
     if (request.method !== "GET" && request.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
     }
+    const text = { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
+    if (path === "/livez") return new Response("alive\n", { headers: text });
     const snapshot = await read();
     if (path === "/healthz") {
       return new Response(snapshot.draining ? "draining\n" : "serving\n", {
         status: snapshot.draining ? 503 : 200,
-        headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
+        headers: text,
       });
     }
     return new Response(renderMetrics(snapshot, startedAtSeconds), {

@@ -354,6 +354,8 @@ export class EchoServer {
   }
 
   #classify(error: unknown): EndReason {
+    // A TLS client that closes without close_notify (many do): an ordinary end, not an error.
+    if (error instanceof Deno.errors.UnexpectedEof) return "closed by peer";
     if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe) {
       this.stats.resets++;
       return "reset by peer";

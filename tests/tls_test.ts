@@ -12,6 +12,7 @@ import {
   runEchosrv,
   sameBytes,
   scrape,
+  sleep,
   spawnServer,
   within,
   writeAll,
@@ -77,7 +78,9 @@ Deno.test({
     await using cert = await makeTestCertificate();
     await using server = await spawnServer([
       ...["--port", "0", "--host", "127.0.0.1", "--tls-cert", cert!.certFile, "--tls-key", cert!.keyFile],
+      ...["--metrics", "127.0.0.1:0"],
     ]);
+    const metricsPort = await metricsPortOf(server);
     const client = new Deno.Command("openssl", {
       args: [
         ...["s_client", "-connect", `127.0.0.1:${server.port}`, "-servername", "localhost"],
@@ -113,6 +116,32 @@ Deno.test({
     const stderr = decoder.decode(status.stderr);
     assert.equal(echoed, "hello over TLS\n", stderr);
     assert.match(stderr, /verify return:1/, "the certificate chain verified");
+
+    // A client killed without a TLS close_notify (what many clients do): an ordinary end, not an error.
+    const killed = new Deno.Command("openssl", {
+      args: ["s_client", "-connect", `127.0.0.1:${server.port}`, "-quiet", "-ign_eof"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const killedWriter = killed.stdin.getWriter();
+    await killedWriter.write(new TextEncoder().encode("x\n"));
+    const killedReader = killed.stdout.getReader();
+    await within(15_000, "the echo to the second s_client", killedReader.read());
+    killedReader.releaseLock();
+    killed.kill("SIGKILL");
+    await killedWriter.close().catch(() => {});
+    await within(15_000, "the killed s_client", killed.output());
+    await within(
+      15_000,
+      "the killed client's session to end",
+      (async () => {
+        while ((await scrape(metricsPort)).get("echosrv_connections_active") !== 0) await sleep(50);
+      })(),
+    );
+    const samples = await scrape(metricsPort);
+    assert.equal(samples.get('echosrv_errors_total{kind="unexpected"}'), 0, "no close_notify is no error");
+    assert.equal(samples.get("echosrv_connections_accepted_total"), 2);
     server.signal("SIGTERM");
     assert.equal(await server.exited(), 0);
   },

@@ -96,7 +96,14 @@ function labelValue(value: string): string {
 
 type Samples = number | Array<[Record<string, string>, number]>;
 
-/** The Prometheus text of one reading. */
+/**
+ * Writes one reading in the Prometheus text exposition format (0.0.4): HELP and TYPE for each family, every
+ * labelled series even at 0 (so a rate over a reason that has not happened yet is 0, not missing).
+ *
+ * @param snapshot the counters
+ * @param startedAtSeconds the process start, in seconds since the Unix epoch
+ * @returns the text, ending with a line feed
+ */
 export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: number): string {
   const { stats } = snapshot;
   const udp = snapshot.udp ?? UDP_ZERO;

@@ -171,6 +171,7 @@ Deno.test("--udp without Deno's --unstable-net exits 1 with a message saying so 
 
 Deno.test("echosrv --udp as a user runs it: TCP and UDP on one port; bad --udp-rate exits 2", async () => {
   await using server = await spawnServer(["--port", "0", "--host", "127.0.0.1", "--udp"]);
+  await server.waitFor((r) => r.message.startsWith("echoing UDP on port"), "the UDP echo to start");
   const client = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
   try {
     const answer = await roundTrip(client, "127.0.0.1", server.port, new TextEncoder().encode("ping"));
@@ -178,7 +179,6 @@ Deno.test("echosrv --udp as a user runs it: TCP and UDP on one port; bad --udp-r
   } finally {
     client.close();
   }
-  assert.ok(server.records().some((r) => r.message.startsWith("echoing UDP on port")));
   server.signal("SIGTERM");
   assert.equal(await server.exited(), 0);
   assert.equal((await runEchosrv(["--udp", "--udp-rate", "0"])).code, 2);

@@ -4,7 +4,10 @@
 import { parseCommandLine, type RunConfig, unknownEnvVars } from "./lib/options.ts";
 import { closeLogging, LogFileError, serverLog, setupLogging } from "./lib/log.ts";
 import { ListenError } from "./lib/listen.ts";
+import { type MetricsServer, serveMetrics, serverSource } from "./lib/metrics.ts";
 import { EchoServer } from "./lib/server.ts";
+import { runStats } from "./lib/stats.ts";
+import { UdpEcho } from "./lib/udp.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** The signals that ask for a stop: Ctrl+C everywhere, SIGTERM on Unix, Ctrl+Break on Windows. */
@@ -39,11 +42,19 @@ export async function runForeground(config: RunConfig): Promise<number> {
   }
 
   const server = new EchoServer(config.server);
+  const { udp: udpConfig, admission } = config.server;
+  const udp = udpConfig
+    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...admission })
+    : undefined;
+  let metrics: MetricsServer | undefined;
   try {
-    server.start();
+    const { port } = server.start();
+    udp?.start(port);
+    if (config.metrics) metrics = serveMetrics(config.metrics, [serverSource(server, udp)]);
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     serverLog.error("{message}", { message: error.message });
+    await Promise.all([server.stop(0), udp?.close(), metrics?.close()]);
     await closeLogging();
     return 1;
   }
@@ -54,6 +65,7 @@ export async function runForeground(config: RunConfig): Promise<number> {
     if (signals === 1) {
       serverLog.info("stop requested; a second Ctrl+C or SIGTERM stops at once");
       server.stop();
+      udp?.close();
     } else {
       serverLog.info("second stop request: closing every connection now");
       server.stop(0);
@@ -61,6 +73,8 @@ export async function runForeground(config: RunConfig): Promise<number> {
   };
   for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, onSignal);
   await server.finished;
+  // UDP has no session to drain; /healthz keeps answering 503 until the TCP sessions are gone.
+  await Promise.all([udp?.close(), metrics?.close()]);
   for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, onSignal);
   await closeLogging();
   return 0;
@@ -75,6 +89,7 @@ export async function runForeground(config: RunConfig): Promise<number> {
 export async function main(args: string[]): Promise<number> {
   const what = parseCommandLine(args);
   if (what.kind === "exit") return what.code;
+  if (what.kind === "stats") return await runStats(what.config);
   return await runForeground(what.config);
 }
 

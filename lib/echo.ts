@@ -10,6 +10,8 @@ export interface CopyProgress {
   bytes: number;
   /** {@link activityClock}`.now` at the last byte moved in either direction. */
   lastActive: number;
+  /** `--max-bytes-per-connection`: the copy echoes this many bytes at most, then ends; absent = no limit. */
+  byteLimit?: number;
 }
 
 /**
@@ -26,7 +28,7 @@ export const MAX_BUFFER = 64 * 1024;
 const SHRINK_AFTER = 16;
 
 /** A copy strategy: resolves when the peer has closed and every byte it sent has been written back. */
-export type Copy = (conn: Deno.TcpConn, progress: CopyProgress) => Promise<void>;
+export type Copy = (conn: Deno.Conn, progress: CopyProgress) => Promise<void>;
 
 /**
  * The read/write loop: one buffer per connection, doubled when a read fills it (up to {@link MAX_BUFFER}) and
@@ -43,13 +45,14 @@ export type Copy = (conn: Deno.TcpConn, progress: CopyProgress) => Promise<void>
  * conn.close();
  * ```
  */
-export async function copyLoop(conn: Deno.TcpConn, progress: CopyProgress): Promise<void> {
+export async function copyLoop(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
   let buffer = new Uint8Array(MIN_BUFFER);
   let smallReads = 0;
   for (;;) {
     const n = await conn.read(buffer);
     if (n === null) return;
     progress.lastActive = activityClock.now;
+    if (progress.bytes + n >= (progress.byteLimit ?? Infinity)) return await echoLast(conn, buffer, progress);
     let written = await conn.write(n === buffer.length ? buffer : buffer.subarray(0, n));
     while (written < n) written += await conn.write(buffer.subarray(written, n));
     progress.bytes += n;
@@ -64,6 +67,13 @@ export async function copyLoop(conn: Deno.TcpConn, progress: CopyProgress): Prom
   }
 }
 
+/** Writes back what is left of the byte limit from `buffer` and counts it: the end of a limited copy. */
+async function echoLast(conn: Deno.Conn, buffer: Uint8Array, progress: CopyProgress): Promise<void> {
+  const last = buffer.subarray(0, progress.byteLimit! - progress.bytes);
+  for (let written = 0; written < last.length;) written += await conn.write(last.subarray(written));
+  progress.bytes += last.length;
+}
+
 /**
  * The design card's shape: `conn.readable` piped into `conn.writable`, through a pass-through that keeps the
  * counters. Deno's readable reads into a fresh 64 KiB buffer per chunk; at the end of stream it closes the
@@ -72,9 +82,16 @@ export async function copyLoop(conn: Deno.TcpConn, progress: CopyProgress): Prom
  * @param conn the connection
  * @param progress counters updated as bytes move
  */
-export async function copyPipe(conn: Deno.TcpConn, progress: CopyProgress): Promise<void> {
+export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
   const count = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
+      const limit = progress.byteLimit ?? Infinity;
+      if (progress.bytes + chunk.byteLength >= limit) {
+        controller.enqueue(chunk.subarray(0, limit - progress.bytes));
+        progress.bytes = limit;
+        controller.terminate(); // ends the writes after this chunk and stops reading
+        return;
+      }
       progress.bytes += chunk.byteLength;
       progress.lastActive = activityClock.now;
       controller.enqueue(chunk);

@@ -1,7 +1,8 @@
-// listen: opening the TCP listeners for a list of addresses on one port, with the rules of each OS for IPv4 and
-// IPv6. On Linux and macOS `[::]` is dual-stack, so `0.0.0.0` on the same port then fails with AddrInUse: that
-// means IPv4 is already served. On Windows IPv6 sockets are v6-only and both binds succeed. Without IPv6 in the
-// kernel, `[::]` fails with EAFNOSUPPORT and IPv4 carries on alone.
+// listen: opening the TCP listeners (plain or TLS) and the UDP sockets for a list of addresses on one port, with
+// the rules of each OS for IPv4 and IPv6. On Linux and macOS `[::]` is dual-stack, for TCP and UDP alike, so
+// `0.0.0.0` on the same port then fails with AddrInUse: that means IPv4 is already served. On Windows IPv6 sockets
+// are v6-only and both binds succeed. Without IPv6 in the kernel, `[::]` fails with EAFNOSUPPORT and IPv4 carries
+// on alone.
 
 import { serverLog } from "./log.ts";
 
@@ -10,9 +11,14 @@ export class ListenError extends Error {
   override name = "ListenError";
 }
 
+/** An accepted connection: plain TCP, or TLS when `--tls-cert` is given. */
+export type EchoConn = Deno.TcpConn | Deno.TlsConn;
+/** A listener of {@link EchoConn}s. */
+export type EchoListener = Deno.TcpListener | Deno.TlsListener;
+
 /** The outcome of {@link openListeners}: the open listeners and the port they share. */
 export interface Listeners {
-  listeners: Deno.TcpListener[];
+  listeners: EchoListener[];
   port: number;
 }
 
@@ -24,6 +30,8 @@ export interface ListenOptions {
   port: number;
   /** SO_REUSEPORT, for several workers on one port (Linux; needs `--unstable-net`). */
   reusePort?: boolean;
+  /** Serve TLS with this PEM certificate chain and key (Deno.listenTls) instead of plain TCP. */
+  tls?: { cert: string; key: string };
 }
 
 /** Formats an address and port the way people write them: `[::1]:40007`, `127.0.0.1:40007`. */
@@ -65,49 +73,103 @@ function isNoIPv6(error: unknown): boolean {
  * ```
  */
 export function openListeners(options: ListenOptions): Listeners {
-  const listeners: Deno.TcpListener[] = [];
-  let port = options.port;
-  const dualStackV6 = () => listeners.find((l) => l.addr.hostname === "::");
+  const { bound, port } = bindEach(
+    options.hosts,
+    options.port,
+    options.tls ? "TLS" : "TCP",
+    (hostname, port) => listenOne(hostname, port, options.reusePort, options.tls),
+    !options.reusePort,
+  );
+  return { listeners: bound, port };
+}
+
+/**
+ * Opens one UDP socket per address on one port, with the same dual-stack rules and log lines as
+ * {@link openListeners}. Needs Deno's `--unstable-net` (Deno.listenDatagram is undefined without it).
+ *
+ * @param options the addresses and the port (the TCP listeners' port, so both share one number)
+ * @returns the sockets and their port
+ * @throws {ListenError} naming the address and port, or saying that `--unstable-net` is missing
+ */
+export function openDatagramSockets(options: ListenOptions): { sockets: Deno.DatagramConn[]; port: number } {
+  if (typeof Deno.listenDatagram !== "function") {
+    throw new ListenError(
+      "UDP needs Deno's --unstable-net flag (deno task start has it; with deno run, add --unstable-net)",
+    );
+  }
+  const { bound, port } = bindEach(
+    options.hosts,
+    options.port,
+    "UDP",
+    (hostname, port) => Deno.listenDatagram({ hostname, port, transport: "udp" }),
+    true,
+  );
+  return { sockets: bound, port };
+}
+
+/**
+ * Binds each host in turn on one port (the first bind picks it when it is 0), applying the dual-stack and
+ * no-IPv6 rules above; closes what was opened and throws {@link ListenError} on any other failure.
+ */
+function bindEach<T extends { addr: Deno.Addr; close(): void }>(
+  hosts: readonly string[],
+  firstPort: number,
+  kind: "TCP" | "TLS" | "UDP",
+  open: (hostname: string, port: number) => T,
+  v4CoveredByDualStack: boolean,
+): { bound: T[]; port: number } {
+  const bound: T[] = [];
+  let port = firstPort;
+  const suffix = kind === "TCP" ? "" : ` (${kind})`;
+  const dualStackV6 = () => bound.find((b) => (b.addr as Deno.NetAddr).hostname === "::");
   try {
-    for (const host of options.hosts) {
-      let listener: Deno.TcpListener;
+    for (const host of hosts) {
+      let socket: T;
       try {
-        listener = listenOne(host, port, options.reusePort);
+        socket = open(host, port);
       } catch (error) {
         // Not on Windows: there `[::]` is v6-only, so AddrInUse on 0.0.0.0 means another program holds the port.
         if (
-          error instanceof Deno.errors.AddrInUse && isWildcardV4(host) && dualStackV6() && !options.reusePort &&
+          error instanceof Deno.errors.AddrInUse && isWildcardV4(host) && dualStackV6() && v4CoveredByDualStack &&
           Deno.build.os !== "windows"
         ) {
-          serverLog.info("IPv4 on port {port} is served by the dual-stack listener on [::]", { port });
+          serverLog.info(`IPv4 on port {port} is served by the dual-stack listener on [::]${suffix}`, { port });
           continue;
         }
-        if (isV6(host) && isNoIPv6(error) && options.hosts.some((h) => !isV6(h))) {
+        if (isV6(host) && isNoIPv6(error) && hosts.some((h) => !isV6(h))) {
           serverLog.warn("IPv6 is not available here ({code}); not listening on {address}, serving IPv4 only", {
             code: errorCode(error),
             address: formatAddress(host, port),
           });
           continue;
         }
-        throw describe(error, host, port);
+        throw describe(error, host, port, kind);
       }
-      listeners.push(listener);
-      port = listener.addr.port;
-      serverLog.info("listening on {address}", {
-        address: formatAddress(listener.addr.hostname, port),
-        hostname: listener.addr.hostname,
+      bound.push(socket);
+      const addr = socket.addr as Deno.NetAddr;
+      port = addr.port;
+      serverLog.info(`listening on {address}${suffix}`, {
+        address: formatAddress(addr.hostname, port),
+        hostname: addr.hostname,
         port,
+        transport: kind.toLowerCase(),
       });
     }
   } catch (error) {
-    for (const l of listeners) l.close();
+    for (const b of bound) b.close();
     throw error;
   }
-  if (listeners.length === 0) throw new ListenError(`no address could be bound on port ${port}`);
-  return { listeners, port };
+  if (bound.length === 0) throw new ListenError(`no address could be bound on ${kind} port ${port}`);
+  return { bound, port };
 }
 
-function listenOne(hostname: string, port: number, reusePort?: boolean): Deno.TcpListener {
+function listenOne(
+  hostname: string,
+  port: number,
+  reusePort?: boolean,
+  tls?: { cert: string; key: string },
+): EchoListener {
+  if (tls) return Deno.listenTls({ hostname, port, transport: "tcp", reusePort, ...tls });
   if (reusePort) {
     // Only in Deno's unstable types, hence the cast; the caller checks `--unstable-net` first.
     return Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions);
@@ -115,8 +177,8 @@ function listenOne(hostname: string, port: number, reusePort?: boolean): Deno.Tc
   return Deno.listen({ hostname, port, transport: "tcp" });
 }
 
-function describe(error: unknown, host: string, port: number): ListenError {
-  const where = `port ${port} on ${host.includes(":") ? `[${host}]` : host}`;
+function describe(error: unknown, host: string, port: number, kind: "TCP" | "TLS" | "UDP"): ListenError {
+  const where = `${kind === "UDP" ? "UDP " : ""}port ${port} on ${host.includes(":") ? `[${host}]` : host}`;
   if (error instanceof Deno.errors.AddrInUse) {
     return new ListenError(`${where} is already in use (another echosrv or program holds it); choose another --port`);
   }

@@ -3,7 +3,9 @@
 // commander's (npm), standing in for the design card's @std/cli, which lives on JSR and cannot be fetched here.
 
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { parseDuration, parseInteger, parseMask, UnitError } from "./units.ts";
+import { type AdmissionRules, CidrError, CidrList, parseCidr } from "./access.ts";
+import { loadTlsFiles, TlsFileError, type TlsMaterial } from "./tls.ts";
+import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
 import { VERSION } from "./version.ts";
 
 /** The port the WSK sample listened on, kept as the default. */
@@ -32,6 +34,50 @@ export interface ServerConfig {
   shutdownTimeoutMs: number;
   /** The copy strategy of each connection. */
   copy: CopyStrategy;
+  // The operations options (issue 5). Optional, so that code building a ServerConfig by hand may leave them out:
+  // absent means off.
+  /** `--allow`, `--deny`, `--max-connections-per-ip` (lib/access.ts). */
+  admission?: AdmissionRules;
+  /** `--max-bytes-per-connection`: bytes echoed before the server closes the connection; 0 = no limit. */
+  maxBytesPerConnection?: number;
+  /** `--max-connection-duration`: age at which the server closes a connection; 0 = no limit. */
+  maxConnectionDurationMs?: number;
+  /** `--proxy-protocol`: every connection starts with a PROXY header from one of these peers. */
+  proxyProtocol?: ProxyProtocolConfig;
+  /** `--tls-cert`/`--tls-key`: serve echo over TLS instead of plain TCP. */
+  tls?: TlsMaterial;
+  /** `--udp`: also echo UDP datagrams (RFC 862) on the same port and addresses. */
+  udp?: UdpConfig;
+}
+
+/** How PROXY headers are accepted (lib/proxy_protocol.ts, lib/admission.ts). */
+export interface ProxyProtocolConfig {
+  /** `--proxy-from`: the load balancers allowed to send a header; connections from anywhere else are refused. */
+  from: CidrList;
+  /** `--proxy-timeout`: how long a connection may take to send its header. */
+  timeoutMs: number;
+}
+
+/** The UDP echo's guards (lib/udp.ts). */
+export interface UdpConfig {
+  /** `--udp-rate`: datagrams per second answered per source address (token bucket, burst of one second). */
+  ratePerSource: number;
+}
+
+/** Where `--metrics` serves /metrics and /healthz (lib/metrics.ts). */
+export interface MetricsConfig {
+  hostname: string;
+  port: number;
+}
+
+/** What `echosrv stats` reads and how often (lib/stats.ts). */
+export interface StatsConfig {
+  /** The /metrics address of a running echosrv. */
+  url: string;
+  /** Time between two samples. */
+  intervalMs: number;
+  /** Samples to show before exiting; 0 = until Ctrl+C. */
+  count: number;
 }
 
 /** How and where the server logs. */
@@ -50,11 +96,14 @@ export interface LogConfig {
 export interface RunConfig {
   server: ServerConfig;
   log: LogConfig;
+  /** `--metrics HOST:PORT`, or undefined when off. */
+  metrics?: MetricsConfig;
 }
 
 /** What the command line asks for. */
 export type Invocation =
   | { kind: "run"; config: RunConfig }
+  | { kind: "stats"; config: StatsConfig }
   | { kind: "exit"; code: number };
 
 /** Trace flags: the WSK sample's two WPP flags plus one for per-connection events. */
@@ -78,7 +127,28 @@ export const ENV_VARS = {
   logFormat: "ECHOSRV_LOG_FORMAT",
   logFile: "ECHOSRV_LOG_FILE",
   copy: "ECHOSRV_COPY",
+  metrics: "ECHOSRV_METRICS",
+  allow: "ECHOSRV_ALLOW",
+  deny: "ECHOSRV_DENY",
+  maxConnectionsPerIp: "ECHOSRV_MAX_CONNECTIONS_PER_IP",
+  maxBytesPerConnection: "ECHOSRV_MAX_BYTES_PER_CONNECTION",
+  maxConnectionDuration: "ECHOSRV_MAX_CONNECTION_DURATION",
+  udp: "ECHOSRV_UDP",
+  udpRate: "ECHOSRV_UDP_RATE",
+  tlsCert: "ECHOSRV_TLS_CERT",
+  tlsKey: "ECHOSRV_TLS_KEY",
+  proxyProtocol: "ECHOSRV_PROXY_PROTOCOL",
+  proxyFrom: "ECHOSRV_PROXY_FROM",
+  proxyTimeout: "ECHOSRV_PROXY_TIMEOUT",
+  metricsUrl: "ECHOSRV_METRICS_URL",
+  statsInterval: "ECHOSRV_STATS_INTERVAL",
+  statsCount: "ECHOSRV_STATS_COUNT",
 } as const;
+
+/** The port `--metrics` is shown with in examples, and the one `echosrv stats` reads by default. */
+export const EXAMPLE_METRICS_PORT = 9407;
+/** `--udp-rate`'s default: enough for people and test tools, too little to make a useful reflector. */
+export const DEFAULT_UDP_RATE = 100;
 
 /** Adapts a units.ts reader to commander: its errors become commander's "invalid argument" errors. */
 function reader<T>(read: (text: string) => T): (text: string) => T {
@@ -105,6 +175,66 @@ function collectHosts(text: string, previous: string[] | undefined): string[] {
     }
   }
   return [...(previous ?? []), ...hosts];
+}
+
+/** Reads one CIDR rule (or a comma-separated list) and adds it to those given before. */
+function collectCidrs(text: string, previous: string[] | undefined): string[] {
+  const rules = text.split(",").map((r) => r.trim());
+  for (const rule of rules) {
+    try {
+      parseCidr(rule);
+    } catch (error) {
+      if (error instanceof CidrError) throw new InvalidArgumentError(error.message);
+      throw error;
+    }
+  }
+  return [...(previous ?? []), ...rules];
+}
+
+const HOST_NAME = /^[A-Za-z0-9._%-]+$/;
+
+/**
+ * Reads `HOST:PORT`, `[IPv6]:PORT` or a bare `PORT` (meaning 127.0.0.1: metrics stay private unless asked).
+ *
+ * @param text the value as written
+ * @returns the address
+ * @throws {InvalidArgumentError} when it is not such an address
+ */
+export function parseHostPort(text: string): MetricsConfig {
+  const value = text.trim();
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d+)$/.exec(value) ?? /^()()(\d+)$/.exec(value);
+  if (!match) {
+    throw new InvalidArgumentError(
+      `"${text}" is not HOST:PORT (examples: 127.0.0.1:${EXAMPLE_METRICS_PORT}, [::1]:${EXAMPLE_METRICS_PORT}, ` +
+        `0.0.0.0:${EXAMPLE_METRICS_PORT}; IPv6 in brackets)`,
+    );
+  }
+  const hostname = match[1] || match[2] || "127.0.0.1";
+  if (!match[1] && !HOST_NAME.test(hostname)) {
+    throw new InvalidArgumentError(`"${hostname}" is not an address or host name`);
+  }
+  return { hostname, port: reader((t) => parseInteger(t, 0, 65535))(match[3]) };
+}
+
+/** Reads the metrics address `echosrv stats` polls: a URL, or HOST:PORT meaning http://HOST:PORT/metrics. */
+function parseMetricsUrl(text: string): string {
+  const value = text.trim();
+  if (!value.includes("://")) {
+    const { hostname, port } = parseHostPort(value);
+    return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/metrics`;
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError(
+      `"${text}" is not a URL (example: http://127.0.0.1:${EXAMPLE_METRICS_PORT}/metrics)`,
+    );
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new InvalidArgumentError(`"${text}" is not an http:// or https:// URL`);
+  }
+  return url.href;
 }
 
 /** The options of `echosrv run` (and of bare `echosrv`), defined once for both. */
@@ -162,6 +292,87 @@ function addServerOptions(command: Command): Command {
     );
 }
 
+/** The operations options (metrics, access, limits, UDP, TLS, PROXY protocol), after the core ones. */
+function addOperationsOptions(command: Command): Command {
+  const duration = reader(parseDuration);
+  const count = reader((t) => parseInteger(t, 0, 10_000_000));
+  return command
+    .addOption(
+      new Option("--metrics <host:port>", "serve GET /metrics (Prometheus) and GET /healthz here (default: off)")
+        .env(ENV_VARS.metrics).argParser(parseHostPort),
+    )
+    .addOption(
+      new Option("--allow <cidr>", "only these networks may connect; repeat or separate with commas (default: all)")
+        .env(ENV_VARS.allow).argParser(collectCidrs),
+    )
+    .addOption(
+      new Option("--deny <cidr>", "these networks may never connect (wins over --allow); repeatable")
+        .env(ENV_VARS.deny).argParser(collectCidrs),
+    )
+    .addOption(
+      new Option("--max-connections-per-ip <n>", "open connections allowed per client address; 0 = no limit")
+        .default(0).env(ENV_VARS.maxConnectionsPerIp).argParser(count),
+    )
+    .addOption(
+      new Option("--max-bytes-per-connection <size>", "echo at most this much per connection, then close; 0 = no limit")
+        .default(0).env(ENV_VARS.maxBytesPerConnection).argParser(reader(parseSize)),
+    )
+    .addOption(
+      new Option("--max-connection-duration <duration>", "close a connection this old, busy or not; 0 = no limit")
+        .default(0).env(ENV_VARS.maxConnectionDuration).argParser(duration),
+    )
+    .addOption(
+      new Option("--udp", `also echo UDP datagrams on the same port and addresses (env: ${ENV_VARS.udp}=1)`),
+    )
+    .addOption(
+      new Option("--udp-rate <n>", "UDP datagrams per second answered per source address")
+        .default(DEFAULT_UDP_RATE).env(ENV_VARS.udpRate).argParser(reader((t) => parseInteger(t, 1, 1_000_000))),
+    )
+    .addOption(
+      new Option("--tls-cert <file>", "serve echo over TLS with this PEM certificate chain (needs --tls-key)")
+        .env(ENV_VARS.tlsCert).argParser(nonEmptyPath),
+    )
+    .addOption(
+      new Option("--tls-key <file>", "the PEM private key of --tls-cert").env(ENV_VARS.tlsKey).argParser(nonEmptyPath),
+    )
+    .addOption(
+      new Option(
+        "--proxy-protocol",
+        `connections start with a PROXY v1/v2 header from a load balancer (env: ${ENV_VARS.proxyProtocol}=1)`,
+      ),
+    )
+    .addOption(
+      new Option("--proxy-from <cidr>", "the load balancers allowed to send PROXY headers (needed by --proxy-protocol)")
+        .env(ENV_VARS.proxyFrom).argParser(collectCidrs),
+    )
+    .addOption(
+      new Option("--proxy-timeout <duration>", "close a connection whose PROXY header takes longer than this")
+        .default(5000, "5s").env(ENV_VARS.proxyTimeout).argParser(reader((t) => {
+          const ms = parseDuration(t);
+          if (ms === 0) throw new UnitError(`"${t}" would wait forever: give a duration such as 5s`);
+          return ms;
+        })),
+    );
+}
+
+function nonEmptyPath(text: string): string {
+  if (text.trim() === "") throw new InvalidArgumentError("the path is empty");
+  return text;
+}
+
+/** Reads an on/off environment variable for a flag (commander would take any value, even "0", as on). */
+function envFlag(name: string): boolean {
+  const value = Deno.env.get(name);
+  if (value === undefined) return false;
+  const normalized = value.trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(normalized)) return true;
+  if (["0", "false", "no", "off", ""].includes(normalized)) return false;
+  throw new UsageError(`environment variable ${name} is '${value}': use 1, true, yes, on or 0, false, no, off`);
+}
+
+/** A usage error found after commander has read the options (combinations, files, flags from the environment). */
+class UsageError extends Error {}
+
 /** The raw option values commander hands over. */
 interface RawServerOptions {
   port: number;
@@ -174,10 +385,68 @@ interface RawServerOptions {
   logFormat: LogFormat;
   logFile?: string;
   copy: CopyStrategy;
+  metrics?: MetricsConfig;
+  allow?: string[];
+  deny?: string[];
+  maxConnectionsPerIp: number;
+  maxBytesPerConnection: number;
+  maxConnectionDuration: number;
+  udp?: boolean;
+  udpRate: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  proxyProtocol?: boolean;
+  proxyFrom?: string[];
+  proxyTimeout: number;
+}
+
+/** Reads the options that only make sense together, and the files they name; throws {@link UsageError}. */
+function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
+  const out: Partial<ServerConfig> = {};
+  const cidrs = (rules: string[] | undefined) => new CidrList((rules ?? []).map(parseCidr));
+  const admission = { allow: cidrs(raw.allow), deny: cidrs(raw.deny), maxPerClient: raw.maxConnectionsPerIp };
+  if (!admission.allow.empty || !admission.deny.empty || admission.maxPerClient > 0) out.admission = admission;
+  if (raw.maxBytesPerConnection > 0) out.maxBytesPerConnection = raw.maxBytesPerConnection;
+  if (raw.maxConnectionDuration > 0) out.maxConnectionDurationMs = raw.maxConnectionDuration;
+  if (raw.udp || envFlag(ENV_VARS.udp)) out.udp = { ratePerSource: raw.udpRate };
+  if ((raw.tlsCert === undefined) !== (raw.tlsKey === undefined)) {
+    throw new UsageError(
+      raw.tlsCert === undefined
+        ? "option '--tls-key <file>' needs --tls-cert <file> as well"
+        : "option '--tls-cert <file>' needs --tls-key <file> as well",
+    );
+  }
+  if (raw.tlsCert !== undefined && raw.tlsKey !== undefined) {
+    try {
+      out.tls = loadTlsFiles(raw.tlsCert, raw.tlsKey);
+    } catch (error) {
+      if (error instanceof TlsFileError) throw new UsageError(`option '${error.option} <file>': ${error.message}`);
+      throw error;
+    }
+  }
+  const proxy = raw.proxyProtocol || envFlag(ENV_VARS.proxyProtocol);
+  if (proxy) {
+    if (!raw.proxyFrom || raw.proxyFrom.length === 0) {
+      throw new UsageError(
+        "option '--proxy-protocol' needs --proxy-from <cidr>: the load balancers' addresses (for example " +
+          "--proxy-from 10.0.0.5 or --proxy-from 127.0.0.1), so that clients cannot forge a header",
+      );
+    }
+    if (out.tls) {
+      throw new UsageError(
+        "option '--proxy-protocol' cannot be combined with --tls-cert: the load balancer sends the PROXY header " +
+          "before any TLS; terminate TLS at the load balancer, or send TLS through it untouched without --proxy-protocol",
+      );
+    }
+    out.proxyProtocol = { from: cidrs(raw.proxyFrom), timeoutMs: raw.proxyTimeout };
+  } else if (raw.proxyFrom && raw.proxyFrom.length > 0) {
+    throw new UsageError("option '--proxy-from <cidr>' has no effect without --proxy-protocol");
+  }
+  return out;
 }
 
 function toRunConfig(raw: RawServerOptions): RunConfig {
-  return {
+  const config: RunConfig = {
     server: {
       port: raw.port,
       hosts: raw.host && raw.host.length > 0 ? [...new Set(raw.host)] : [...DEFAULT_HOSTS],
@@ -185,9 +454,12 @@ function toRunConfig(raw: RawServerOptions): RunConfig {
       idleTimeoutMs: raw.idleTimeout,
       shutdownTimeoutMs: raw.shutdownTimeout,
       copy: raw.copy,
+      ...operationsConfig(raw),
     },
     log: { level: raw.logLevel, traceFlags: raw.traceFlags, format: raw.logFormat, file: raw.logFile },
   };
+  if (raw.metrics) config.metrics = raw.metrics;
+  return config;
 }
 
 /** Where commander writes; tests swap it to capture the text. */
@@ -229,7 +501,17 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       .helpOption("-h, --help", "show this help and exit")
       .allowExcessArguments(false);
 
-  const program = configure(addServerOptions(new Command("echosrv")))
+  /** Turns a {@link UsageError} found after parsing into commander's usage error (message, exit 2). */
+  const runConfig = (command: Command, opts: RawServerOptions): Invocation => {
+    try {
+      return { kind: "run", config: toRunConfig(opts) };
+    } catch (error) {
+      if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: 2 });
+      throw error;
+    }
+  };
+
+  const program = configure(addOperationsOptions(addServerOptions(new Command("echosrv"))))
     .description(
       "A TCP echo server: every byte received is sent back until the peer closes. The modern port of " +
         "Microsoft's WSK echosrv sample. Every option can also come from its ECHOSRV_* environment variable; " +
@@ -238,14 +520,38 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
     .version(VERSION, "-V, --version", "print the version and exit")
     // Options after a subcommand belong to it (`echosrv run -p 7`), not to the program.
     .enablePositionalOptions()
-    .action((opts: RawServerOptions) => {
-      result = { kind: "run", config: toRunConfig(opts) };
+    .action((opts: RawServerOptions, command: Command) => {
+      result = runConfig(command, opts);
     });
   program.addCommand(
-    configure(addServerOptions(new Command("run")))
+    configure(addOperationsOptions(addServerOptions(new Command("run"))))
       .description("run the echo server in the foreground (the default command)")
-      .action((opts: RawServerOptions) => {
-        result = { kind: "run", config: toRunConfig(opts) };
+      .action((opts: RawServerOptions, command: Command) => {
+        result = runConfig(command, opts);
+      }),
+  );
+  program.addCommand(
+    configure(new Command("stats"))
+      .description("show a live one-line summary of a running echosrv, read from its --metrics endpoint")
+      .addOption(
+        new Option("--metrics-url <url>", "the /metrics URL (or HOST:PORT) of the echosrv to watch")
+          .default(`http://127.0.0.1:${EXAMPLE_METRICS_PORT}/metrics`).env(ENV_VARS.metricsUrl)
+          .argParser(parseMetricsUrl),
+      )
+      .addOption(
+        new Option("--interval <duration>", "time between two samples").default(1000, "1s")
+          .env(ENV_VARS.statsInterval).argParser(reader((t) => {
+            const ms = parseDuration(t);
+            if (ms < 100) throw new UnitError(`"${t}" is too short: use 100ms or more`);
+            return ms;
+          })),
+      )
+      .addOption(
+        new Option("--count <n>", "samples to show, then exit; 0 = until Ctrl+C").default(0)
+          .env(ENV_VARS.statsCount).argParser(reader((t) => parseInteger(t, 0, 1_000_000))),
+      )
+      .action((opts: { metricsUrl: string; interval: number; count: number }) => {
+        result = { kind: "stats", config: { url: opts.metricsUrl, intervalMs: opts.interval, count: opts.count } };
       }),
   );
 

@@ -1,15 +1,20 @@
 // server: the echo server as one object. It owns the listeners and their accept loops, the open connections
 // (each an echo session, see lib/echo.ts), the limits the WSK sample lacked (connection cap, idle timeout), and
-// the graceful stop. The path of a byte: accept loop -> #serve (cap check) -> copy -> close, all in this file.
+// the graceful stop. The path of a byte: accept loop -> #serve (cap check, then lib/admission.ts's gate when access
+// rules, the PROXY protocol or TLS are on) -> copy -> close, all in this file. The per-connection limits of
+// issue 5 (bytes: a comparison per read in lib/echo.ts; age, PROXY header and TLS handshake deadlines: a sweep)
+// arm no timer per connection.
 
+import { type AdmissionCounters, admissionCounters, Gate, TLS_HANDSHAKE_TIMEOUT_MS } from "./admission.ts";
+import { clientKey } from "./access.ts";
 import { activityClock, type Copy, COPY_STRATEGIES, type CopyProgress } from "./echo.ts";
-import { formatAddress, openListeners } from "./listen.ts";
+import { type EchoConn, type EchoListener, formatAddress, openListeners } from "./listen.ts";
 import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./options.ts";
 import { formatDuration } from "./units.ts";
 
 /** Counters of a server's life so far, plain numbers cheap to bump on the hot path. */
-export interface ServerStats {
+export interface ServerStats extends AdmissionCounters {
   /** Connections accepted and served (not counting those refused). */
   accepted: number;
   /** Connections closed at once because the cap was reached. */
@@ -22,10 +27,25 @@ export interface ServerStats {
   bytesEchoed: number;
   /** accept() failures (EMFILE and the like), each followed by a short back-off. */
   acceptErrors: number;
+  /** Connections closed after echoing --max-bytes-per-connection bytes. */
+  closedMaxBytes: number;
+  /** Connections closed at --max-connection-duration. */
+  closedMaxDuration: number;
+  /** Connections that ended with an error nothing above explains (logged as "unexpected"). */
+  unexpectedErrors: number;
 }
 
 /** Why a session ended, as logged. */
-type EndReason = "closed by peer" | "reset by peer" | "idle timeout" | "server stopping" | "error";
+type EndReason =
+  | "closed by peer"
+  | "reset by peer"
+  | "idle timeout"
+  | "server stopping"
+  | "error"
+  | "byte limit"
+  | "duration limit"
+  | "proxy header timeout"
+  | "TLS handshake timeout";
 
 /** One open connection: the socket, its counters, and why the server closed it (if it did). */
 class Session implements CopyProgress {
@@ -34,8 +54,16 @@ class Session implements CopyProgress {
   /** Set when the server closes the connection itself, before it does. */
   closedBecause: EndReason | undefined;
   readonly openedAt = performance.now();
+  byteLimit: number = Infinity;
+  /** The limit sweep closes the connection at this performance.now() time, for `closeAtReason`. */
+  closeAt: number = Infinity;
+  closeAtReason: EndReason = "duration limit";
+  /** The client the logs name: the TCP peer, or the one a PROXY header carried. */
+  client: { hostname: string; port: number };
 
-  constructor(readonly conn: Deno.TcpConn) {}
+  constructor(readonly conn: EchoConn) {
+    this.client = conn.remoteAddr;
+  }
 
   /** Closes the connection from our side; the copy then fails with Interrupted/BadResource and the session ends. */
   close(reason: EndReason): void {
@@ -54,10 +82,8 @@ function closeQuietly(closer: { close(): void }): void {
 }
 
 /** An IPv4 peer of a dual-stack listener shows as ::ffff:a.b.c.d; people expect a.b.c.d. */
-function peerOf(conn: Deno.TcpConn): string {
-  const { hostname, port } = conn.remoteAddr;
-  const plain = hostname.startsWith("::ffff:") && hostname.includes(".") ? hostname.slice(7) : hostname;
-  return formatAddress(plain, port);
+function peerOf({ hostname, port }: { hostname: string; port: number }): string {
+  return formatAddress(clientKey(hostname), port);
 }
 
 function sleep(ms: number): Promise<void> {
@@ -84,12 +110,16 @@ export class EchoServer {
     resets: 0,
     bytesEchoed: 0,
     acceptErrors: 0,
+    closedMaxBytes: 0,
+    closedMaxDuration: 0,
+    unexpectedErrors: 0,
+    ...admissionCounters(),
   };
 
   readonly #config: ServerConfig;
   readonly #copy: Copy;
   /** The open listeners; closed first when stopping, so new connections are refused at once. */
-  #listeners: Deno.TcpListener[] = [];
+  #listeners: EchoListener[] = [];
   /** One accept loop per listener; a stop waits for them so the port is really free afterwards. */
   #acceptLoops: Promise<void>[] = [];
   /** The open sessions: the cap counts them, the idle sweep and the stop walk them. */
@@ -100,6 +130,9 @@ export class EchoServer {
   /** Resolved to cut a stop's grace period short (a second signal). */
   #graceCut = Promise.withResolvers<void>();
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #limitSweepTimer: ReturnType<typeof setInterval> | undefined;
+  /** Access rules, PROXY header, TLS handshake (lib/admission.ts); undefined when none is configured. */
+  readonly #gate: Gate | undefined;
   #finished = Promise.withResolvers<void>();
   readonly #refusals = new RateLimitedLog(
     10_000,
@@ -125,11 +158,24 @@ export class EchoServer {
   constructor(config: ServerConfig) {
     this.#config = config;
     this.#copy = COPY_STRATEGIES[config.copy];
+    this.#gate = Gate.for(config, this.stats);
   }
 
   /** Open connections right now. */
   get activeConnections(): number {
     return this.#sessions.size;
+  }
+
+  /** True once a stop has begun (what /healthz reports as 503 "draining"). */
+  get draining(): boolean {
+    return this.#stopping !== undefined;
+  }
+
+  /** Bytes echoed so far, by ended and open connections alike (for the metrics, at scrape time). */
+  bytesEchoedNow(): number {
+    let bytes = this.stats.bytesEchoed;
+    for (const session of this.#sessions) bytes += session.bytes;
+    return bytes;
   }
 
   /** Resolves when the server has stopped (listeners closed, every session ended). */
@@ -144,10 +190,15 @@ export class EchoServer {
    * @throws {ListenError} when the port cannot be listened on
    */
   start(): { port: number } {
-    const { listeners, port } = openListeners({ hosts: this.#config.hosts, port: this.#config.port });
+    const { listeners, port } = openListeners({
+      hosts: this.#config.hosts,
+      port: this.#config.port,
+      tls: this.#config.tls,
+    });
     this.#listeners = listeners;
     this.#acceptLoops = listeners.map((l) => this.#acceptLoop(l));
     if (this.#config.idleTimeoutMs > 0) this.#startIdleSweep(this.#config.idleTimeoutMs);
+    this.#startLimitSweep();
     serverLog.info(
       "echoing on port {port} (copy {copy}, max connections {maxConnections}, idle timeout {idleTimeout})",
       {
@@ -197,6 +248,8 @@ export class EchoServer {
       await this.#drained.promise;
     }
     clearInterval(this.#sweepTimer);
+    clearInterval(this.#limitSweepTimer);
+    this.#gate?.flush();
     this.#refusals.flush();
     this.#acceptFailures.flush();
     this.#unexpected.flush();
@@ -208,10 +261,10 @@ export class EchoServer {
   }
 
   /** Accepts until the listener is closed. Transient failures (EMFILE, ENFILE, ...) back off and retry. */
-  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
+  async #acceptLoop(listener: EchoListener): Promise<void> {
     let backoffMs = 0;
     for (;;) {
-      let conn: Deno.TcpConn;
+      let conn: EchoConn;
       try {
         conn = await listener.accept();
       } catch (error) {
@@ -231,36 +284,52 @@ export class EchoServer {
   }
 
   /** Serves one connection from accept to close. Never throws: every failure ends this connection only. */
-  async #serve(conn: Deno.TcpConn): Promise<void> {
+  async #serve(conn: EchoConn): Promise<void> {
     const max = this.#config.maxConnections;
     if (max > 0 && this.#sessions.size >= max) {
       this.stats.refusedOverCap++;
-      this.#refusals.add(peerOf(conn));
+      this.#refusals.add(peerOf(conn.remoteAddr));
       closeQuietly(conn);
       return;
     }
     try {
-      conn.setNoDelay(true);
+      if ("setNoDelay" in conn) conn.setNoDelay(true); // TLS connections have no such method
     } catch {
       // The peer may already be gone; the copy below will find out.
     }
     const session = new Session(conn);
     this.#sessions.add(session);
+    let rest: Uint8Array | null = null;
+    if (this.#gate) {
+      rest = await this.#gate.admit(session);
+      if (rest === null) return this.#endRefused(session);
+    }
     this.stats.accepted++;
+    session.byteLimit = this.#config.maxBytesPerConnection || Infinity;
+    if (this.#config.maxConnectionDurationMs) {
+      session.closeAt = session.openedAt + this.#config.maxConnectionDurationMs;
+      session.closeAtReason = "duration limit";
+    }
     const logEvents = connectionEventsEnabled();
-    if (logEvents) connLog.debug("opened {peer}", { peer: peerOf(conn) });
+    if (logEvents) connLog.debug("opened {peer}", { peer: peerOf(session.client) });
     let reason: EndReason = "closed by peer";
     try {
-      await this.#copy(conn, session);
+      if (rest && rest.length > 0) await this.#echoFirst(session, rest);
+      if (session.bytes < session.byteLimit) await this.#copy(conn, session);
+      if (session.bytes >= session.byteLimit) {
+        reason = "byte limit";
+        this.stats.closedMaxBytes++;
+      }
     } catch (error) {
       reason = session.closedBecause ?? this.#classify(error);
     }
     closeQuietly(conn);
     this.#sessions.delete(session);
+    this.#gate?.release(session);
     this.stats.bytesEchoed += session.bytes;
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
-        peer: peerOf(conn),
+        peer: peerOf(session.client),
         durationMs: Math.round(performance.now() - session.openedAt),
         bytes: session.bytes,
         reason,
@@ -269,7 +338,24 @@ export class EchoServer {
     if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
   }
 
+  /** Ends a session the gate refused (already counted and logged). */
+  #endRefused(session: Session): void {
+    closeQuietly(session.conn);
+    this.#sessions.delete(session);
+    if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
+  }
+
+  /** Echoes the client's bytes that arrived with its PROXY header, within the byte limit. */
+  async #echoFirst(session: Session, rest: Uint8Array): Promise<void> {
+    const first = rest.subarray(0, Math.min(rest.length, session.byteLimit));
+    for (let written = 0; written < first.length;) written += await session.conn.write(first.subarray(written));
+    session.bytes += first.length;
+    session.lastActive = activityClock.now;
+  }
+
   #classify(error: unknown): EndReason {
+    // A TLS client that closes without close_notify (many do): an ordinary end, not an error.
+    if (error instanceof Deno.errors.UnexpectedEof) return "closed by peer";
     if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe) {
       this.stats.resets++;
       return "reset by peer";
@@ -278,6 +364,7 @@ export class EchoServer {
       this.stats.resets++;
       return "reset by peer";
     }
+    this.stats.unexpectedErrors++;
     this.#unexpected.add(`${(error as Error)?.name}: ${(error as Error)?.message}`);
     return "error";
   }
@@ -298,5 +385,30 @@ export class EchoServer {
       }
     }, period);
     Deno.unrefTimer(this.#sweepTimer);
+  }
+
+  /**
+   * Closes sessions past their `closeAt`: --max-connection-duration, and the deadlines of the PROXY header and the
+   * TLS handshake. Like the idle sweep, one timer for all, ticking at a tenth of the shortest of these limits
+   * (10 ms to 1 s); started only when one of them is configured.
+   */
+  #startLimitSweep(): void {
+    const limits = [
+      this.#config.maxConnectionDurationMs ?? 0,
+      this.#config.proxyProtocol?.timeoutMs ?? 0,
+      this.#config.tls ? TLS_HANDSHAKE_TIMEOUT_MS : 0,
+    ].filter((ms) => ms > 0);
+    if (limits.length === 0) return;
+    const period = Math.min(Math.max(Math.floor(Math.min(...limits) / 10), 10), 1000);
+    this.#limitSweepTimer = setInterval(() => {
+      const now = performance.now();
+      for (const session of this.#sessions) {
+        if (now >= session.closeAt && !session.closedBecause) {
+          if (session.closeAtReason === "duration limit") this.stats.closedMaxDuration++;
+          session.close(session.closeAtReason);
+        }
+      }
+    }, period);
+    Deno.unrefTimer(this.#limitSweepTimer);
   }
 }

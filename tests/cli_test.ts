@@ -37,6 +37,79 @@ Deno.test("--help lists every option with its default and environment variable, 
   assert.equal((await runEchosrv(["run", "--help"])).code, 0);
 });
 
+Deno.test("--help lists the operations options with their defaults and environment variables", async () => {
+  const { code, stdout } = await runEchosrv(["--help"]);
+  assert.equal(code, 0);
+  const help = stdout.replace(/\s+/g, " ");
+  for (
+    const [flag, fallback] of [
+      ["--max-connections-per-ip", "0"],
+      ["--max-bytes-per-connection", "0"],
+      ["--max-connection-duration", "0"],
+      ["--udp-rate", "100"],
+      ["--proxy-timeout", "5s"],
+    ]
+  ) {
+    assert.match(stdout, new RegExp(`${flag} <`), flag);
+    assert.ok(new RegExp(`${flag} <[^>]+> .*?default: ${fallback}`).test(help), `${flag} default ${fallback}`);
+  }
+  for (const flag of ["--metrics <host:port>", "--allow <cidr>", "--deny <cidr>", "--udp ", "--tls-cert <file>"]) {
+    assert.ok(help.includes(flag), flag);
+  }
+  for (const flag of ["--tls-key <file>", "--proxy-protocol ", "--proxy-from <cidr>"]) {
+    assert.ok(help.includes(flag), flag);
+  }
+  for (const name of ["ECHOSRV_METRICS", "ECHOSRV_ALLOW", "ECHOSRV_UDP=1", "ECHOSRV_PROXY_PROTOCOL=1"]) {
+    assert.ok(help.includes(name), name);
+  }
+  const stats = await runEchosrv(["stats", "--help"]);
+  assert.equal(stats.code, 0);
+  for (const text of ["--metrics-url <url>", "ECHOSRV_METRICS_URL", "--interval <duration>", "--count <n>"]) {
+    assert.ok(stats.stdout.includes(text), text);
+  }
+});
+
+Deno.test("every new option has its ECHOSRV_ variable, and the environment turns the flags on strictly", () => {
+  const env = {
+    ECHOSRV_METRICS: "127.0.0.1:0",
+    ECHOSRV_ALLOW: "10.0.0.0/8,::1",
+    ECHOSRV_DENY: "10.6.0.0/16",
+    ECHOSRV_MAX_CONNECTIONS_PER_IP: "3",
+    ECHOSRV_MAX_BYTES_PER_CONNECTION: "1MiB",
+    ECHOSRV_MAX_CONNECTION_DURATION: "1h",
+    ECHOSRV_UDP: "yes",
+    ECHOSRV_UDP_RATE: "50",
+    ECHOSRV_PROXY_PROTOCOL: "1",
+    ECHOSRV_PROXY_FROM: "127.0.0.1",
+    ECHOSRV_PROXY_TIMEOUT: "2s",
+  };
+  for (const [name, value] of Object.entries(env)) Deno.env.set(name, value);
+  try {
+    const what = parseCommandLine([], quiet);
+    assert.equal(what.kind, "run");
+    if (what.kind !== "run") return;
+    const server = what.config.server;
+    assert.deepEqual(what.config.metrics, { hostname: "127.0.0.1", port: 0 });
+    assert.equal(server.admission?.allow.toString(), "10.0.0.0/8, ::1/128");
+    assert.equal(server.admission?.deny.toString(), "10.6.0.0/16");
+    assert.equal(server.admission?.maxPerClient, 3);
+    assert.equal(server.maxBytesPerConnection, 1024 * 1024);
+    assert.equal(server.maxConnectionDurationMs, 3_600_000);
+    assert.deepEqual(server.udp, { ratePerSource: 50 });
+    assert.equal(server.proxyProtocol?.from.toString(), "127.0.0.1/32");
+    assert.equal(server.proxyProtocol?.timeoutMs, 2000);
+    Deno.env.set("ECHOSRV_UDP", "off");
+    Deno.env.set("ECHOSRV_PROXY_PROTOCOL", "0");
+    Deno.env.delete("ECHOSRV_PROXY_FROM");
+    const off = parseCommandLine([], quiet);
+    assert.ok(off.kind === "run" && off.config.server.udp === undefined && !off.config.server.proxyProtocol);
+  } finally {
+    for (const name of Object.keys(env)) Deno.env.delete(name);
+  }
+  const stats = parseCommandLine(["stats", "--metrics-url", "[::1]:9407", "--interval", "2s", "--count", "5"], quiet);
+  assert.deepEqual(stats, { kind: "stats", config: { url: "http://[::1]:9407/metrics", intervalMs: 2000, count: 5 } });
+});
+
 Deno.test("--version and -V print the version, exit 0", async () => {
   for (const flag of ["--version", "-V"]) {
     const { code, stdout } = await runEchosrv([flag]);
@@ -68,6 +141,32 @@ const BAD_OPTIONS: Array<[string[], RegExp]> = [
   [["--bogus"], /unknown option '--bogus'/],
   [["extra"], /unknown command 'extra'|too many arguments/],
   [["run", "--port", "x"], /--port.*'x'/],
+  // Operations options (issue 5).
+  [["--metrics", "nowhere"], /--metrics.*'nowhere'/],
+  [["--metrics", "::1:9407"], /--metrics.*'::1:9407'.*brackets/],
+  [["--metrics", "127.0.0.1:70000"], /--metrics.*out of range/],
+  [["--allow", "10.0.0.0/33"], /--allow.*'10\.0\.0\.0\/33'.*prefix length/],
+  [["--allow", "10.0.0.1/8"], /--allow.*host bits set.*10\.0\.0\.0\/8/],
+  [["--deny", "example.com"], /--deny.*'example\.com'/],
+  [["--deny", "127.1"], /--deny.*'127\.1'/],
+  [["--max-connections-per-ip", "-1"], /--max-connections-per-ip/],
+  [["--max-connections-per-ip", "many"], /--max-connections-per-ip.*'many'/],
+  [["--max-bytes-per-connection", "1XB"], /--max-bytes-per-connection.*'1XB'/],
+  [["--max-connection-duration", "60"], /--max-connection-duration.*'60'.*unit/],
+  [["--udp-rate", "0"], /--udp-rate.*'0'.*out of range/],
+  [["--udp-rate", "fast"], /--udp-rate.*'fast'/],
+  [["--tls-cert", ""], /--tls-cert.*empty/],
+  [["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], /--tls-cert.*cannot read/],
+  [["--tls-key", "/nonexistent/k.pem"], /--tls-key.*needs --tls-cert/],
+  [["--proxy-protocol"], /--proxy-protocol.*needs --proxy-from/],
+  [["--proxy-from", "10.0.0.0/8"], /--proxy-from.*no effect without --proxy-protocol/],
+  [["--proxy-protocol", "--proxy-from", "10.0.0.0/40"], /--proxy-from.*'10\.0\.0\.0\/40'/],
+  [["--proxy-protocol", "--proxy-from", "127.0.0.1", "--proxy-timeout", "0"], /--proxy-timeout.*forever/],
+  [["--proxy-protocol", "--proxy-from", "127.0.0.1", "--proxy-timeout", "soon"], /--proxy-timeout.*'soon'/],
+  [["stats", "--metrics-url", "ftp://x"], /--metrics-url.*'ftp:\/\/x'/],
+  [["stats", "--metrics-url", "http://"], /--metrics-url/],
+  [["stats", "--interval", "1"], /--interval.*'1'/],
+  [["stats", "--count", "-1"], /--count/],
 ];
 
 Deno.test("every bad option exits 2 with a message naming the option and the value", async () => {
@@ -88,6 +187,11 @@ Deno.test("bad environment values exit 2 naming the variable and the value", asy
     [{ ECHOSRV_HOST: "::1,,127.0.0.1" }, /ECHOSRV_HOST/],
     [{ ECHOSRV_LOG_LEVEL: "loud" }, /'loud'.*ECHOSRV_LOG_LEVEL/],
     [{ ECHOSRV_COPY: "zero-copy" }, /ECHOSRV_COPY/],
+    [{ ECHOSRV_ALLOW: "10.0.0.0/8,bogus" }, /'10\.0\.0\.0\/8,bogus'.*ECHOSRV_ALLOW/],
+    [{ ECHOSRV_METRICS: "here" }, /'here'.*ECHOSRV_METRICS/],
+    [{ ECHOSRV_UDP: "maybe" }, /ECHOSRV_UDP is 'maybe'/],
+    [{ ECHOSRV_PROXY_PROTOCOL: "2" }, /ECHOSRV_PROXY_PROTOCOL is '2'/],
+    [{ ECHOSRV_MAX_BYTES_PER_CONNECTION: "lots" }, /'lots'.*ECHOSRV_MAX_BYTES_PER_CONNECTION/],
   ];
   for (const [env, message] of cases) {
     const { code, stderr } = await runEchosrv([], env);

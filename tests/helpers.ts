@@ -5,6 +5,8 @@
 import denoJson from "../deno.json" with { type: "json" };
 import { EchoServer } from "../lib/server.ts";
 import type { ServerConfig } from "../lib/options.ts";
+import { parseMetricsText } from "../lib/stats.ts";
+import ipaddr from "ipaddr.js";
 
 /** The project root, where `deno task start` runs. */
 export const ROOT: string = new URL("..", import.meta.url).pathname;
@@ -388,4 +390,89 @@ export async function writeUntilStalled(conn: Deno.Conn, max: number): Promise<n
   }
   void writing;
   return written;
+}
+
+/** True when `command` runs here (`command --version`-style probe with the given arguments). */
+export async function hasCommand(command: string, args: string[] = ["version"]): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command(command, { args, stdout: "null", stderr: "null" }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+/** A throwaway TLS certificate for localhost/127.0.0.1/::1 made with openssl, and its key, in a temporary folder. */
+export interface TestCertificate {
+  dir: string;
+  certFile: string;
+  keyFile: string;
+  cert: string;
+  /** Removes the folder. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Makes a self-signed EC certificate (a leaf: CA:FALSE, so rustls accepts it as a server certificate) valid for a
+ * day. Returns undefined when openssl is missing; the caller skips with a message.
+ */
+export async function makeTestCertificate(): Promise<TestCertificate | undefined> {
+  if (!(await hasCommand("openssl"))) return undefined;
+  const dir = await Deno.makeTempDir({ prefix: "echosrv-tls-" });
+  const certFile = `${dir}/cert.pem`;
+  const keyFile = `${dir}/key.pem`;
+  const out = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"],
+      ...["-keyout", keyFile, "-out", certFile, "-subj", "/CN=localhost"],
+      ...["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"],
+      ...["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"],
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`openssl req failed: ${new TextDecoder().decode(out.stderr)}`);
+  return {
+    dir,
+    certFile,
+    keyFile,
+    cert: await Deno.readTextFile(certFile),
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+/** Reads the port of `--metrics HOST:0` from a spawned server's log. */
+export async function metricsPortOf(server: ServerProcess): Promise<number> {
+  const line = await server.waitFor((r) => r.message.startsWith("serving metrics on"), "the metrics endpoint");
+  return line.properties.port as number;
+}
+
+/** Fetches a spawned server's /metrics and returns the samples by series (`name{labels}` -> value). */
+export async function scrape(port: number, hostname = "127.0.0.1"): Promise<Map<string, number>> {
+  const response = await within(10_000, "GET /metrics", fetch(`http://${hostname}:${port}/metrics`));
+  return parseMetricsText(await response.text());
+}
+
+/**
+ * A PROXY v2 header as a load balancer sends it: PROXY command, TCP over IPv4 or IPv6 (by the source address),
+ * or LOCAL when `source` is undefined.
+ */
+export function proxyV2Header(
+  source?: { hostname: string; port: number },
+  destination = { hostname: "127.0.0.1", port: 40007 },
+): Uint8Array {
+  const signature = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
+  if (!source) return Uint8Array.from([...signature, 0x20, 0x00, 0, 0]);
+  const v6 = source.hostname.includes(":");
+  const bytes = (hostname: string) => ipaddr.parse(hostname).toByteArray();
+  const dst = v6 && !destination.hostname.includes(":") ? `::ffff:${destination.hostname}` : destination.hostname;
+  const block = [
+    ...bytes(source.hostname),
+    ...(v6 ? ipaddr.IPv6.parse(dst).toByteArray() : bytes(dst)),
+    source.port >> 8,
+    source.port & 0xff,
+    destination.port >> 8,
+    destination.port & 0xff,
+  ];
+  return Uint8Array.from([...signature, 0x21, v6 ? 0x21 : 0x11, block.length >> 8, block.length & 0xff, ...block]);
 }

@@ -1,0 +1,218 @@
+// access: who may use the server. It reads the CIDR rules of --allow, --deny and --proxy-from strictly, matches a
+// client address against them (an IPv4-mapped IPv6 address such as ::ffff:192.0.2.1 counts as the IPv4 address it
+// carries, so a dual-stack listener obeys IPv4 rules), and counts open connections per client address for
+// --max-connections-per-ip. The address arithmetic is ipaddr.js's (npm, no dependencies); the strict reading is
+// ours, because ipaddr.js also accepts forms such as `127.1` or `0x7f.0.0.1` that nobody writing a rule means.
+
+import ipaddr from "ipaddr.js";
+
+/** Thrown when a rule cannot be read; the message says what is wrong and what was expected. */
+export class CidrError extends Error {
+  override name = "CidrError";
+}
+
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
+
+/** One network: an address and a prefix length, as in `192.0.2.0/24` or `2001:db8::/32`. */
+export interface Cidr {
+  /** The rule in its canonical form, for logs (`10.0.0.0/8`; a mapped IPv6 rule is shown as IPv4). */
+  readonly text: string;
+  /** The network address. */
+  readonly address: Address;
+  /** The prefix length in bits. */
+  readonly bits: number;
+}
+
+const PREFIX = /^(0|[1-9][0-9]{0,2})$/;
+
+/**
+ * Reads one network written as `ADDRESS/BITS`, or a bare address (one host: /32 or /128). IPv4 must be four
+ * decimal parts without leading zeros; IPv6 has no zone (`%eth0`). A network with host bits set (`10.0.0.1/8`) is
+ * refused, naming the network that was probably meant, because such a rule usually hides a typing mistake.
+ * An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) is read as the IPv4 network it maps (`10.0.0.0/8`).
+ *
+ * @param text the rule as written
+ * @returns the network
+ * @throws {CidrError} when the text is not such a network
+ * @example
+ * ```ts
+ * parseCidr("192.0.2.0/24").text; // "192.0.2.0/24"
+ * parseCidr("::1").text; // "::1/128"
+ * ```
+ */
+export function parseCidr(text: string): Cidr {
+  const value = text.trim();
+  const slash = value.indexOf("/");
+  const addressText = slash < 0 ? value : value.slice(0, slash);
+  const prefixText = slash < 0 ? undefined : value.slice(slash + 1);
+  const expected = "write an IPv4 or IPv6 network such as 192.0.2.0/24, 2001:db8::/32, or one address";
+  let address: Address;
+  if (addressText.includes(":")) {
+    if (addressText.includes("%") || !ipaddr.IPv6.isValid(addressText)) {
+      throw new CidrError(`"${text}" is not a network: "${addressText}" is not an IPv6 address; ${expected}`);
+    }
+    address = ipaddr.IPv6.parse(addressText);
+  } else {
+    if (!ipaddr.IPv4.isValidFourPartDecimal(addressText)) {
+      throw new CidrError(`"${text}" is not a network: "${addressText}" is not an IPv4 address; ${expected}`);
+    }
+    address = ipaddr.IPv4.parse(addressText);
+  }
+  const maxBits = address.kind() === "ipv4" ? 32 : 128;
+  let bits = maxBits;
+  if (prefixText !== undefined) {
+    if (!PREFIX.test(prefixText) || Number(prefixText) > maxBits) {
+      throw new CidrError(`"${text}" is not a network: the prefix length must be 0 to ${maxBits}`);
+    }
+    bits = Number(prefixText);
+  }
+  const network = address.kind() === "ipv4"
+    ? ipaddr.IPv4.networkAddressFromCIDR(`${address}/${bits}`)
+    : ipaddr.IPv6.networkAddressFromCIDR(`${address}/${bits}`);
+  if (network.toString() !== address.toString()) {
+    throw new CidrError(`"${text}" has host bits set: did you mean ${network}/${bits}?`);
+  }
+  if (address instanceof ipaddr.IPv6 && bits >= 96 && address.isIPv4MappedAddress()) {
+    address = address.toIPv4Address();
+    bits -= 96;
+  }
+  return { text: `${address}/${bits}`, address, bits };
+}
+
+/**
+ * Reads a client address as Deno or a PROXY header reports it, unwrapping IPv4-mapped IPv6 addresses.
+ *
+ * @param hostname an IPv4 or IPv6 address (`192.0.2.1`, `::ffff:192.0.2.1`, `2001:db8::1`)
+ * @returns the address, or undefined when `hostname` is not an IP address
+ */
+export function parseClientAddress(hostname: string): Address | undefined {
+  if (!ipaddr.isValid(hostname)) return undefined;
+  const address = ipaddr.parse(hostname);
+  return address instanceof ipaddr.IPv6 && address.isIPv4MappedAddress() ? address.toIPv4Address() : address;
+}
+
+/**
+ * The canonical text of a client address, the key of the per-client count: `::ffff:192.0.2.1` and `192.0.2.1`
+ * are one client; `2001:DB8:0::1` and `2001:db8::1` too.
+ *
+ * @param hostname the address as reported
+ * @returns the canonical form (the input itself when it is not an IP address)
+ */
+export function clientKey(hostname: string): string {
+  if (hostname.startsWith("::ffff:") && hostname.includes(".")) return hostname.slice(7);
+  if (!hostname.includes(":")) return hostname;
+  return parseClientAddress(hostname)?.toString() ?? hostname;
+}
+
+/** A list of networks and the question "is this address in one of them?". */
+export class CidrList {
+  readonly #v4: Cidr[];
+  readonly #v6: Cidr[];
+
+  /** @param cidrs the networks */
+  constructor(readonly cidrs: readonly Cidr[]) {
+    this.#v4 = cidrs.filter((c) => c.address.kind() === "ipv4");
+    this.#v6 = cidrs.filter((c) => c.address.kind() === "ipv6");
+  }
+
+  /** True when the list has no network. */
+  get empty(): boolean {
+    return this.cidrs.length === 0;
+  }
+
+  /**
+   * Tells whether an address lies in one of the networks (IPv4-mapped addresses are matched as IPv4).
+   *
+   * @param address the address, parsed by {@link parseClientAddress}
+   * @returns true when one network holds it
+   */
+  has(address: Address | undefined): boolean {
+    if (address === undefined) return false;
+    if (address instanceof ipaddr.IPv4) return this.#v4.some((c) => address.match(c.address as ipaddr.IPv4, c.bits));
+    return this.#v6.some((c) => address.match(c.address as ipaddr.IPv6, c.bits));
+  }
+
+  /** The networks, comma-separated, for logs. */
+  toString(): string {
+    return this.cidrs.map((c) => c.text).join(", ");
+  }
+}
+
+/** Why a client is refused. */
+export type RefusalReason = "access_rule" | "per_client_cap";
+
+/** What {@link Admission} enforces. */
+export interface AdmissionRules {
+  /** `--allow`: when not empty, only these networks may connect. */
+  allow: CidrList;
+  /** `--deny`: these networks may never connect; deny wins over allow. */
+  deny: CidrList;
+  /** `--max-connections-per-ip`: open connections per client address; 0 = no limit. */
+  maxPerClient: number;
+}
+
+/**
+ * The access rules and the per-client cap, applied to each new connection before a byte is echoed.
+ *
+ * @example
+ * ```ts
+ * const admission = new Admission({ allow: new CidrList([parseCidr("10.0.0.0/8")]), deny: new CidrList([]), maxPerClient: 2 });
+ * admission.admit("::ffff:10.1.2.3"); // undefined: admitted (and counted)
+ * admission.admit("192.0.2.1"); // "access_rule"
+ * admission.release("::ffff:10.1.2.3"); // when that connection ends
+ * ```
+ */
+export class Admission {
+  readonly #rules: AdmissionRules;
+  readonly #open = new Map<string, number>();
+
+  /** @param rules what to enforce */
+  constructor(rules: AdmissionRules) {
+    this.#rules = rules;
+  }
+
+  /** True when there is anything to enforce; otherwise callers can skip admission entirely. */
+  get active(): boolean {
+    return !this.#rules.allow.empty || !this.#rules.deny.empty || this.#rules.maxPerClient > 0;
+  }
+
+  /**
+   * Decides whether a client may open one more connection; when it may, counts it (call {@link release} when
+   * that connection ends).
+   *
+   * @param hostname the client's address
+   * @returns undefined when admitted, otherwise why not
+   */
+  admit(hostname: string): RefusalReason | undefined {
+    const { allow, deny, maxPerClient } = this.#rules;
+    if (!allow.empty || !deny.empty) {
+      const address = parseClientAddress(hostname);
+      if (deny.has(address) || (!allow.empty && !allow.has(address))) return "access_rule";
+    }
+    if (maxPerClient > 0) {
+      const key = clientKey(hostname);
+      const open = this.#open.get(key) ?? 0;
+      if (open >= maxPerClient) return "per_client_cap";
+      this.#open.set(key, open + 1);
+    }
+    return undefined;
+  }
+
+  /**
+   * Counts the end of a connection admitted by {@link admit}.
+   *
+   * @param hostname the same address given to {@link admit}
+   */
+  release(hostname: string): void {
+    if (this.#rules.maxPerClient <= 0) return;
+    const key = clientKey(hostname);
+    const open = this.#open.get(key) ?? 0;
+    if (open <= 1) this.#open.delete(key);
+    else this.#open.set(key, open - 1);
+  }
+
+  /** Client addresses with at least one open connection (the per-client table's size). */
+  get clients(): number {
+    return this.#open.size;
+  }
+}

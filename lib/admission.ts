@@ -1,0 +1,220 @@
+// admission: deciding, between accept and the first echoed byte, whether a connection is served. In order: with
+// --proxy-protocol, the peer must be a --proxy-from load balancer and must send a valid PROXY header in time (its
+// client address then stands for the connection); the --allow/--deny rules and --max-connections-per-ip apply to
+// that client; with TLS, the handshake must succeed in time. Each refusal is counted by reason and logged at most
+// once per 10 s per reason. lib/server.ts calls {@link Gate.admit} once per connection and nothing else of this.
+
+import { Admission, clientKey, parseClientAddress } from "./access.ts";
+import type { EchoConn } from "./listen.ts";
+import { formatAddress } from "./listen.ts";
+import { RateLimitedLog, serverLog } from "./log.ts";
+import type { ServerConfig } from "./options.ts";
+import { ProxyHeaderError, readProxyHeader } from "./proxy_protocol.ts";
+import { formatDuration } from "./units.ts";
+
+/** How long a TLS client may take to finish its handshake (the idle timeout may be off; this bound never is). */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** The counters admission keeps, part of the server's `stats` (plain numbers, read by the metrics). */
+export interface AdmissionCounters {
+  /** Refused: the client already had --max-connections-per-ip connections open. */
+  refusedPerClient: number;
+  /** Refused by the --allow / --deny rules. */
+  refusedAccessRule: number;
+  /** Refused: --proxy-protocol is on and the peer is not a --proxy-from load balancer. */
+  refusedProxyUntrusted: number;
+  /** Closed: the PROXY header was malformed, or the peer closed before sending a whole one. */
+  refusedProxyHeader: number;
+  /** Closed: the PROXY header did not arrive within --proxy-timeout. */
+  refusedProxyTimeout: number;
+  /** TLS handshakes that failed or timed out (plaintext sent to the TLS port, a client that rejects the cert). */
+  tlsHandshakeErrors: number;
+}
+
+/** Fresh counters, all zero. */
+export function admissionCounters(): AdmissionCounters {
+  return {
+    refusedPerClient: 0,
+    refusedAccessRule: 0,
+    refusedProxyUntrusted: 0,
+    refusedProxyHeader: 0,
+    refusedProxyTimeout: 0,
+    tlsHandshakeErrors: 0,
+  };
+}
+
+/** What the gate needs of a session (lib/server.ts's Session has it). */
+export interface GatedSession {
+  readonly conn: EchoConn;
+  /** The client: the TCP peer, or the address a PROXY header carried. Logs and rules use it. */
+  client: { hostname: string; port: number };
+  /** Set when the server closed the connection (stop, sweep), with the reason. */
+  readonly closedBecause: string | undefined;
+  /** performance.now() time at which the server's sweep closes the connection, with `closeAtReason`. */
+  closeAt: number;
+  closeAtReason: string;
+}
+
+/** Why a connection was refused, as the `reason` label of the metrics shows it. */
+export type GateRefusal =
+  | "per_client_cap"
+  | "access_rule"
+  | "proxy_untrusted"
+  | "proxy_header"
+  | "proxy_timeout"
+  | "tls_handshake";
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The admission steps the configuration asks for.
+ *
+ * @example
+ * ```ts
+ * const gate = Gate.for(config, stats); // undefined when nothing is to be checked
+ * const rest = gate ? await gate.admit(session) : new Uint8Array(0);
+ * if (rest === null) return; // refused, counted and logged; close the connection
+ * // ... echo `rest` (bytes that came with the PROXY header), then copy; at the end: gate?.release(session)
+ * ```
+ */
+export class Gate {
+  readonly #config: ServerConfig;
+  readonly #counters: AdmissionCounters;
+  readonly #admission: Admission | undefined;
+  readonly #logs = new Map<GateRefusal, RateLimitedLog>();
+
+  /**
+   * Builds the gate, or nothing when the configuration checks nothing (the common case costs no call at all).
+   *
+   * @param config the server configuration
+   * @param counters where refusals are counted (the server's stats)
+   * @returns the gate, or undefined
+   */
+  static for(config: ServerConfig, counters: AdmissionCounters): Gate | undefined {
+    const admission = config.admission ? new Admission(config.admission) : undefined;
+    if (!admission?.active && !config.proxyProtocol && !config.tls) return undefined;
+    return new Gate(config, counters, admission?.active ? admission : undefined);
+  }
+
+  private constructor(config: ServerConfig, counters: AdmissionCounters, admission: Admission | undefined) {
+    this.#config = config;
+    this.#counters = counters;
+    this.#admission = admission;
+  }
+
+  /**
+   * Runs the admission steps for one new connection. The caller's sweep enforces `closeAt` (header and handshake
+   * deadlines) by closing the connection, which ends a pending read here.
+   *
+   * @param session the new connection
+   * @returns the bytes that followed the PROXY header (to echo first; empty without one), or null when refused
+   *   (counted and logged; the caller closes the connection)
+   */
+  async admit(session: GatedSession): Promise<Uint8Array | null> {
+    let rest: Uint8Array = EMPTY;
+    const proxy = this.#config.proxyProtocol;
+    if (proxy) {
+      const peer = session.conn.remoteAddr;
+      if (!proxy.from.has(parseClientAddress(peer.hostname))) return this.#refuse(session, "proxy_untrusted");
+      session.closeAt = performance.now() + proxy.timeoutMs;
+      session.closeAtReason = "proxy header timeout";
+      try {
+        const read = await readProxyHeader(session.conn);
+        rest = read.rest;
+        if (read.header.command === "proxy" && read.header.source) session.client = read.header.source;
+      } catch (error) {
+        if (session.closedBecause === "proxy header timeout") return this.#refuse(session, "proxy_timeout");
+        if (session.closedBecause) return null; // the server is stopping
+        const detail = error instanceof ProxyHeaderError ? error.message : `${(error as Error).name}`;
+        return this.#refuse(session, "proxy_header", detail);
+      }
+      session.closeAt = Infinity;
+    }
+    if (this.#admission) {
+      const refusal = this.#admission.admit(session.client.hostname);
+      if (refusal) return this.#refuse(session, refusal);
+    }
+    const conn = session.conn;
+    if (this.#config.tls && "handshake" in conn) {
+      session.closeAt = performance.now() + TLS_HANDSHAKE_TIMEOUT_MS;
+      session.closeAtReason = "TLS handshake timeout";
+      try {
+        await conn.handshake();
+      } catch (error) {
+        this.release(session);
+        if (session.closedBecause && session.closedBecause !== "TLS handshake timeout") return null;
+        return this.#refuse(session, "tls_handshake", (error as Error).message ?? String(error));
+      }
+      session.closeAt = Infinity;
+    }
+    return rest;
+  }
+
+  /**
+   * Counts the end of an admitted connection (frees its place under --max-connections-per-ip).
+   *
+   * @param session the connection, as given to {@link admit}
+   */
+  release(session: GatedSession): void {
+    this.#admission?.release(session.client.hostname);
+  }
+
+  /** Writes out the pending refusal summaries (at stop). */
+  flush(): void {
+    for (const log of this.#logs.values()) log.flush();
+  }
+
+  #refuse(session: GatedSession, reason: GateRefusal, detail?: string): null {
+    switch (reason) {
+      case "per_client_cap":
+        this.#counters.refusedPerClient++;
+        break;
+      case "access_rule":
+        this.#counters.refusedAccessRule++;
+        break;
+      case "proxy_untrusted":
+        this.#counters.refusedProxyUntrusted++;
+        break;
+      case "proxy_header":
+        this.#counters.refusedProxyHeader++;
+        break;
+      case "proxy_timeout":
+        this.#counters.refusedProxyTimeout++;
+        break;
+      case "tls_handshake":
+        this.#counters.tlsHandshakeErrors++;
+        break;
+    }
+    const { hostname, port } = reason === "proxy_untrusted" ? session.conn.remoteAddr : session.client;
+    const peer = formatAddress(clientKey(hostname), port);
+    let log = this.#logs.get(reason);
+    if (!log) {
+      const what = this.#describe(reason);
+      log = new RateLimitedLog(
+        10_000,
+        (count, latest) =>
+          serverLog.warn("refused {count} connection(s): {what} (latest: {latest})", { count, what, reason, latest }),
+      );
+      this.#logs.set(reason, log);
+    }
+    log.add(detail ? `${peer}, ${detail}` : peer);
+    return null;
+  }
+
+  #describe(reason: GateRefusal): string {
+    switch (reason) {
+      case "per_client_cap":
+        return `the client already has --max-connections-per-ip ${this.#config.admission?.maxPerClient} open`;
+      case "access_rule":
+        return "by the --allow/--deny rules";
+      case "proxy_untrusted":
+        return `not from --proxy-from ${this.#config.proxyProtocol?.from}, so it may not send a PROXY header`;
+      case "proxy_header":
+        return "missing or malformed PROXY header";
+      case "proxy_timeout":
+        return `no PROXY header within --proxy-timeout ${formatDuration(this.#config.proxyProtocol?.timeoutMs ?? 0)}`;
+      case "tls_handshake":
+        return "TLS handshake failed";
+    }
+  }
+}

@@ -1,0 +1,248 @@
+// metrics: the `--metrics HOST:PORT` endpoint. GET /metrics renders the server's counters in the Prometheus text
+// exposition format (version 0.0.4); GET /healthz answers 200 while serving and 503 once a stop has begun, so a
+// load balancer or Kubernetes stops sending new clients; GET /livez answers 200 as long as the process answers at
+// all, draining included (a liveness probe on /healthz would restart an instance in the middle of its drain). The counters stay plain numbers on the hot path (the
+// server's and the UDP echo's `stats`); this module reads them only when scraped, through source functions, so a
+// process running several servers (workers) sums several sources.
+//
+// Why the text is written here rather than with prom-client (npm): prom-client wants to own the counting (its
+// Counter only has inc()), so exposing counters that already exist means resetting and re-incrementing them on
+// every scrape; it also brings a registry, default Node.js metrics and two dependencies. What we expose is a fixed
+// set of counters and gauges, and the format for them is four kinds of line (HELP, TYPE, sample, blank), with
+// label values escaped; tests/metrics_test.ts checks the output with Prometheus's own `promtool check metrics`
+// where it is installed.
+
+import { formatAddress, ListenError } from "./listen.ts";
+import { serverLog } from "./log.ts";
+import type { MetricsConfig } from "./options.ts";
+import type { EchoServer, ServerStats } from "./server.ts";
+import type { UdpEcho, UdpStats } from "./udp.ts";
+import { VERSION } from "./version.ts";
+
+/** One reading of one server's counters. */
+export interface MetricsSnapshot {
+  /** Open TCP/TLS connections. */
+  connectionsActive: number;
+  /** Bytes echoed over TCP/TLS, open connections included. */
+  bytesEchoed: number;
+  /** True once a stop has begun. */
+  draining: boolean;
+  stats: ServerStats;
+  /** The UDP echo's counters, when `--udp` is on. */
+  udp?: UdpStats;
+}
+
+/** Reads one server's counters; may be asynchronous (a worker answering a message). */
+export type MetricsSource = () => MetricsSnapshot | Promise<MetricsSnapshot>;
+
+/**
+ * The source of one server (and its UDP echo, if any): a few property reads, and one walk over the open
+ * connections for their bytes.
+ *
+ * @param server the TCP/TLS echo server
+ * @param udp its UDP echo, when `--udp` is on
+ * @returns the source
+ */
+export function serverSource(server: EchoServer, udp?: UdpEcho): MetricsSource {
+  return () => ({
+    connectionsActive: server.activeConnections,
+    bytesEchoed: server.bytesEchoedNow(),
+    draining: server.draining,
+    stats: server.stats,
+    udp: udp?.stats,
+  });
+}
+
+const UDP_ZERO: UdpStats = {
+  datagramsEchoed: 0,
+  bytesEchoed: 0,
+  droppedSourcePort: 0,
+  droppedAccessRule: 0,
+  droppedRateLimit: 0,
+  sendErrors: 0,
+  receiveErrors: 0,
+};
+
+/**
+ * Adds up several servers' readings (workers of one process): counters and gauges sum, draining if any drains.
+ *
+ * @param snapshots one reading per server (at least one)
+ * @returns the total
+ */
+export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnapshot {
+  const [first, ...others] = snapshots;
+  const total: MetricsSnapshot = {
+    ...first,
+    stats: { ...first.stats },
+    udp: first.udp ? { ...first.udp } : undefined,
+  };
+  for (const s of others) {
+    total.connectionsActive += s.connectionsActive;
+    total.bytesEchoed += s.bytesEchoed;
+    total.draining ||= s.draining;
+    for (const key of Object.keys(total.stats) as (keyof ServerStats)[]) total.stats[key] += s.stats[key] ?? 0;
+    if (s.udp) {
+      total.udp ??= { ...UDP_ZERO };
+      for (const key of Object.keys(total.udp) as (keyof UdpStats)[]) total.udp[key] += s.udp[key];
+    }
+  }
+  return total;
+}
+
+/** Escapes a label value: backslash, double quote and line feed, as the text format requires. */
+function labelValue(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
+}
+
+type Samples = number | Array<[Record<string, string>, number]>;
+
+/**
+ * Writes one reading in the Prometheus text exposition format (0.0.4): HELP and TYPE for each family, every
+ * labelled series even at 0 (so a rate over a reason that has not happened yet is 0, not missing).
+ *
+ * @param snapshot the counters
+ * @param startedAtSeconds the process start, in seconds since the Unix epoch
+ * @returns the text, ending with a line feed
+ */
+export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: number): string {
+  const { stats } = snapshot;
+  const udp = snapshot.udp ?? UDP_ZERO;
+  const lines: string[] = [];
+  const family = (name: string, type: "counter" | "gauge", help: string, samples: Samples) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    if (typeof samples === "number") {
+      lines.push(`${name} ${samples}`);
+      return;
+    }
+    for (const [labels, value] of samples) {
+      const text = Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`).join(",");
+      lines.push(`${name}{${text}} ${value}`);
+    }
+  };
+  family("echosrv_build_info", "gauge", "The running echosrv: version, Deno version and OS (always 1).", [
+    [{ version: VERSION, deno: Deno.version.deno, os: Deno.build.os }, 1],
+  ]);
+  family(
+    "echosrv_start_time_seconds",
+    "gauge",
+    "When this echosrv started, in seconds since the Unix epoch.",
+    startedAtSeconds,
+  );
+  family(
+    "echosrv_draining",
+    "gauge",
+    "1 once a graceful stop has begun (/healthz answers 503), else 0.",
+    snapshot.draining ? 1 : 0,
+  );
+  family("echosrv_connections_active", "gauge", "Open TCP/TLS connections.", snapshot.connectionsActive);
+  family(
+    "echosrv_connections_accepted_total",
+    "counter",
+    "TCP/TLS connections admitted and served.",
+    stats.accepted,
+  );
+  family("echosrv_connections_rejected_total", "counter", "TCP/TLS connections refused before any echo, by reason.", [
+    [{ reason: "cap" }, stats.refusedOverCap],
+    [{ reason: "per_client_cap" }, stats.refusedPerClient],
+    [{ reason: "access_rule" }, stats.refusedAccessRule],
+    [{ reason: "proxy_untrusted" }, stats.refusedProxyUntrusted],
+    [{ reason: "proxy_header" }, stats.refusedProxyHeader],
+    [{ reason: "proxy_timeout" }, stats.refusedProxyTimeout],
+  ]);
+  family("echosrv_connections_closed_total", "counter", "Connections the server closed because of a limit.", [
+    [{ reason: "idle_timeout" }, stats.closedIdle],
+    [{ reason: "max_bytes" }, stats.closedMaxBytes],
+    [{ reason: "max_duration" }, stats.closedMaxDuration],
+  ]);
+  family("echosrv_bytes_echoed_total", "counter", "Bytes echoed over TCP/TLS.", snapshot.bytesEchoed);
+  family("echosrv_udp_datagrams_echoed_total", "counter", "UDP datagrams echoed.", udp.datagramsEchoed);
+  family("echosrv_udp_bytes_echoed_total", "counter", "Bytes echoed in UDP datagrams.", udp.bytesEchoed);
+  family("echosrv_udp_datagrams_dropped_total", "counter", "UDP datagrams not answered, by reason.", [
+    [{ reason: "source_port" }, udp.droppedSourcePort],
+    [{ reason: "access_rule" }, udp.droppedAccessRule],
+    [{ reason: "rate_limit" }, udp.droppedRateLimit],
+  ]);
+  family("echosrv_errors_total", "counter", "Errors, by kind.", [
+    [{ kind: "accept" }, stats.acceptErrors],
+    [{ kind: "peer_reset" }, stats.resets],
+    [{ kind: "tls_handshake" }, stats.tlsHandshakeErrors],
+    [{ kind: "unexpected" }, stats.unexpectedErrors],
+    [{ kind: "udp_send" }, udp.sendErrors],
+    [{ kind: "udp_receive" }, udp.receiveErrors],
+  ]);
+  return lines.join("\n") + "\n";
+}
+
+/** The running endpoint. */
+export interface MetricsServer {
+  /** The port it listens on (the one the OS picked for port 0). */
+  port: number;
+  /** Stops answering and closes the port. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves /metrics, /healthz and /livez. Sources are read at each request; the array may grow later (a worker starting).
+ *
+ * @param address where to listen
+ * @param sources one per server in this process
+ * @returns the running endpoint
+ * @throws {ListenError} when the address cannot be listened on
+ * @example
+ * ```ts
+ * const metrics = serveMetrics({ hostname: "127.0.0.1", port: 9407 }, [() => snapshotOf(server)]);
+ * // curl http://127.0.0.1:9407/metrics ; curl -i http://127.0.0.1:9407/healthz
+ * await metrics.close();
+ * ```
+ */
+export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSource[]): MetricsServer {
+  const startedAtSeconds = Math.round(Date.now() / 1000);
+  const read = async () => sumSnapshots(await Promise.all(sources.map((source) => source())));
+  const handler = async (request: Request): Promise<Response> => {
+    const path = new URL(request.url).pathname;
+    if (path !== "/metrics" && path !== "/healthz" && path !== "/livez") {
+      return new Response("not found: try /metrics, /healthz or /livez\n", { status: 404 });
+    }
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+    }
+    const text = { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
+    if (path === "/livez") return new Response("alive\n", { headers: text });
+    const snapshot = await read();
+    if (path === "/healthz") {
+      return new Response(snapshot.draining ? "draining\n" : "serving\n", {
+        status: snapshot.draining ? 503 : 200,
+        headers: text,
+      });
+    }
+    return new Response(renderMetrics(snapshot, startedAtSeconds), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" },
+    });
+  };
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: address.hostname,
+      port: address.port,
+      onListen: () => {},
+      onError: (error) => {
+        serverLog.error("metrics: {error}", { error: String(error) });
+        return new Response("internal error\n", { status: 500 });
+      },
+    }, handler);
+  } catch (error) {
+    const where = `the metrics address ${formatAddress(address.hostname, address.port)}`;
+    if (error instanceof Deno.errors.AddrInUse) {
+      throw new ListenError(`${where} is already in use; choose another --metrics address`);
+    }
+    throw new ListenError(`cannot listen on ${where}: ${(error as Error).message}`);
+  }
+  const port = server.addr.port;
+  const base = `http://${formatAddress(server.addr.hostname, port)}`;
+  serverLog.info("serving metrics on {url} and health on {health}", {
+    url: `${base}/metrics`,
+    health: `${base}/healthz`,
+    port,
+  });
+  return { port, close: () => server.shutdown() };
+}

@@ -1,0 +1,92 @@
+// The access rules on their own: strict CIDR reading, matching (IPv4-mapped IPv6 as IPv4, deny wins, any allow
+// rule denies the rest), and the per-client count.
+
+import assert from "node:assert/strict";
+import { Admission, CidrError, CidrList, clientKey, parseCidr, parseClientAddress } from "../lib/access.ts";
+
+const list = (...rules: string[]) => new CidrList(rules.map(parseCidr));
+
+Deno.test("parseCidr reads IPv4 and IPv6 networks and single addresses", () => {
+  assert.equal(parseCidr("10.0.0.0/8").text, "10.0.0.0/8");
+  assert.equal(parseCidr(" 192.0.2.7 ").text, "192.0.2.7/32");
+  assert.equal(parseCidr("0.0.0.0/0").text, "0.0.0.0/0");
+  assert.equal(parseCidr("2001:DB8::/32").text, "2001:db8::/32");
+  assert.equal(parseCidr("::1").text, "::1/128");
+  assert.equal(parseCidr("::/0").text, "::/0");
+  assert.equal(parseCidr("::ffff:10.0.0.0/104").text, "10.0.0.0/8", "a mapped network is an IPv4 network");
+  assert.equal(parseCidr("::ffff:192.0.2.1").text, "192.0.2.1/32");
+});
+
+Deno.test("parseCidr refuses anything loose, with a reason", () => {
+  const cases: Array<[string, RegExp]> = [
+    ["", /not an IPv4 address/],
+    ["10.0.0.0/33", /prefix length must be 0 to 32/],
+    ["::/129", /0 to 128/],
+    ["10.0.0.0/", /prefix length/],
+    ["10.0.0.0/08", /prefix length/],
+    ["10.0.0.0/8/8", /prefix length/],
+    ["10.0.0.0/-1", /prefix length/],
+    ["10.0.0.0/ 8", /prefix length/],
+    ["10/8", /not an IPv4 address/],
+    ["127.1", /not an IPv4 address/],
+    ["0x7f.0.0.1/8", /not an IPv4 address/],
+    ["010.0.0.0/8", /not an IPv4 address/],
+    ["256.0.0.0/8", /not an IPv4 address/],
+    ["fe80::1%eth0/64", /not an IPv6 address/],
+    ["2001:db8:::/48", /not an IPv6 address/],
+    ["example.com/24", /not an IPv4 address/],
+    ["10.0.0.1/8", /host bits set: did you mean 10\.0\.0\.0\/8/],
+    ["2001:db8::1/32", /did you mean 2001:db8::\/32/],
+  ];
+  for (const [text, reason] of cases) {
+    assert.throws(() => parseCidr(text), (e) => e instanceof CidrError && reason.test(e.message), text);
+  }
+});
+
+Deno.test("CidrList matches by family; IPv4-mapped client addresses match IPv4 rules", () => {
+  const rules = list("10.0.0.0/8", "2001:db8::/32");
+  assert.equal(rules.has(parseClientAddress("10.1.2.3")), true);
+  assert.equal(rules.has(parseClientAddress("::ffff:10.1.2.3")), true);
+  assert.equal(rules.has(parseClientAddress("11.0.0.1")), false);
+  assert.equal(rules.has(parseClientAddress("2001:db8:ffff::1")), true);
+  assert.equal(rules.has(parseClientAddress("2001:db9::1")), false);
+  assert.equal(rules.has(parseClientAddress("not an address")), false);
+  assert.equal(list("::/0").has(parseClientAddress("::ffff:10.1.2.3")), false, "::/0 is IPv6 only");
+  assert.equal(list("0.0.0.0/0").has(parseClientAddress("::ffff:10.1.2.3")), true);
+  assert.equal(list("::ffff:10.0.0.0/104").has(parseClientAddress("10.9.9.9")), true);
+});
+
+Deno.test("Admission: deny wins over allow; any allow rule denies the rest; no rule allows all", () => {
+  const none = new Admission({ allow: list(), deny: list(), maxPerClient: 0 });
+  assert.equal(none.active, false);
+  assert.equal(none.admit("203.0.113.1"), undefined);
+  const rules = new Admission({ allow: list("10.0.0.0/8", "::1"), deny: list("10.6.0.0/16"), maxPerClient: 0 });
+  assert.equal(rules.active, true);
+  assert.equal(rules.admit("10.1.1.1"), undefined);
+  assert.equal(rules.admit("::ffff:10.1.1.1"), undefined);
+  assert.equal(rules.admit("10.6.1.1"), "access_rule", "deny wins");
+  assert.equal(rules.admit("::ffff:10.6.1.1"), "access_rule", "deny wins for the mapped form too");
+  assert.equal(rules.admit("192.0.2.1"), "access_rule", "not allowed");
+  assert.equal(rules.admit("::1"), undefined);
+  assert.equal(rules.admit("::2"), "access_rule");
+  const denyOnly = new Admission({ allow: list(), deny: list("127.0.0.0/8"), maxPerClient: 0 });
+  assert.equal(denyOnly.admit("::ffff:127.0.0.1"), "access_rule");
+  assert.equal(denyOnly.admit("::1"), undefined, "IPv6 loopback is another network");
+});
+
+Deno.test("Admission: the per-client cap counts one client in all its spellings and frees up on release", () => {
+  const admission = new Admission({ allow: list(), deny: list(), maxPerClient: 2 });
+  assert.equal(admission.admit("192.0.2.1"), undefined);
+  assert.equal(admission.admit("::ffff:192.0.2.1"), undefined);
+  assert.equal(admission.admit("192.0.2.1"), "per_client_cap");
+  assert.equal(admission.admit("192.0.2.2"), undefined, "another client is not affected");
+  assert.equal(admission.clients, 2);
+  admission.release("::ffff:192.0.2.1");
+  assert.equal(admission.admit("192.0.2.1"), undefined);
+  admission.release("192.0.2.1");
+  admission.release("192.0.2.1");
+  admission.release("192.0.2.2");
+  assert.equal(admission.clients, 0, "the table forgets clients with nothing open");
+  assert.equal(clientKey("2001:DB8:0::1"), "2001:db8::1");
+  assert.equal(clientKey("::ffff:127.0.0.1"), "127.0.0.1");
+});

@@ -1,0 +1,185 @@
+// The RFC 862 UDP echo and its guards, over real loopback sockets: datagrams come back whole (up to the largest
+// UDP payload) over IPv4 and IPv6, and never to the source ports of services that answer back; the per-source
+// rate limit and the access rules drop what they should and count it; and UDP is refused, not crashed into,
+// when Deno runs without --unstable-net.
+
+import assert from "node:assert/strict";
+import { CidrList, parseCidr } from "../lib/access.ts";
+import { BLOCKED_SOURCE_PORTS, SourceTable, UdpEcho } from "../lib/udp.ts";
+import { pseudoRandomBytes, runEchosrv, sameBytes, spawnServer, waitUntil, within } from "./helpers.ts";
+
+/** A UDP echo on a free port of `hosts`, stopped after `body`. */
+async function withUdp(
+  options: { hosts: string[]; ratePerSource?: number; allow?: string[]; deny?: string[] },
+  body: (port: number, udp: UdpEcho) => Promise<void>,
+): Promise<void> {
+  // Take a port number the OS hands out for UDP, then let the echo bind it (as the server does with its TCP port).
+  const probe = Deno.listenDatagram({ hostname: options.hosts[0], port: 0, transport: "udp" });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const udp = new UdpEcho({
+    hosts: options.hosts,
+    ratePerSource: options.ratePerSource ?? 1000,
+    allow: new CidrList((options.allow ?? []).map(parseCidr)),
+    deny: new CidrList((options.deny ?? []).map(parseCidr)),
+  });
+  udp.start(port);
+  try {
+    await body(port, udp);
+  } finally {
+    await within(10_000, "the UDP echo to close", udp.close());
+  }
+}
+
+/** Sends one datagram from `client` and waits (bounded) for the answer. */
+async function roundTrip(client: Deno.DatagramConn, hostname: string, port: number, data: Uint8Array) {
+  await client.send(data, { transport: "udp", hostname, port });
+  // Deno's receive() without a buffer allocates 65,507 bytes and would cut an IPv6 maximum; give it room.
+  const [answer] = await within(5000, "the echoed datagram", client.receive(new Uint8Array(65_536)));
+  return answer.slice();
+}
+
+Deno.test("UDP: datagrams come back whole over IPv4 and IPv6, empty ones and the largest ones too", async () => {
+  await withUdp({ hosts: ["::"] }, async (port, udp) => {
+    const v4 = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+    const v6 = Deno.listenDatagram({ hostname: "::1", port: 0, transport: "udp" });
+    try {
+      // [::] is dual-stack on Linux: the IPv4 client is answered through it.
+      for (const size of [0, 1, 1472, 9000, 65_507]) {
+        const data = pseudoRandomBytes(size, size + 1);
+        assert.equal(sameBytes(await roundTrip(v4, "127.0.0.1", port, data), data), true, `IPv4 ${size} bytes`);
+      }
+      const largest = pseudoRandomBytes(65_527, 3); // the IPv6 maximum without jumbograms
+      assert.equal(sameBytes(await roundTrip(v6, "::1", port, largest), largest), true, "IPv6 65527 bytes");
+      assert.equal(udp.stats.datagramsEchoed, 6);
+      assert.equal(udp.stats.bytesEchoed, 1 + 1472 + 9000 + 65_507 + 65_527);
+    } finally {
+      v4.close();
+      v6.close();
+    }
+  });
+});
+
+Deno.test("UDP: datagrams from the source ports of echo, chargen, DNS, NTP, SSDP, memcached... are never answered", async () => {
+  await withUdp({ hosts: ["127.0.0.1"] }, async (port, udp) => {
+    const tried: number[] = [];
+    const skipped: string[] = [];
+    for (const sourcePort of BLOCKED_SOURCE_PORTS.filter((p) => p !== 0)) {
+      let client: Deno.DatagramConn;
+      try {
+        client = Deno.listenDatagram({ hostname: "127.0.0.1", port: sourcePort, transport: "udp" });
+      } catch (error) {
+        skipped.push(`${sourcePort} (${(error as Error).name})`); // privileged port without root, or in use
+        continue;
+      }
+      try {
+        await client.send(Uint8Array.of(1, 2, 3), { transport: "udp", hostname: "127.0.0.1", port });
+        tried.push(sourcePort);
+      } finally {
+        client.close();
+      }
+    }
+    if (skipped.length > 0) console.log(`  (could not bind source ports ${skipped.join(", ")}: not tested here)`);
+    assert.ok(tried.includes(1900) && tried.includes(11211), "the unprivileged ones at least");
+    // Then one from an ordinary port: once it is answered, every datagram sent before it has been handled.
+    const ordinary = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+    try {
+      await roundTrip(ordinary, "127.0.0.1", port, Uint8Array.of(9));
+    } finally {
+      ordinary.close();
+    }
+    assert.equal(udp.stats.droppedSourcePort, tried.length);
+    assert.equal(udp.stats.datagramsEchoed, 1, "only the ordinary one");
+  });
+});
+
+Deno.test("UDP: over --udp-rate a source is dropped and counted; another source has its own bucket", async () => {
+  await withUdp({ hosts: ["127.0.0.1"], ratePerSource: 5 }, async (port, udp) => {
+    const flood = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+    const sent = 50;
+    try {
+      for (let i = 0; i < sent; i++) {
+        await flood.send(Uint8Array.of(i), { transport: "udp", hostname: "127.0.0.1", port });
+      }
+      // Every datagram is either echoed or dropped: wait for the count, not for a time.
+      await within(
+        10_000,
+        "every datagram to be handled",
+        waitUntil(() => udp.stats.datagramsEchoed + udp.stats.droppedRateLimit === sent),
+      );
+    } finally {
+      flood.close();
+    }
+    assert.ok(udp.stats.datagramsEchoed >= 5, `the burst of 5 is answered (${udp.stats.datagramsEchoed})`);
+    assert.ok(udp.stats.droppedRateLimit > 0, "the rest of the flood is dropped");
+    const polite = Deno.listenDatagram({ hostname: "127.0.0.2", port: 0, transport: "udp" });
+    try {
+      assert.deepEqual(await roundTrip(polite, "127.0.0.1", port, Uint8Array.of(42)), Uint8Array.of(42));
+    } finally {
+      polite.close();
+    }
+    assert.equal(udp.sources, 2, "one bucket per source address");
+  });
+});
+
+Deno.test("UDP: --deny and --allow apply to datagrams too", async () => {
+  await withUdp({ hosts: ["::"], deny: ["127.0.0.0/8"] }, async (port, udp) => {
+    const v4 = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+    const v6 = Deno.listenDatagram({ hostname: "::1", port: 0, transport: "udp" });
+    try {
+      await v4.send(Uint8Array.of(1), { transport: "udp", hostname: "127.0.0.1", port });
+      assert.deepEqual(await roundTrip(v6, "::1", port, Uint8Array.of(2)), Uint8Array.of(2));
+      await within(5000, "the denied datagram to be counted", waitUntil(() => udp.stats.droppedAccessRule === 1));
+      assert.equal(udp.stats.datagramsEchoed, 1);
+    } finally {
+      v4.close();
+      v6.close();
+    }
+  });
+});
+
+Deno.test("SourceTable: token bucket refills with time; the table never outgrows its bound", () => {
+  let now = 0;
+  const table = new SourceTable(2, 3, (h) => h !== "bad", () => now);
+  assert.equal(table.take("a"), undefined);
+  assert.equal(table.take("a"), undefined);
+  assert.equal(table.take("a"), "rate_limit", "the burst is the rate");
+  now += 500; // half a second: one token back
+  assert.equal(table.take("a"), undefined);
+  assert.equal(table.take("a"), "rate_limit");
+  assert.equal(table.take("bad"), "access_rule");
+  for (const source of ["b", "c", "d", "e"]) assert.equal(table.take(source), undefined);
+  assert.equal(table.size, 3, "bounded");
+});
+
+Deno.test("--udp without Deno's --unstable-net exits 1 with a message saying so (no crash)", async () => {
+  const out = await within(
+    30_000,
+    "echosrv without --unstable-net",
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", "--allow-env", "--allow-read", "main.ts", "--udp", "-p", "0", "-H", "127.0.0.1"],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "null",
+      env: { NO_COLOR: "1" },
+    }).output(),
+  );
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 1, text);
+  assert.match(text, /UDP needs Deno's --unstable-net/);
+  assert.doesNotMatch(text, /\n\s+at /);
+});
+
+Deno.test("echosrv --udp as a user runs it: TCP and UDP on one port; bad --udp-rate exits 2", async () => {
+  await using server = await spawnServer(["--port", "0", "--host", "127.0.0.1", "--udp"]);
+  await server.waitFor((r) => r.message.startsWith("echoing UDP on port"), "the UDP echo to start");
+  const client = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+  try {
+    const answer = await roundTrip(client, "127.0.0.1", server.port, new TextEncoder().encode("ping"));
+    assert.equal(new TextDecoder().decode(answer), "ping");
+  } finally {
+    client.close();
+  }
+  server.signal("SIGTERM");
+  assert.equal(await server.exited(), 0);
+  assert.equal((await runEchosrv(["--udp", "--udp-rate", "0"])).code, 2);
+});

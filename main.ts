@@ -1,11 +1,13 @@
 // main: echosrv's entry point. It only wires: read the options, set up logging, start the server, stop it
 // gracefully on a signal, exit with the code the outcome calls for (0 clean stop, 1 runtime failure, 2 usage error).
 
-import { parseCommandLine, type RunConfig, unknownEnvVars } from "./lib/options.ts";
-import { closeLogging, LogFileError, serverLog, setupLogging } from "./lib/log.ts";
-import { ListenError } from "./lib/listen.ts";
-import { EchoServer } from "./lib/server.ts";
-import { VERSION } from "./lib/version.ts";
+// Keep this import first: when the Windows SCM started this process, it connects to the SCM while the rest of the
+// program is still loading (see lib/service/scm_boot.ts). Elsewhere it does nothing.
+import { scmBoot } from "./lib/service/scm_boot.ts";
+import { parseCommandLine, type RunConfig } from "./lib/options.ts";
+import { closeLogging, serverLog } from "./lib/log.ts";
+import { startProgram } from "./lib/program.ts";
+import { windowsServiceProgram } from "./lib/service/windows_program.ts";
 
 /** The signals that ask for a stop: Ctrl+C everywhere, SIGTERM on Unix, Ctrl+Break on Windows. */
 const STOP_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
@@ -17,36 +19,12 @@ const STOP_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT", "SI
  * @returns the process exit code
  */
 export async function runForeground(config: RunConfig): Promise<number> {
-  try {
-    await setupLogging(config.log);
-  } catch (error) {
-    if (!(error instanceof LogFileError)) throw error;
-    console.error(`echosrv: ${error.message}`);
-    return 1;
+  const started = await startProgram(config);
+  if (!started.ok) {
+    if (!started.logged) console.error(`echosrv: ${started.message}`);
+    return started.exitCode;
   }
-  // A rejection nobody handled would kill the process and every connection with it; log it and keep serving.
-  globalThis.addEventListener("unhandledrejection", (event) => {
-    event.preventDefault();
-    serverLog.error("internal error (please report it): {error}", { error: String(event.reason) });
-  });
-  serverLog.info("echosrv {version} starting (Deno {deno}, {os})", {
-    version: VERSION,
-    deno: Deno.version.deno,
-    os: Deno.build.os,
-  });
-  for (const name of unknownEnvVars(Deno.env.toObject())) {
-    serverLog.warn("ignoring the environment variable {name}: no option reads it (see --help)", { name });
-  }
-
-  const server = new EchoServer(config.server);
-  try {
-    server.start();
-  } catch (error) {
-    if (!(error instanceof ListenError)) throw error;
-    serverLog.error("{message}", { message: error.message });
-    await closeLogging();
-    return 1;
-  }
+  const server = started.server;
 
   let signals = 0;
   const onSignal = () => {
@@ -78,6 +56,19 @@ export async function main(args: string[]): Promise<number> {
   return await runForeground(what.config);
 }
 
+/**
+ * Runs echosrv as the Windows service the SCM started (see lib/service/scm.ts). When the dispatcher finds no SCM
+ * (a console run of a command line marked `--service`), runs in the foreground instead.
+ *
+ * @returns the process exit code
+ */
+async function runAsWindowsService(boot: NonNullable<typeof scmBoot>): Promise<number> {
+  const outcome = await boot.connection.run(windowsServiceProgram(boot.args));
+  if (outcome.kind === "served") return outcome.exitCode;
+  console.error("echosrv: --service is for the Windows service manager; running in the foreground instead");
+  return await main(boot.args);
+}
+
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  Deno.exit(scmBoot ? await runAsWindowsService(scmBoot) : await main(Deno.args));
 }

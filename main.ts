@@ -8,6 +8,7 @@ import { parseCommandLine, type RunConfig } from "./lib/options.ts";
 import { closeLogging, serverLog } from "./lib/log.ts";
 import { startProgram } from "./lib/program.ts";
 import { windowsServiceProgram } from "./lib/service/windows_program.ts";
+import { runServiceCommand } from "./lib/service/commands.ts";
 
 /** The signals that ask for a stop: Ctrl+C everywhere, SIGTERM on Unix, Ctrl+Break on Windows. */
 const STOP_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
@@ -53,6 +54,7 @@ export async function runForeground(config: RunConfig): Promise<number> {
 export async function main(args: string[]): Promise<number> {
   const what = parseCommandLine(args);
   if (what.kind === "exit") return what.code;
+  if (what.kind === "service") return await runServiceCommand(what.request);
   return await runForeground(what.config);
 }
 

@@ -5,6 +5,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { parseDuration, parseInteger, parseMask, UnitError } from "./units.ts";
 import { VERSION } from "./version.ts";
+import { addServiceCommand, type ServiceRequest } from "./service/cli.ts";
 
 /** The port the WSK sample listened on, kept as the default. */
 export const DEFAULT_PORT = 40007;
@@ -55,6 +56,7 @@ export interface RunConfig {
 /** What the command line asks for. */
 export type Invocation =
   | { kind: "run"; config: RunConfig }
+  | { kind: "service"; request: ServiceRequest }
   | { kind: "exit"; code: number };
 
 /** Trace flags: the WSK sample's two WPP flags plus one for per-connection events. */
@@ -248,6 +250,9 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
         result = { kind: "run", config: toRunConfig(opts) };
       }),
   );
+
+  // `echosrv service install|uninstall|start|stop|restart|status` (lib/service/cli.ts).
+  addServiceCommand(program, configure, (request) => result = { kind: "service", request }, args);
 
   try {
     program.parse(args, { from: "user" });

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type Launcher, launchArgs } from "../lib/service/contract.ts";
+import { launchArgs, type Launcher } from "../lib/service/contract.ts";
 import { PENDING_WAIT_HINT_MS, ServiceState } from "../lib/service/scm.ts";
 import {
   echoSession,

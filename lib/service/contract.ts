@@ -26,6 +26,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { RunConfig } from "../options.ts";
 
 /** A running service, as its program hands it to the service manager's code. */
 export interface RunningService {
@@ -69,6 +70,8 @@ export interface ServiceDefinition {
   launcher: Launcher;
   /** The server options baked into the service's command line, already validated. */
   serverArgs: string[];
+  /** What those options configure (limits, port, log file): the unit's settings follow from it. */
+  config: RunConfig;
 }
 
 /** What a manager reports about a service. */
@@ -117,6 +120,8 @@ export interface Plan {
 export interface ServiceManager {
   /** The service manager's name as people know it: systemd, launchd, the Windows SCM. */
   readonly system: string;
+  /** Formats a command as it would be typed on this platform (for --dry-run and messages). */
+  formatCommand(argv: string[]): string;
   /** Throws {@link ServiceError} when the service manager is missing or not running here. */
   available(): Promise<void>;
   /** Whether a service of this name is registered. */
@@ -164,7 +169,7 @@ export function executablePermissions(os: typeof Deno.build.os): string[] {
 export function launcherOfThisProcess(): Launcher {
   if (Deno.build.standalone) return { kind: "compiled", executable: Deno.execPath() };
   const main = fileURLToPath(Deno.mainModule);
-  const denoDir = Deno.env.get("DENO_DIR");
+  const denoDir = denoDirOfThisProcess();
   return {
     kind: "source",
     deno: Deno.execPath(),
@@ -172,6 +177,27 @@ export function launcherOfThisProcess(): Launcher {
     main,
     ...(denoDir ? { denoDir } : {}),
   };
+}
+
+/** Where this Deno keeps its cache (and so the npm packages echosrv needs): $DENO_DIR or the OS's default. */
+function denoDirOfThisProcess(): string | undefined {
+  const env = (name: string) => Deno.env.get(name) || undefined;
+  const explicit = env("DENO_DIR");
+  if (explicit) return explicit;
+  switch (Deno.build.os) {
+    case "windows": {
+      const local = env("LOCALAPPDATA");
+      return local ? join(local, "deno") : undefined;
+    }
+    case "darwin": {
+      const home = env("HOME");
+      return home ? join(home, "Library", "Caches", "deno") : undefined;
+    }
+    default: {
+      const cache = env("XDG_CACHE_HOME") ?? (env("HOME") ? join(env("HOME")!, ".cache") : undefined);
+      return cache ? join(cache, "deno") : undefined;
+    }
+  }
 }
 
 /**

@@ -15,6 +15,9 @@
 
 import type { RunningService, ServiceProgram } from "./contract.ts";
 
+/** The marker `echosrv service install` puts first in a Windows service's command line (see scm_boot.ts). */
+export const SERVICE_MARKER = "--service";
+
 /** SERVICE_WIN32_OWN_PROCESS: one service in its own process. */
 const SERVICE_WIN32_OWN_PROCESS = 0x10;
 

@@ -7,10 +7,7 @@
 // Tests on Linux name a stand-in for advapi32/kernel32 (tests/fixtures/fake_advapi32.c) in the environment
 // variable below; it is read on Linux and macOS only, never on Windows, and is not an option of echosrv.
 
-import { ScmConnection, type ScmLibraries, startedByScm, WINDOWS_LIBRARIES } from "./scm.ts";
-
-/** The marker `echosrv service install` puts first in a Windows service's command line. */
-export const SERVICE_MARKER = "--service";
+import { ScmConnection, type ScmLibraries, SERVICE_MARKER, startedByScm, WINDOWS_LIBRARIES } from "./scm.ts";
 
 /** Names a stand-in library for the tests (not on Windows). */
 const TEST_LIBRARY_VARIABLE = "_ECHOSRV_TEST_SCM_LIBRARY";

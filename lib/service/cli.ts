@@ -77,11 +77,15 @@ export function addServiceCommand(
       "install echosrv as a system service (Windows SCM, systemd, launchd) and control it; see `echosrv service " +
         "install --help`",
     )
-    .action(() => {
-      service.error("error: name what to do: install, uninstall, start, stop, restart or status", {
-        exitCode: 2,
-        code: "echosrv.service.noAction",
-      });
+    .allowExcessArguments()
+    .action((_opts: unknown, command: Command) => {
+      const [word] = command.args;
+      service.error(
+        word === undefined
+          ? "error: name what to do: install, uninstall, start, stop, restart or status"
+          : `error: unknown command '${word}' (known: install, uninstall, start, stop, restart, status)`,
+        { exitCode: 2, code: "echosrv.service.noAction" },
+      );
     });
   const nameOption = () =>
     new Option("--name <name>", "the service's name").default(DEFAULT_SERVICE_NAME).argParser(serviceName);

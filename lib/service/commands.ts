@@ -97,11 +97,15 @@ function parseServerArgs(args: string[], io: CommandOutput): ReturnType<typeof p
 function defineService(request: ServiceRequest, io: CommandOutput): ServiceDefinition | number {
   const serverArgs = absoluteLogFileArgs(request.serverArgs, Deno.cwd());
   const what = parseServerArgs(serverArgs, {
-    out: io.out,
+    out: () => {}, // --help or --version: refused below, not printed
     err: (text) =>
       io.err(text.replace("(run `echosrv --help` for the options)", "(run `echosrv --help` for the server options)")),
   });
-  if (what.kind === "exit") return what.code === 0 ? 2 : what.code;
+  if (what.kind === "exit" && what.code === 0) {
+    io.err("echosrv: error: --help and --version cannot be baked into a service; give server options after --\n");
+    return 2;
+  }
+  if (what.kind === "exit") return what.code;
   if (what.kind !== "run") {
     io.err("echosrv: error: after -- come the server's options (as for `echosrv run`), not another command\n");
     return 2;

@@ -39,6 +39,33 @@ export function quoteSystemdArg(arg: string): string {
   return `"${literal.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
 }
 
+/**
+ * Writes the program of ExecStart=: systemd refuses quotes and backslashes in it outright, expands `%` specifiers
+ * but no `$` variables there, and splits at spaces unless quoted.
+ *
+ * @param path the absolute path of the program
+ * @returns the path as written in the unit
+ * @throws {ServiceError} for a path systemd cannot run
+ */
+export function quoteSystemdProgram(path: string): string {
+  if (/["'\\\n\r]/.test(path)) {
+    throw new ServiceError(
+      `systemd cannot run a program whose path contains a quote or a backslash (${path}); move it, for example ` +
+        "to /usr/local/bin",
+    );
+  }
+  const literal = path.replaceAll("%", "%%");
+  return /\s/.test(literal) ? `"${literal}"` : literal;
+}
+
+/** Writes a path of a setting such as ReadWritePaths=: `%` doubled, quoted when it has spaces or quotes. */
+function quoteSystemdPath(path: string): string {
+  if (/[\n\r]/.test(path)) throw new ServiceError(`a path cannot contain a line break: ${path}`);
+  const literal = path.replaceAll("%", "%%");
+  if (!/[\s"'\\]/.test(literal)) return literal;
+  return `"${literal.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
+}
+
 /** Quotes an Environment= assignment: `%` doubled (specifiers), quoted when it has spaces or quotes. */
 function quoteSystemdEnv(assignment: string): string {
   if (/[\n\r]/.test(assignment)) throw new ServiceError(`an environment value cannot contain a line break`);
@@ -96,7 +123,7 @@ export function systemdUnit(definition: ServiceDefinition): string {
     "",
     "[Service]",
     "Type=exec",
-    `ExecStart=${argv.map(quoteSystemdArg).join(" ")}`,
+    `ExecStart=${[quoteSystemdProgram(argv[0]), ...argv.slice(1).map(quoteSystemdArg)].join(" ")}`,
     ...(launcher.kind === "source"
       ? [
         ...(launcher.denoDir ? [`Environment=${quoteSystemdEnv(`DENO_DIR=${launcher.denoDir}`)}`] : []),
@@ -109,7 +136,7 @@ export function systemdUnit(definition: ServiceDefinition): string {
     `LimitNOFILE=${fileLimit(config.server.maxConnections)}`,
     "DynamicUser=yes",
     `LogsDirectory=${name}`,
-    ...extraWritable.map((dir) => `ReadWritePaths=${quoteSystemdArg(dir)}`),
+    ...extraWritable.map((dir) => `ReadWritePaths=${quoteSystemdPath(dir)}`),
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
     `ProtectHome=${reads.some(underHome) || underHome(logFile) ? "read-only" : "yes"}`,

@@ -49,9 +49,16 @@ export function compileArgs(os: typeof Deno.build.os, output: string, triple?: s
   ];
 }
 
-/** True when `deno compile` failed because it could not fetch the runtime base binary. */
-export function isBaseBinaryDownloadFailure(stderr: string): boolean {
-  return /Setting up base binary|denort|dl\.deno\.land/i.test(stderr);
+/**
+ * Tells whether `deno compile` failed because it could not download the runtime base binary (and only that: a
+ * DENORT_BIN that points nowhere is a different failure).
+ *
+ * @param output what deno compile printed
+ * @returns true for a failed download of denort
+ */
+export function isBaseBinaryDownloadFailure(output: string): boolean {
+  return /Setting up base binary/.test(output) && /Download|error sending request|dns error|connect/i.test(output) &&
+    !/Could not find denort/.test(output);
 }
 
 async function compileOne(args: string[]): Promise<boolean> {

@@ -25,8 +25,14 @@ let rejectionGuard = false;
  * @returns the running server, or why it could not start (the log file cannot be opened, the port is in use)
  * @example
  * ```ts
- * const started = await startProgram(config);
- * if (started.ok) await started.server.stop();
+ * import { parseCommandLine } from "./options.ts";
+ *
+ * const parsed = parseCommandLine(["--port", "0", "--host", "127.0.0.1"]);
+ * if (parsed.kind === "run") {
+ *   const started = await startProgram(parsed.config);
+ *   if (started.ok) await started.server.stop();
+ *   else console.error(started.message);
+ * }
  * ```
  */
 export async function startProgram(config: RunConfig, targets: LogTargets = {}): Promise<ProgramStart> {

@@ -3,26 +3,37 @@
 // return at once); a ServiceManager registers, starts, stops and reports on a service, one module per platform
 // (systemd.ts, launchd.ts, windows.ts), and does so through a Plan: the files it would write and the commands it
 // would run, which `--dry-run` prints and executePlan carries out, undoing what it did if a step fails.
-//
-// @example Install echosrv as a systemd service, printing first what will be done.
-// ```ts
-// import { describePlan, executePlan, launcherOfThisProcess, type ServiceDefinition } from "./contract.ts";
-// import { SystemdManager } from "./systemd.ts";
-//
-// const manager = new SystemdManager();
-// const definition: ServiceDefinition = {
-//   name: "echosrv",
-//   displayName: "echosrv TCP echo server",
-//   description: "TCP echo server on port 40007",
-//   start: "auto",
-//   launcher: launcherOfThisProcess(),
-//   serverArgs: ["--port", "40007", "--max-connections", "5000"],
-// };
-// const plan = manager.installPlan(definition);
-// console.log(describePlan(plan)); // what `echosrv service install --dry-run` prints
-// await manager.available(); // throws ServiceError where systemd is not running
-// await executePlan(plan, console.log); // needs root; undoes its steps if one fails
-// ```
+
+/**
+ * echosrv's service support: one contract, one module per platform.
+ *
+ * @example Install echosrv as a systemd service with baked options, showing first what will be done
+ * ```ts
+ * import { describePlan, executePlan, launcherOfThisProcess, type ServiceDefinition } from "./contract.ts";
+ * import { SystemdManager } from "./systemd.ts";
+ * import { parseCommandLine } from "../options.ts";
+ *
+ * const serverArgs = ["--port", "40007", "--max-connections", "5000"];
+ * const parsed = parseCommandLine(serverArgs);
+ * if (parsed.kind !== "run") throw new Error("not server options");
+ * const definition: ServiceDefinition = {
+ *   name: "echosrv",
+ *   displayName: "echosrv TCP echo server",
+ *   description: "TCP echo server on port 40007",
+ *   start: "auto",
+ *   launcher: launcherOfThisProcess(),
+ *   serverArgs,
+ *   config: parsed.config,
+ * };
+ * const manager = new SystemdManager();
+ * const plan = manager.installPlan(definition);
+ * console.log(describePlan(plan)); // what `echosrv service install --dry-run` prints
+ * await manager.available(); // throws ServiceError where systemd is not running
+ * await executePlan(plan, console.log); // needs root; undoes what it did if a step fails
+ * ```
+ *
+ * @module
+ */
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -175,8 +175,10 @@ export type ScmNote = (message: string) => void;
  *
  * @example
  * ```ts
+ * import { windowsServiceProgram } from "./windows_program.ts";
+ *
  * const scm = ScmConnection.connect(WINDOWS_LIBRARIES); // first thing: the SCM is waiting for this
- * const outcome = await scm.run(program); // program: a ServiceProgram (lib/service/contract.ts)
+ * const outcome = await scm.run(windowsServiceProgram(Deno.args)); // ServiceMain starts it, STOP stops it
  * if (outcome.kind === "served") Deno.exit(outcome.exitCode);
  * ```
  */

@@ -10,6 +10,7 @@ import { describePlan, executePlan, type ServiceDefinition, ServiceError } from 
 import { quoteWindowsArg, windowsCommandLine, WindowsManager, windowsServiceArgv } from "../lib/service/windows.ts";
 import { LaunchdManager, launchdPlist, launchdServiceArgv } from "../lib/service/launchd.ts";
 import { absoluteLogFileArgs } from "../lib/service/commands.ts";
+import { judgeStart, STAY_UP_MS, SystemdManager } from "../lib/service/systemd.ts";
 import { plannedFile, ROOT, runServiceTask } from "./helpers.ts";
 
 /**
@@ -329,4 +330,44 @@ Deno.test("install --dry-run bakes the options, ignores this shell's ECHOSRV_* (
     assert.equal(planned.code, 0, planned.stderr);
     assert.match(planned.stdout, new RegExp(`^run: systemctl ${command} echosrv-dry\\.service$`, "m"), action);
   }
+});
+
+Deno.test("systemd: a start counts once the same process has stayed up; a crash loop fails the install", () => {
+  const running = { ActiveState: "active", SubState: "running", MainPID: "120" };
+  const first = judgeStart(running, undefined, 1000);
+  assert.deepEqual(first, { verdict: "wait", since: { pid: "120", at: 1000 } });
+  assert.equal(judgeStart(running, { pid: "120", at: 1000 }, 1000 + STAY_UP_MS - 1).verdict, "wait");
+  assert.deepEqual(judgeStart(running, { pid: "120", at: 1000 }, 1000 + STAY_UP_MS), { verdict: "up" });
+  // Restarted in between: a new process, so the clock starts again.
+  assert.deepEqual(judgeStart({ ...running, MainPID: "130" }, { pid: "120", at: 1000 }, 9000), {
+    verdict: "wait",
+    since: { pid: "130", at: 9000 },
+  });
+  assert.equal(
+    judgeStart({ ActiveState: "activating", SubState: "auto-restart", MainPID: "0" }, undefined, 0).verdict,
+    "failed",
+  );
+  assert.equal(
+    judgeStart({ ActiveState: "failed", SubState: "failed", Result: "exit-code" }, undefined, 0).verdict,
+    "failed",
+  );
+  assert.equal(
+    judgeStart({ ActiveState: "activating", SubState: "start", MainPID: "0" }, undefined, 0).verdict,
+    "wait",
+  );
+
+  const def = definition({ launcher: { kind: "compiled", executable: "/usr/local/bin/echosrv" } });
+  const plan = new SystemdManager().installPlan(def);
+  assert.deepEqual(plan.steps.map((s) => s.kind === "run" ? s.argv.slice(1).join(" ") : s.kind), [
+    "write",
+    "daemon-reload",
+    "enable --now echosrv.service",
+    "wait",
+  ]);
+  const manual = new SystemdManager().installPlan({ ...def, start: "manual" });
+  assert.deepEqual(manual.steps.map((s) => s.kind === "run" ? s.argv.slice(1).join(" ") : s.kind), [
+    "write",
+    "daemon-reload",
+  ]);
+  assert.deepEqual(new SystemdManager().controlPlan("stop", "echosrv").steps.length, 1, "stop does not wait for up");
 });

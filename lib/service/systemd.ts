@@ -14,6 +14,7 @@ import {
   type ServiceManager,
   type ServiceStatus,
   shellQuote,
+  type Step,
 } from "./contract.ts";
 import { VERSION } from "../version.ts";
 
@@ -179,6 +180,73 @@ function unreadableByOthers(path: string): string | undefined {
   return undefined;
 }
 
+/** What systemd says about a unit's process, as `systemctl show` prints it. */
+export type UnitProperties = Record<string, string>;
+
+/** How long the service must stay up, without a restart, for a start to count as good. */
+export const STAY_UP_MS = 2_000;
+
+/**
+ * Judges a start from the unit's properties: systemd reports a Type=exec unit started as soon as the program is
+ * running, and a server that cannot listen (port in use) exits a moment later and is restarted in a loop. So a
+ * start is good once the same process has been running for {@link STAY_UP_MS}.
+ *
+ * @param props ActiveState, SubState, MainPID (and Result)
+ * @param since when (ms) this MainPID was first seen running, or undefined
+ * @param now the time now (ms)
+ * @returns "up", "wait" (with the MainPID to remember), or why it failed
+ */
+export function judgeStart(
+  props: UnitProperties,
+  since: { pid: string; at: number } | undefined,
+  now: number,
+): { verdict: "up" } | { verdict: "wait"; since?: { pid: string; at: number } } | { verdict: "failed"; why: string } {
+  if (props.ActiveState === "failed") return { verdict: "failed", why: `it failed (${props.Result ?? "?"})` };
+  if (props.SubState === "auto-restart") return { verdict: "failed", why: "it exited and systemd is restarting it" };
+  if (props.ActiveState !== "active" || props.SubState !== "running" || !Number(props.MainPID)) {
+    return { verdict: "wait" };
+  }
+  if (since === undefined || since.pid !== props.MainPID) {
+    return { verdict: "wait", since: { pid: props.MainPID, at: now } };
+  }
+  return now - since.at >= STAY_UP_MS ? { verdict: "up" } : { verdict: "wait", since };
+}
+
+/** A step that waits until the service has stayed up, and fails with systemd's own account when it does not. */
+function waitUntilServing(name: string): Step {
+  const unit = `${name}.service`;
+  let since: { pid: string; at: number } | undefined;
+  return {
+    kind: "wait",
+    what: `${unit} stays running for ${STAY_UP_MS / 1000} s`,
+    timeoutMs: 30_000,
+    until: async () => {
+      const shown = await runTool([
+        "systemctl",
+        "show",
+        "--property=ActiveState,SubState,MainPID,Result",
+        unit,
+      ]);
+      const judged = judgeStart(parseProperties(shown.stdout), since, performance.now());
+      if (judged.verdict === "up") return true;
+      if (judged.verdict === "wait") {
+        since = judged.since ?? since;
+        return false;
+      }
+      const recent = (await runTool(["systemctl", "status", "--no-pager", "--lines=5", unit])).stdout.trim();
+      throw new ServiceError(`${unit} did not stay up: ${judged.why}. systemd says:\n${recent}`);
+    },
+  };
+}
+
+function parseProperties(text: string): UnitProperties {
+  return Object.fromEntries(
+    text.split("\n").filter((l) => l.includes("=")).map((
+      l,
+    ) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
+}
+
 /** systemd, through systemctl. */
 export class SystemdManager implements ServiceManager {
   readonly system = "systemd";
@@ -263,7 +331,7 @@ export class SystemdManager implements ServiceManager {
             kind: "run" as const,
             argv: ["systemctl", "enable", "--now", unit],
             undo: [{ kind: "run" as const, argv: ["systemctl", "disable", "--now", unit] }],
-          }]
+          }, waitUntilServing(name)]
           : []),
       ],
       notes,
@@ -286,10 +354,8 @@ export class SystemdManager implements ServiceManager {
   }
 
   controlPlan(action: "start" | "stop" | "restart", name: string): Plan {
-    return {
-      summary: `${action} ${name}.service`,
-      steps: [{ kind: "run", argv: ["systemctl", action, `${name}.service`] }],
-    };
+    const run: Step = { kind: "run", argv: ["systemctl", action, `${name}.service`] };
+    return { summary: `${action} ${name}.service`, steps: action === "stop" ? [run] : [run, waitUntilServing(name)] };
   }
 
   async status(name: string): Promise<ServiceStatus> {
@@ -301,11 +367,7 @@ export class SystemdManager implements ServiceManager {
       unit,
     ]);
     if (shown.code !== 0) throw new ServiceError(`systemctl show ${unit} failed: ${shown.stderr.trim()}`);
-    const props = Object.fromEntries(
-      shown.stdout.split("\n").filter((l) => l.includes("=")).map((
-        l,
-      ) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
-    );
+    const props = parseProperties(shown.stdout);
     if (props.LoadState === "not-found") return { installed: false, state: "not installed", detail: "" };
     const detail = (await runTool(["systemctl", "status", "--no-pager", "--lines=5", unit])).stdout.trim();
     const states: Record<string, string> = {

@@ -156,6 +156,9 @@ export function servicePermissions(os: typeof Deno.build.os): string[] {
 /**
  * The permissions `echosrv` itself needs on `os`, baked into the compiled executable: the service's own, plus
  * running the service manager's tool, plus (Linux, macOS) reading the user id to say "run as root" up front.
+ * `--allow-ffi` stays unscoped on Windows on purpose: a scoped FFI permission makes Deno resolve "advapi32.dll"
+ * against the working directory instead of letting Windows load its system DLL (both are KnownDLLs, always taken
+ * from System32).
  *
  * @param os the target system
  * @returns the `deno compile` permission flags

@@ -1,14 +1,15 @@
 // main: echosrv's entry point. It only wires: read the options, set up logging, start the server, stop it
 // gracefully on a signal, exit with the code the outcome calls for (0 clean stop, 1 runtime failure, 2 usage error).
 
-import { parseCommandLine, type RunConfig, unknownEnvVars } from "./lib/options.ts";
-import { closeLogging, LogFileError, serverLog, setupLogging } from "./lib/log.ts";
-import { ListenError } from "./lib/listen.ts";
-import { type MetricsServer, serveMetrics, serverSource } from "./lib/metrics.ts";
-import { EchoServer } from "./lib/server.ts";
+// Keep this import first: when the Windows SCM started this process, it connects to the SCM while the rest of the
+// program is still loading (see lib/service/scm_boot.ts). Elsewhere it does nothing.
+import { scmBoot } from "./lib/service/scm_boot.ts";
+import { parseCommandLine, type RunConfig } from "./lib/options.ts";
+import { closeLogging, serverLog } from "./lib/log.ts";
+import { startProgram } from "./lib/program.ts";
 import { runStats } from "./lib/stats.ts";
-import { UdpEcho } from "./lib/udp.ts";
-import { VERSION } from "./lib/version.ts";
+import { windowsServiceProgram } from "./lib/service/windows_program.ts";
+import { runServiceCommand } from "./lib/service/commands.ts";
 
 /** The signals that ask for a stop: Ctrl+C everywhere, SIGTERM on Unix, Ctrl+Break on Windows. */
 const STOP_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
@@ -20,61 +21,26 @@ const STOP_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT", "SI
  * @returns the process exit code
  */
 export async function runForeground(config: RunConfig): Promise<number> {
-  try {
-    await setupLogging(config.log);
-  } catch (error) {
-    if (!(error instanceof LogFileError)) throw error;
-    console.error(`echosrv: ${error.message}`);
-    return 1;
+  const started = await startProgram(config);
+  if (!started.ok) {
+    if (!started.logged) console.error(`echosrv: ${started.message}`);
+    return started.exitCode;
   }
-  // A rejection nobody handled would kill the process and every connection with it; log it and keep serving.
-  globalThis.addEventListener("unhandledrejection", (event) => {
-    event.preventDefault();
-    serverLog.error("internal error (please report it): {error}", { error: String(event.reason) });
-  });
-  serverLog.info("echosrv {version} starting (Deno {deno}, {os})", {
-    version: VERSION,
-    deno: Deno.version.deno,
-    os: Deno.build.os,
-  });
-  for (const name of unknownEnvVars(Deno.env.toObject())) {
-    serverLog.warn("ignoring the environment variable {name}: no option reads it (see --help)", { name });
-  }
-
-  const server = new EchoServer(config.server);
-  const { udp: udpConfig, admission } = config.server;
-  const udp = udpConfig
-    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...admission })
-    : undefined;
-  let metrics: MetricsServer | undefined;
-  try {
-    const { port } = server.start();
-    udp?.start(port);
-    if (config.metrics) metrics = serveMetrics(config.metrics, [serverSource(server, udp)]);
-  } catch (error) {
-    if (!(error instanceof ListenError)) throw error;
-    serverLog.error("{message}", { message: error.message });
-    await Promise.all([server.stop(0), udp?.close(), metrics?.close()]);
-    await closeLogging();
-    return 1;
-  }
+  const program = started.program;
 
   let signals = 0;
   const onSignal = () => {
     signals++;
     if (signals === 1) {
       serverLog.info("stop requested; a second Ctrl+C or SIGTERM stops at once");
-      server.stop();
-      udp?.close();
+      program.stop();
     } else {
       serverLog.info("second stop request: closing every connection now");
-      server.stop(0);
+      program.stop(0);
     }
   };
   for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, onSignal);
-  await server.finished;
-  // UDP has no session to drain; /healthz keeps answering 503 until the TCP sessions are gone.
-  await Promise.all([udp?.close(), metrics?.close()]);
+  await program.finished;
   for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, onSignal);
   await closeLogging();
   return 0;
@@ -90,9 +56,23 @@ export async function main(args: string[]): Promise<number> {
   const what = parseCommandLine(args);
   if (what.kind === "exit") return what.code;
   if (what.kind === "stats") return await runStats(what.config);
+  if (what.kind === "service") return await runServiceCommand(what.request);
   return await runForeground(what.config);
 }
 
+/**
+ * Runs echosrv as the Windows service the SCM started (see lib/service/scm.ts). When the dispatcher finds no SCM
+ * (a console run of a command line marked `--service`), runs in the foreground instead.
+ *
+ * @returns the process exit code
+ */
+async function runAsWindowsService(boot: NonNullable<typeof scmBoot>): Promise<number> {
+  const outcome = await boot.connection.run(windowsServiceProgram(boot.args));
+  if (outcome.kind === "served") return outcome.exitCode;
+  console.error("echosrv: --service is for the Windows service manager; running in the foreground instead");
+  return await main(boot.args);
+}
+
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  Deno.exit(scmBoot ? await runAsWindowsService(scmBoot) : await main(Deno.args));
 }

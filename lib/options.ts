@@ -7,6 +7,7 @@ import { type AdmissionRules, CidrError, CidrList, parseCidr } from "./access.ts
 import { loadTlsFiles, TlsFileError, type TlsMaterial } from "./tls.ts";
 import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
 import { VERSION } from "./version.ts";
+import { addServiceCommand, type ServiceRequest } from "./service/cli.ts";
 
 /** The port the WSK sample listened on, kept as the default. */
 export const DEFAULT_PORT = 40007;
@@ -104,6 +105,7 @@ export interface RunConfig {
 export type Invocation =
   | { kind: "run"; config: RunConfig }
   | { kind: "stats"; config: StatsConfig }
+  | { kind: "service"; request: ServiceRequest }
   | { kind: "exit"; code: number };
 
 /** Trace flags: the WSK sample's two WPP flags plus one for per-connection events. */
@@ -554,6 +556,9 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
         result = { kind: "stats", config: { url: opts.metricsUrl, intervalMs: opts.interval, count: opts.count } };
       }),
   );
+
+  // `echosrv service install|uninstall|start|stop|restart|status` (lib/service/cli.ts).
+  addServiceCommand(program, configure, (request) => result = { kind: "service", request }, args);
 
   try {
     program.parse(args, { from: "user" });

@@ -476,3 +476,36 @@ export function proxyV2Header(
   ];
   return Uint8Array.from([...signature, 0x21, v6 ? 0x21 : 0x11, block.length >> 8, block.length & 0xff, ...block]);
 }
+
+/** The arguments a deno.json task passes to deno, e.g. `service`: `run --allow-net ... main.ts service`. */
+export function taskArgs(task: keyof typeof denoJson.tasks): string[] {
+  return denoJson.tasks[task].split(/\s+/).slice(1);
+}
+
+/** Runs `echosrv service <args>` to completion as `deno task service <args>` does; returns what it printed. */
+export async function runServiceTask(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await within(
+    60_000,
+    `echosrv service ${args.join(" ")}`,
+    new Deno.Command(Deno.execPath(), {
+      args: [...taskArgs("service"), ...args],
+      cwd: ROOT,
+      stdin: "null",
+      env: { NO_COLOR: "1", ...env },
+    }).output(),
+  );
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** The text of a file that a `--dry-run` plan would write (between its begin and end lines). */
+export function plannedFile(dryRunOutput: string, path: string): string {
+  const begin = `----- begin ${path} -----\n`;
+  const start = dryRunOutput.indexOf(begin);
+  const end = dryRunOutput.indexOf(`\n----- end ${path} -----`);
+  if (start < 0 || end < start) throw new Error(`the plan writes no ${path}:\n${dryRunOutput}`);
+  return dryRunOutput.slice(start + begin.length, end) + "\n";
+}

@@ -1,0 +1,109 @@
+// program: echosrv started from a configuration, the part that the foreground run (main.ts) and the Windows
+// service (lib/service/windows_program.ts) share: logging, the startup lines, the TCP server listening, and the
+// optional UDP echo and metrics endpoint beside it. Each caller adds its own way of being told to stop and of
+// reporting the outcome.
+
+import { type RunConfig, unknownEnvVars } from "./options.ts";
+import { closeLogging, LogFileError, type LogTargets, serverLog, setupLogging } from "./log.ts";
+import { ListenError } from "./listen.ts";
+import { type MetricsServer, serveMetrics, serverSource } from "./metrics.ts";
+import { EchoServer } from "./server.ts";
+import { UdpEcho } from "./udp.ts";
+import { VERSION } from "./version.ts";
+
+/** A started echosrv: the TCP server and what runs beside it, stopped and awaited as one. */
+export interface RunningProgram {
+  /** The TCP echo server (its counters, its port). */
+  readonly server: EchoServer;
+  /**
+   * Stops gracefully (see {@link EchoServer.stop}): UDP stops at once (it has no sessions to drain); the metrics
+   * endpoint keeps answering (/healthz 503) until the TCP sessions are gone. A call with `graceMs` 0 cuts a
+   * running stop short.
+   */
+  stop(graceMs?: number): void;
+  /** Resolves when everything is closed; then call {@link closeLogging}. */
+  readonly finished: Promise<void>;
+}
+
+/** The outcome of {@link startProgram}. */
+export type ProgramStart =
+  /** Listening; stop it with `program.stop()`, wait with `program.finished`, then {@link closeLogging}. */
+  | { ok: true; program: RunningProgram }
+  /** Could not start: exit with `exitCode`. `logged` tells whether the message reached the log already. */
+  | { ok: false; exitCode: number; message: string; logged: boolean };
+
+let rejectionGuard = false;
+
+/**
+ * Sets up logging, writes the startup lines and starts the server.
+ *
+ * @param config the validated configuration
+ * @param targets whether log lines also go to standard output (not in a Windows service: it has no console)
+ * @returns the running server, or why it could not start (the log file cannot be opened, the port is in use)
+ * @example
+ * ```ts
+ * import { parseCommandLine } from "./options.ts";
+ *
+ * const parsed = parseCommandLine(["--port", "0", "--host", "127.0.0.1"]);
+ * if (parsed.kind === "run") {
+ *   const started = await startProgram(parsed.config);
+ *   if (started.ok) {
+ *     started.program.stop();
+ *     await started.program.finished;
+ *   }
+ *   else console.error(started.message);
+ * }
+ * ```
+ */
+export async function startProgram(config: RunConfig, targets: LogTargets = {}): Promise<ProgramStart> {
+  try {
+    await setupLogging(config.log, targets);
+  } catch (error) {
+    if (!(error instanceof LogFileError)) throw error;
+    return { ok: false, exitCode: 1, message: error.message, logged: false };
+  }
+  if (!rejectionGuard) {
+    rejectionGuard = true;
+    // A rejection nobody handled would kill the process and every connection with it; log it and keep serving.
+    globalThis.addEventListener("unhandledrejection", (event) => {
+      event.preventDefault();
+      serverLog.error("internal error (please report it): {error}", { error: String(event.reason) });
+    });
+  }
+  serverLog.info("echosrv {version} starting (Deno {deno}, {os})", {
+    version: VERSION,
+    deno: Deno.version.deno,
+    os: Deno.build.os,
+  });
+  for (const name of unknownEnvVars(Deno.env.toObject())) {
+    serverLog.warn("ignoring the environment variable {name}: no option reads it (see --help)", { name });
+  }
+
+  const server = new EchoServer(config.server);
+  const { udp: udpConfig, admission } = config.server;
+  const udp = udpConfig
+    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...admission })
+    : undefined;
+  let metrics: MetricsServer | undefined;
+  try {
+    const { port } = server.start();
+    udp?.start(port);
+    if (config.metrics) metrics = serveMetrics(config.metrics, [serverSource(server, udp)]);
+  } catch (error) {
+    if (!(error instanceof ListenError)) throw error;
+    serverLog.error("{message}", { message: error.message });
+    await Promise.all([server.stop(0), udp?.close(), metrics?.close()]);
+    await closeLogging();
+    return { ok: false, exitCode: 1, message: error.message, logged: true };
+  }
+  const finished = server.finished.then(() => Promise.all([udp?.close(), metrics?.close()])).then(() => {});
+  const program: RunningProgram = {
+    server,
+    stop(graceMs?: number) {
+      void server.stop(graceMs);
+      void udp?.close();
+    },
+    finished,
+  };
+  return { ok: true, program };
+}

@@ -1,0 +1,204 @@
+// launchd: echosrv as a launchd daemon on macOS. A property list in /Library/LaunchDaemons/NAME.plist runs the
+// absolute binary with the baked options, starts it at boot (RunAtLoad) and again when it exits with an error
+// (KeepAlive SuccessfulExit=false), and gives a stop the time --shutdown-timeout asks for (ExitTimeOut). The log
+// file goes to /Library/Logs/NAME/. `launchctl bootstrap` loads it, `bootout` unloads it.
+
+import { join } from "node:path";
+import {
+  launchArgs,
+  type Plan,
+  runTool,
+  type ServiceDefinition,
+  ServiceError,
+  type ServiceManager,
+  type ServiceStatus,
+  shellQuote,
+} from "./contract.ts";
+import { fileLimit } from "./systemd.ts";
+import { VERSION } from "../version.ts";
+
+/** Where system-wide daemons are defined. */
+export const DAEMON_DIR = "/Library/LaunchDaemons";
+
+/** `launchctl` exit codes that mean "no such service loaded" (ESRCH, and launchd's own "not found"). */
+const NOT_LOADED = [3, 113];
+
+/** The service's log folder and file. */
+export function defaultLogFile(name: string): string {
+  return `/Library/Logs/${name}/${name}.log`;
+}
+
+function xml(text: string): string {
+  // deno-lint-ignore no-control-regex
+  if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/.test(text)) {
+    throw new ServiceError(`control characters cannot go into a property list: ${JSON.stringify(text)}`);
+  }
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;").replaceAll('"', "&quot;");
+}
+
+/** The service's argv: the program, the baked options, and the log file under /Library/Logs unless one is given. */
+export function launchdServiceArgv(definition: ServiceDefinition): string[] {
+  const argv = [...launchArgs(definition.launcher, "darwin"), ...definition.serverArgs];
+  return definition.config.log.file === undefined ? [...argv, "--log-file", defaultLogFile(definition.name)] : argv;
+}
+
+/**
+ * The property list.
+ *
+ * @param definition the service
+ * @returns the plist's XML text
+ */
+export function launchdPlist(definition: ServiceDefinition): string {
+  const { name, config, launcher } = definition;
+  const files = fileLimit(config.server.maxConnections);
+  const string = (value: string) => `<string>${xml(value)}</string>`;
+  const environment = launcher.kind === "source"
+    ? [
+      "  <key>EnvironmentVariables</key>",
+      "  <dict>",
+      ...(launcher.denoDir ? [`    <key>DENO_DIR</key>`, `    ${string(launcher.denoDir)}`] : []),
+      "    <key>DENO_NO_UPDATE_CHECK</key>",
+      "    <string>1</string>",
+      "  </dict>",
+    ]
+    : [];
+  const comment = (text: string) => xml(text).replaceAll("--", "- -");
+  return [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    '<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">',
+    `<!-- ${
+      comment(
+        `${name}: written by echosrv service install (echosrv ${VERSION}). ${definition.displayName}: ` +
+          definition.description,
+      )
+    } -->`,
+    '<plist version="1.0">',
+    "<dict>",
+    "  <key>Label</key>",
+    `  ${string(name)}`,
+    "  <key>ProgramArguments</key>",
+    "  <array>",
+    ...launchdServiceArgv(definition).map((arg) => `    ${string(arg)}`),
+    "  </array>",
+    ...environment,
+    "  <key>WorkingDirectory</key>",
+    "  <string>/</string>",
+    "  <key>RunAtLoad</key>",
+    definition.start === "auto" ? "  <true/>" : "  <false/>",
+    "  <key>KeepAlive</key>",
+    "  <dict>",
+    "    <key>SuccessfulExit</key>",
+    "    <false/>",
+    "  </dict>",
+    "  <key>ThrottleInterval</key>",
+    "  <integer>5</integer>",
+    "  <key>ExitTimeOut</key>",
+    `  <integer>${Math.ceil(config.server.shutdownTimeoutMs / 1000) + 5}</integer>`,
+    "  <key>SoftResourceLimits</key>",
+    "  <dict>",
+    "    <key>NumberOfFiles</key>",
+    `    <integer>${files}</integer>`,
+    "  </dict>",
+    "  <key>HardResourceLimits</key>",
+    "  <dict>",
+    "    <key>NumberOfFiles</key>",
+    `    <integer>${files}</integer>`,
+    "  </dict>",
+    "  <key>StandardErrorPath</key>",
+    `  ${string(`/Library/Logs/${name}/stderr.log`)}`,
+    "</dict>",
+    "</plist>",
+  ].join("\n") + "\n";
+}
+
+/** launchd, through launchctl. */
+export class LaunchdManager implements ServiceManager {
+  readonly system = "launchd";
+
+  /** @param daemonDir where property lists are written */
+  constructor(readonly daemonDir: string = DAEMON_DIR) {}
+
+  formatCommand(argv: string[]): string {
+    return shellQuote(argv);
+  }
+
+  #plistPath(name: string): string {
+    return join(this.daemonDir, `${name}.plist`);
+  }
+
+  async available(): Promise<void> {
+    if (Deno.build.os !== "darwin") throw new ServiceError("launchd exists on macOS only");
+    const result = await runTool(["launchctl", "version"]);
+    if (result.code !== 0) throw new ServiceError(`launchctl does not work here: ${result.stderr.trim()}`);
+  }
+
+  async installed(name: string): Promise<boolean> {
+    try {
+      Deno.statSync(this.#plistPath(name));
+      return true;
+    } catch {
+      // no plist; maybe loaded from elsewhere
+    }
+    return (await runTool(["launchctl", "print", `system/${name}`])).code === 0;
+  }
+
+  installPlan(definition: ServiceDefinition): Plan {
+    const { name } = definition;
+    const path = this.#plistPath(name);
+    const logFile = definition.config.log.file ?? defaultLogFile(name);
+    return {
+      summary: `install the launchd daemon ${name} (${
+        definition.start === "auto" ? "starts at boot and now" : "manual start"
+      })`,
+      steps: [
+        { kind: "mkdir", path: `/Library/Logs/${name}`, mode: 0o755 },
+        { kind: "write", path, content: launchdPlist(definition), mode: 0o644, undo: [{ kind: "remove", path }] },
+        // A daemon disabled earlier (launchctl disable) would refuse to load.
+        { kind: "run", argv: ["launchctl", "enable", `system/${name}`] },
+        {
+          kind: "run",
+          argv: ["launchctl", "bootstrap", "system", path],
+          undo: [{ kind: "run", argv: ["launchctl", "bootout", `system/${name}`], okCodes: NOT_LOADED }],
+        },
+      ],
+      notes: [
+        `the daemon runs as root; logs: ${logFile} (and ${`/Library/Logs/${name}/stderr.log`} for anything ` +
+        "written before logging starts)",
+      ],
+    };
+  }
+
+  uninstallPlan(name: string): Plan {
+    return {
+      summary: `stop and remove the launchd daemon ${name}`,
+      steps: [
+        { kind: "run", argv: ["launchctl", "bootout", `system/${name}`], okCodes: NOT_LOADED },
+        { kind: "remove", path: this.#plistPath(name) },
+      ],
+      notes: [`the log folder /Library/Logs/${name} is kept`],
+    };
+  }
+
+  controlPlan(action: "start" | "stop" | "restart", name: string): Plan {
+    const argv = action === "start"
+      ? ["launchctl", "kickstart", `system/${name}`]
+      : action === "stop"
+      ? ["launchctl", "kill", "SIGTERM", `system/${name}`]
+      : ["launchctl", "kickstart", "-k", `system/${name}`];
+    return { summary: `${action} the launchd daemon ${name}`, steps: [{ kind: "run", argv }] };
+  }
+
+  async status(name: string): Promise<ServiceStatus> {
+    const result = await runTool(["launchctl", "print", `system/${name}`]);
+    if (NOT_LOADED.includes(result.code)) return { installed: false, state: "not installed", detail: "" };
+    if (result.code !== 0) throw new ServiceError(`launchctl print system/${name} failed: ${result.stderr.trim()}`);
+    const state = /^\s*state = (.+)$/m.exec(result.stdout)?.[1]?.trim() ?? "unknown";
+    const pid = Number(/^\s*pid = (\d+)$/m.exec(result.stdout)?.[1] ?? 0);
+    return {
+      installed: true,
+      state: state === "not running" ? "stopped" : state,
+      ...(pid > 0 ? { pid } : {}),
+      detail: result.stdout.split("\n").slice(0, 20).join("\n").trim(),
+    };
+  }
+}

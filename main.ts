@@ -4,7 +4,7 @@
 import { parseCommandLine, type RunConfig, unknownEnvVars } from "./lib/options.ts";
 import { closeLogging, LogFileError, serverLog, setupLogging } from "./lib/log.ts";
 import { ListenError } from "./lib/listen.ts";
-import { EchoServer } from "./lib/server.ts";
+import { createServer } from "./lib/workers.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** The signals that ask for a stop: Ctrl+C everywhere, SIGTERM on Unix, Ctrl+Break on Windows. */
@@ -38,9 +38,9 @@ export async function runForeground(config: RunConfig): Promise<number> {
     serverLog.warn("ignoring the environment variable {name}: no option reads it (see --help)", { name });
   }
 
-  const server = new EchoServer(config.server);
+  const server = createServer(config); // one EchoServer, or --workers of them (lib/workers.ts)
   try {
-    server.start();
+    await server.start();
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     serverLog.error("{message}", { message: error.message });

@@ -207,7 +207,9 @@ export function renderTable(results: BenchResults): string {
   const baselines = [["c-epoll", "C"], ["node", "Node.js"]].filter(([id]) => results.servers.some((s) => s.id === id));
   if (baselines.length > 0) {
     lines.push("");
-    lines.push("Ratios (median of per-round ratios; above 1 is better, except p99 and memory where below 1 is better):");
+    lines.push(
+      "Ratios (median of per-round ratios; above 1 is better, except p99 and memory where below 1 is better):",
+    );
     lines.push("");
     lines.push(row(["", "bulk", "pp 1 rate", "pp 1 p99", "pp 50 rate", "pp 50 p99", "conns/s", "memory"]));
     lines.push(row(Array(8).fill("---")));
@@ -271,9 +273,7 @@ export function renderSvg(results: BenchResults): string {
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
   const m = results.machine;
   out.push(
-    `<text x="10" y="20" font-size="15" font-weight="bold">echosrv benchmark: medians of ${
-      results.method.rounds
-    } interleaved rounds, whiskers min-max</text>`,
+    `<text x="10" y="20" font-size="15" font-weight="bold">echosrv benchmark: medians of ${results.method.rounds} interleaved rounds, whiskers min-max</text>`,
   );
   out.push(
     `<text x="10" y="36" fill="#555">${
@@ -308,9 +308,11 @@ export function renderSvg(results: BenchResults): string {
           cy - 4
         }V${cy + 4}" stroke="black" stroke-width="1"/>`,
       );
-      out.push(`<text x="${(labelWidth + Math.max(w, x2 - labelWidth) + 6).toFixed(1)}" y="${y + 12}">${
-        format(test, median)
-      }</text>`);
+      out.push(
+        `<text x="${(labelWidth + Math.max(w, x2 - labelWidth) + 6).toFixed(1)}" y="${y + 12}">${
+          format(test, median)
+        }</text>`,
+      );
     });
   });
   out.push("</svg>");

@@ -100,7 +100,14 @@ function parsePlan(args: string[]): Plan {
         plan.out = value();
         break;
       case "--smoke":
-        Object.assign(plan, { smoke: true, rounds: 1, memoryRounds: 1, seconds: 0.25, warmup: 0.1, idleConnections: 200 });
+        Object.assign(plan, {
+          smoke: true,
+          rounds: 1,
+          memoryRounds: 1,
+          seconds: 0.25,
+          warmup: 0.1,
+          idleConnections: 200,
+        });
         break;
       default:
         usage();
@@ -345,7 +352,15 @@ function loadAverage(): string {
 
 function echosrvCommand(args: string[]): string[] {
   // Exactly what `deno task start` runs (the task's own command line from deno.json), with this deno binary.
-  return [Deno.execPath(), ...denoJson.tasks.start.split(/\s+/).slice(1), "--port", "0", "--host", "127.0.0.1", ...args];
+  return [
+    Deno.execPath(),
+    ...denoJson.tasks.start.split(/\s+/).slice(1),
+    "--port",
+    "0",
+    "--host",
+    "127.0.0.1",
+    ...args,
+  ];
 }
 
 async function main(): Promise<number> {
@@ -355,8 +370,10 @@ async function main(): Promise<number> {
     return 1;
   }
   if (!(await commandExists("cc"))) {
-    console.error("bench: needs a C compiler (cc) to build its load client, bench/loadgen.c; install one " +
-      "(Debian: apt-get install gcc libc6-dev) and run again");
+    console.error(
+      "bench: needs a C compiler (cc) to build its load client, bench/loadgen.c; install one " +
+        "(Debian: apt-get install gcc libc6-dev) and run again",
+    );
     return 1;
   }
   const loadgen = await buildC("loadgen");
@@ -474,7 +491,11 @@ function rotate<T>(items: T[], by: number): T[] {
 
 function summarize(test: TestId, s: Sample): string {
   if (!s.ok) return "";
-  const busy = `client ${pct(s.client_busy)}, server ${pct(s.server_busy)}`;
+  const rate = s.round_trips_per_s ?? s.connections_per_s;
+  const perOp = rate && s.server_busy !== undefined
+    ? `, ${(s.server_busy / rate * 1e6).toFixed(2)} server CPU us/op`
+    : "";
+  const busy = `client ${pct(s.client_busy)}, server ${pct(s.server_busy)}${perOp}`;
   switch (test) {
     case "bulk":
       return `${(s.bytes_per_s! / 1e9).toFixed(2)} GB/s (${busy})`;

@@ -50,6 +50,8 @@ export interface LogConfig {
 export interface RunConfig {
   server: ServerConfig;
   log: LogConfig;
+  /** Accept loops, each in its own worker thread with its own listener (lib/workers.ts); 1 = no worker threads. */
+  workers: number;
 }
 
 /** What the command line asks for. */
@@ -78,6 +80,7 @@ export const ENV_VARS = {
   logFormat: "ECHOSRV_LOG_FORMAT",
   logFile: "ECHOSRV_LOG_FILE",
   copy: "ECHOSRV_COPY",
+  workers: "ECHOSRV_WORKERS",
 } as const;
 
 /** Adapts a units.ts reader to commander: its errors become commander's "invalid argument" errors. */
@@ -159,7 +162,24 @@ function addServerOptions(command: Command): Command {
     .addOption(
       new Option("--copy <strategy>", "how bytes are copied back: loop (read/write loop) or pipe (readable.pipeTo)")
         .choices(["loop", "pipe"]).default("loop").env(ENV_VARS.copy),
+    )
+    .addOption(
+      new Option(
+        "--workers <n>",
+        "accept loops, each in its own thread with its own listener on the port (Linux); auto = one per core",
+      ).default(1).env(ENV_VARS.workers).argParser(readWorkers),
     );
+}
+
+/** Reads `--workers`: a count, or `auto` for one per core. */
+function readWorkers(text: string): number {
+  if (text.trim().toLowerCase() === "auto") return Math.max(1, navigator.hardwareConcurrency || 1);
+  try {
+    return parseInteger(text, 1, 1024);
+  } catch (error) {
+    if (error instanceof UnitError) throw new InvalidArgumentError(`${error.message} (or auto: one per core)`);
+    throw error;
+  }
 }
 
 /** The raw option values commander hands over. */
@@ -174,6 +194,7 @@ interface RawServerOptions {
   logFormat: LogFormat;
   logFile?: string;
   copy: CopyStrategy;
+  workers: number;
 }
 
 function toRunConfig(raw: RawServerOptions): RunConfig {
@@ -187,6 +208,7 @@ function toRunConfig(raw: RawServerOptions): RunConfig {
       copy: raw.copy,
     },
     log: { level: raw.logLevel, traceFlags: raw.traceFlags, format: raw.logFormat, file: raw.logFile },
+    workers: raw.workers,
   };
 }
 

@@ -24,6 +24,25 @@ export interface ServerStats {
   acceptErrors: number;
 }
 
+/**
+ * Admits connections under the `--max-connections` cap when several servers share one cap (the workers of
+ * lib/workers.ts). Without one, a server counts its own sessions.
+ */
+export interface ConnectionGate {
+  /** Takes a place for a new connection; false when the cap is reached (the connection is then refused). */
+  tryEnter(): boolean;
+  /** Gives back the place of a connection that has ended. */
+  leave(): void;
+}
+
+/** How a server shares the machine with others of its kind (see lib/workers.ts); the defaults suit one server. */
+export interface EchoServerOptions {
+  /** A cap shared with other servers, instead of this server's own count. */
+  gate?: ConnectionGate;
+  /** Listen with SO_REUSEPORT, so other servers can listen on the same port (Linux; needs `--unstable-net`). */
+  reusePort?: boolean;
+}
+
 /** Why a session ended, as logged. */
 type EndReason = "closed by peer" | "reset by peer" | "idle timeout" | "server stopping" | "error";
 
@@ -87,6 +106,7 @@ export class EchoServer {
   };
 
   readonly #config: ServerConfig;
+  readonly #options: EchoServerOptions;
   readonly #copy: Copy;
   /** The open listeners; closed first when stopping, so new connections are refused at once. */
   #listeners: Deno.TcpListener[] = [];
@@ -121,9 +141,13 @@ export class EchoServer {
       serverLog.warn("{count} connection(s) ended with an unexpected error (latest: {detail})", { count, detail }),
   );
 
-  /** @param config where to listen and the limits to enforce */
-  constructor(config: ServerConfig) {
+  /**
+   * @param config where to listen and the limits to enforce
+   * @param options for a server that is one of several workers (lib/workers.ts)
+   */
+  constructor(config: ServerConfig, options: EchoServerOptions = {}) {
     this.#config = config;
+    this.#options = options;
     this.#copy = COPY_STRATEGIES[config.copy];
   }
 
@@ -144,7 +168,11 @@ export class EchoServer {
    * @throws {ListenError} when the port cannot be listened on
    */
   start(): { port: number } {
-    const { listeners, port } = openListeners({ hosts: this.#config.hosts, port: this.#config.port });
+    const { listeners, port } = openListeners({
+      hosts: this.#config.hosts,
+      port: this.#config.port,
+      reusePort: this.#options.reusePort,
+    });
     this.#listeners = listeners;
     this.#acceptLoops = listeners.map((l) => this.#acceptLoop(l));
     if (this.#config.idleTimeoutMs > 0) this.#startIdleSweep(this.#config.idleTimeoutMs);
@@ -233,7 +261,8 @@ export class EchoServer {
   /** Serves one connection from accept to close. Never throws: every failure ends this connection only. */
   async #serve(conn: Deno.TcpConn): Promise<void> {
     const max = this.#config.maxConnections;
-    if (max > 0 && this.#sessions.size >= max) {
+    const gate = this.#options.gate;
+    if (gate ? !gate.tryEnter() : max > 0 && this.#sessions.size >= max) {
       this.stats.refusedOverCap++;
       this.#refusals.add(peerOf(conn));
       closeQuietly(conn);
@@ -257,6 +286,7 @@ export class EchoServer {
     }
     closeQuietly(conn);
     this.#sessions.delete(session);
+    gate?.leave();
     this.stats.bytesEchoed += session.bytes;
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {

@@ -146,6 +146,8 @@ export interface SpawnOptions {
   wrapper?: string[];
   /** Do not wait for the "echoing on port" line (for tests of startup failures). */
   noWait?: boolean;
+  /** Deno's arguments before the server's own, instead of the start task's (e.g. without `--unstable-net`). */
+  runArgs?: string[];
 }
 
 /**
@@ -153,7 +155,7 @@ export interface SpawnOptions {
  * Tests pass `--port 0` (never a fixed port) and loopback hosts.
  */
 export async function spawnServer(args: string[], options: SpawnOptions = {}): Promise<ServerProcess> {
-  const argv = [...startTaskArgs(), "--log-format", "json", ...args];
+  const argv = [...(options.runArgs ?? startTaskArgs()), "--log-format", "json", ...args];
   const [cmd, ...rest] = options.wrapper ? [...options.wrapper, Deno.execPath(), ...argv] : [Deno.execPath(), ...argv];
   const child = new Deno.Command(cmd, {
     args: rest,
@@ -388,4 +390,30 @@ export async function writeUntilStalled(conn: Deno.Conn, max: number): Promise<n
   }
   void writing;
   return written;
+}
+
+/** Connects and proves the connection is served by one echoed byte. */
+export async function servedConnection(port: number, hostname = "127.0.0.1"): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    await writeAll(conn, Uint8Array.of(42));
+    const echo = await readExactly(conn, 1, 10_000);
+    if (echo[0] !== 42) throw new Error(`echoed ${echo[0]}, expected 42`);
+    return conn;
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+/** True when the server closes a new connection without echoing anything (EOF or reset before any byte). */
+export async function closedWithoutEcho(port: number, hostname = "127.0.0.1"): Promise<boolean> {
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    await conn.write(Uint8Array.of(1, 2, 3)).catch(() => 0);
+    const got = await readAll(conn, 10_000).catch(() => new Uint8Array(0));
+    return got.length === 0;
+  } finally {
+    conn.close();
+  }
 }

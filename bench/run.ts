@@ -385,6 +385,11 @@ async function main(): Promise<number> {
   } else {
     console.error("bench: node not found; the Node.js baseline is left out");
   }
+  specs.push({
+    id: "deno-bare",
+    label: "Deno bare loop (reference)",
+    command: [Deno.execPath(), "run", "--allow-net", `${BENCH}deno_bare_echo.ts`],
+  });
   specs.push({ id: "echosrv", label: "echosrv (defaults)", command: echosrvCommand([]), echosrv: true });
   for (const name of Object.keys(COPY_STRATEGIES)) {
     specs.push({ id: `echosrv-${name}`, label: `echosrv --copy ${name}`, command: echosrvCommand(["--copy", name]) });

@@ -252,6 +252,26 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "--workers 2 on a port another program listens on exits 1 naming the port (no silent sharing)",
+  ignore: linuxOnly,
+  async fn() {
+    const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const port = holder.addr.port;
+      await using server = await spawnServer(["--port", String(port), "-H", "127.0.0.1", "--workers", "2"], {
+        noWait: true,
+      });
+      assert.equal(await server.exited(), 1);
+      const errors = server.records().filter((r) => r.level === "ERROR");
+      assert.equal(errors.length, 1, server.lines.join("\n"));
+      assert.match(errors[0].message, new RegExp(`port ${port} .*already in use`));
+    } finally {
+      holder.close();
+    }
+  },
+});
+
 Deno.test("reusePortUnavailable: only Linux with --unstable-net spreads a port over workers", () => {
   assert.equal(reusePortUnavailable("linux", true), undefined);
   assert.match(reusePortUnavailable("linux", false)!, /--unstable-net/);

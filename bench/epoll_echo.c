@@ -2,10 +2,12 @@
  * epoll_echo: the benchmark's C anchor, a single-threaded echo server in the classic epoll shape, written for
  * echosrv's benchmark (bench/run.ts builds it with cc when a compiler is present). It is what a careful C
  * programmer would write for the same job as echosrv's default copy, so its numbers are the bar Deno is held to:
- *   - one thread, level-triggered epoll, non-blocking sockets, TCP_NODELAY on accepted sockets (as echosrv does);
- *   - one shared 64 KiB read buffer: an idle connection costs no user memory at all, only its fd and kernel state;
- *   - backpressure like echosrv's: when a write is partial, the rest is kept (malloc'd for that connection only),
- *     the connection stops being read (EPOLLOUT instead of EPOLLIN) until the rest is written;
+ *   - one thread, edge-triggered epoll (each socket registered once, for both directions: no epoll_ctl per
+ *     event), non-blocking sockets, TCP_NODELAY on accepted sockets (as echosrv does);
+ *   - one 64 KiB read buffer shared by all connections: an idle connection costs no user memory, only its fd
+ *     and kernel state; a short read means the socket is drained (no extra read to see EAGAIN);
+ *   - backpressure like echosrv's: when a write cannot finish, the connection keeps the buffer it was read into
+ *     (no copy; reading goes on with another from a free list) and is not read again until the rest is written;
  *   - at the peer's end of stream (read returns 0) everything read has been written, so the socket is closed.
  *
  * Usage: epoll_echo [port [host]]   (defaults: 0 = pick a free port, 127.0.0.1)
@@ -28,82 +30,102 @@
 #define READ_BUFFER (64 * 1024)
 #define MAX_EVENTS 256
 
-/* Bytes read but not yet written back, for the few connections whose last write was partial; indexed by fd. */
+/*
+ * Bytes read but not yet written back, for the few connections whose last write was partial; indexed by fd. The
+ * read buffer itself is handed to the connection (no copy) and a fresh one is taken for the next read; buffers come
+ * back to a free list when their bytes are written.
+ */
 struct pending {
   char *data;
   size_t length;
   size_t offset;
+  /* The peer has half-closed (EPOLLRDHUP seen): read on to the end of stream even after a short read. */
+  int peer_done;
 };
 
-static struct pending **pending_by_fd;
-static size_t pending_slots;
+static struct pending *pending_by_fd;
+static size_t fd_slots;
 static int epfd;
-static char buffer[READ_BUFFER];
+static char *read_buffer;
+static char **free_buffers;
+static size_t free_count, free_capacity;
 
 static void die(const char *what) {
   perror(what);
   exit(1);
 }
 
-static void close_conn(int fd) {
-  if ((size_t)fd < pending_slots && pending_by_fd[fd]) {
-    free(pending_by_fd[fd]->data);
-    free(pending_by_fd[fd]);
-    pending_by_fd[fd] = NULL;
+static char *take_buffer(void) {
+  if (free_count > 0) return free_buffers[--free_count];
+  char *b = malloc(READ_BUFFER);
+  if (!b) die("malloc");
+  return b;
+}
+
+static void give_back(char *b) {
+  if (free_count == free_capacity) {
+    free_capacity = free_capacity ? free_capacity * 2 : 16;
+    free_buffers = realloc(free_buffers, free_capacity * sizeof *free_buffers);
+    if (!free_buffers) die("realloc");
   }
+  free_buffers[free_count++] = b;
+}
+
+static void close_conn(int fd) {
+  if (pending_by_fd[fd].data) give_back(pending_by_fd[fd].data);
+  pending_by_fd[fd].data = NULL;
+  pending_by_fd[fd].peer_done = 0;
   close(fd); /* closing also removes it from the epoll set */
 }
 
-static void watch(int fd, uint32_t events, int op) {
-  struct epoll_event ev = {.events = events, .data.fd = fd};
-  if (epoll_ctl(epfd, op, fd, &ev) < 0) die("epoll_ctl");
+/* Writes what a connection still owes; returns 1 when all is written, 0 when the socket is full, -1 when closed. */
+static int flush(int fd) {
+  struct pending *p = &pending_by_fd[fd];
+  while (p->offset < p->length) {
+    ssize_t w = write(fd, p->data + p->offset, p->length - p->offset);
+    if (w < 0) {
+      if (errno == EAGAIN) return 0;
+      if (errno == EINTR) continue;
+      close_conn(fd);
+      return -1;
+    }
+    p->offset += (size_t)w;
+  }
+  give_back(p->data);
+  p->data = NULL;
+  return 1;
 }
 
-/* Keeps data[offset..length) for later and switches the connection from reading to waiting for write space. */
-static void keep_rest(int fd, const char *data, size_t length) {
-  struct pending *p = malloc(sizeof *p);
-  if (!p || !(p->data = malloc(length))) die("malloc");
-  memcpy(p->data, data, length);
-  p->length = length;
-  p->offset = 0;
-  pending_by_fd[fd] = p;
-  watch(fd, EPOLLOUT, EPOLL_CTL_MOD);
-}
-
-static void on_readable(int fd) {
-  ssize_t n = read(fd, buffer, sizeof buffer);
-  if (n == 0) {
-    close_conn(fd);
-    return;
+/*
+ * Edge-triggered: read until the socket is drained (a short read means it is), writing each chunk back. When a
+ * write cannot finish, the connection keeps that buffer and stops reading until the socket can take the rest (the
+ * EPOLLOUT edge), which is echosrv's backpressure too.
+ */
+static void on_event(int fd, uint32_t events) {
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) pending_by_fd[fd].peer_done = 1;
+  if (pending_by_fd[fd].data) {
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+    if (flush(fd) != 1) return;
   }
-  if (n < 0) {
-    if (errno != EAGAIN && errno != EINTR) close_conn(fd);
-    return;
-  }
-  ssize_t w = write(fd, buffer, (size_t)n);
-  if (w < 0) {
-    if (errno != EAGAIN) {
+  for (;;) {
+    ssize_t n = read(fd, read_buffer, READ_BUFFER);
+    if (n == 0) {
       close_conn(fd);
       return;
     }
-    w = 0;
-  }
-  if (w < n) keep_rest(fd, buffer + w, (size_t)(n - w));
-}
-
-static void on_writable(int fd) {
-  struct pending *p = pending_by_fd[fd];
-  ssize_t w = write(fd, p->data + p->offset, p->length - p->offset);
-  if (w < 0) {
-    if (errno != EAGAIN) close_conn(fd);
-    return;
-  }
-  p->offset += (size_t)w;
-  if (p->offset == p->length) {
-    free(p->data);
-    free(p);
-    pending_by_fd[fd] = NULL;
-    watch(fd, EPOLLIN, EPOLL_CTL_MOD);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) close_conn(fd);
+      return;
+    }
+    struct pending *p = &pending_by_fd[fd];
+    p->data = read_buffer;
+    p->length = (size_t)n;
+    p->offset = 0;
+    read_buffer = take_buffer(); /* the connection owns the bytes until they are written */
+    int flushed = flush(fd);
+    if (flushed != 1) return;
+    if (n < READ_BUFFER && !pending_by_fd[fd].peer_done) return; /* drained; a later edge says when there is more */
   }
 }
 
@@ -111,13 +133,14 @@ static void on_acceptable(int listener) {
   for (;;) {
     int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return; /* EAGAIN, or EMFILE and the like: try again on the next event */
-    if ((size_t)fd >= pending_slots) {
+    if ((size_t)fd >= fd_slots) {
       close(fd);
       continue;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    watch(fd, EPOLLIN, EPOLL_CTL_ADD);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.fd = fd};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
   }
 }
 
@@ -133,9 +156,10 @@ int main(int argc, char **argv) {
     setrlimit(RLIMIT_NOFILE, &lim);
   }
   getrlimit(RLIMIT_NOFILE, &lim);
-  pending_slots = lim.rlim_cur > 1000000 ? 1000000 : lim.rlim_cur;
-  pending_by_fd = calloc(pending_slots, sizeof *pending_by_fd);
-  if (!pending_by_fd) die("calloc");
+  fd_slots = lim.rlim_cur > 1000000 ? 1000000 : lim.rlim_cur;
+  pending_by_fd = calloc(fd_slots, sizeof *pending_by_fd);
+  read_buffer = malloc(READ_BUFFER);
+  if (!pending_by_fd || !read_buffer) die("calloc");
 
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
@@ -155,7 +179,8 @@ int main(int argc, char **argv) {
 
   epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) die("epoll_create1");
-  watch(listener, EPOLLIN, EPOLL_CTL_ADD);
+  struct epoll_event lev = {.events = EPOLLIN, .data.fd = listener};
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, listener, &lev) < 0) die("epoll_ctl");
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
     int ready = epoll_wait(epfd, events, MAX_EVENTS, -1);
@@ -167,10 +192,8 @@ int main(int argc, char **argv) {
       int fd = events[i].data.fd;
       if (fd == listener) {
         on_acceptable(listener);
-      } else if (events[i].events & EPOLLOUT) {
-        on_writable(fd);
       } else {
-        on_readable(fd); /* EPOLLIN, and EPOLLHUP/EPOLLERR, which read() then reports */
+        on_event(fd, events[i].events); /* EPOLLHUP/EPOLLERR too: read() or write() then reports them */
       }
     }
   }

@@ -25,8 +25,13 @@ export const activityClock = { now: performance.now() };
  * connection costs in buffer memory. 256 bytes hold a typical interactive message or a 64-byte probe in one read.
  */
 export const MIN_BUFFER = 256;
-/** The largest read buffer: one read of a bulk stream. */
-export const MAX_BUFFER = 64 * 1024;
+/**
+ * The largest read buffer: one read of a bulk stream. Each Deno read and write costs a fixed overhead, so bigger
+ * chunks cost less CPU per byte (measured on loopback: 64 KiB 0.51 ns/byte, 256 KiB 0.42, 1 MiB 0.41, the C epoll
+ * server 0.41). 256 KiB takes most of that gain while a connection's buffer stays well below what the kernel
+ * already buffers for it; it is held only while reads keep filling it.
+ */
+export const MAX_BUFFER = 256 * 1024;
 
 /**
  * The size of the next read buffer after a read of `n` bytes into `size`: doubled when the read filled it (more is

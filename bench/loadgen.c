@@ -86,6 +86,22 @@ static long server_rss_kib(void) {
   return kib;
 }
 
+/* Busy and total CPU time of the whole machine (all cores) from /proc/stat, in clock ticks. */
+static void machine_ticks(double *busy, double *total) {
+  *busy = *total = -1;
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return;
+  unsigned long long v[8] = {0};
+  int got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+                   &v[7]);
+  fclose(f);
+  if (got < 5) return;
+  double all = 0;
+  for (int i = 0; i < 8; i++) all += (double)v[i];
+  *total = all;
+  *busy = all - (double)v[3] - (double)v[4]; /* minus idle and iowait */
+}
+
 static double cpu_seconds(void) {
   struct rusage u;
   getrusage(RUSAGE_SELF, &u);
@@ -166,6 +182,7 @@ static long percentile_us(double p) {
 
 struct window {
   double start, end, cpu_start, cpu_end, server_start, server_end;
+  double machine_busy_start, machine_total_start, machine_busy_end, machine_total_end;
   int measuring, done;
 };
 
@@ -175,17 +192,30 @@ static void window_tick(struct window *w, double t, double seconds) {
     w->start = t;
     w->cpu_start = cpu_seconds();
     w->server_start = server_cpu_seconds();
+    machine_ticks(&w->machine_busy_start, &w->machine_total_start);
     w->end = t + seconds;
   } else if (w->measuring && t >= w->end) {
     w->done = 1;
     w->end = t;
     w->cpu_end = cpu_seconds();
     w->server_end = server_cpu_seconds();
+    machine_ticks(&w->machine_busy_end, &w->machine_total_end);
   }
 }
 
 static double window_busy(const struct window *w) {
   return (w->cpu_end - w->cpu_start) / (w->end - w->start);
+}
+
+/*
+ * How many cores the whole machine kept busy in the window (client, server and anything else running), or -1: with
+ * client_busy and server_busy it tells how much other work shared the machine during the measurement.
+ */
+static double window_machine_busy(const struct window *w) {
+  double total = w->machine_total_end - w->machine_total_start;
+  if (w->machine_total_start < 0 || w->machine_total_end < 0 || total <= 0) return -1;
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  return (w->machine_busy_end - w->machine_busy_start) / total * (double)cores;
 }
 
 /* The server's CPU time over wall time in the window, or -1 when unknown. */
@@ -255,9 +285,9 @@ static void run_bulk(double seconds) {
   close(fd);
   double span = w.end - w.start;
   printf("{\"mode\":\"bulk\",\"ok\":true,\"seconds\":%.3f,\"bytes\":%llu,\"verified_bytes\":%llu,"
-         "\"bytes_per_s\":%.0f,\"client_busy\":%.3f,\"server_busy\":%.3f}\n",
+         "\"bytes_per_s\":%.0f,\"client_busy\":%.3f,\"server_busy\":%.3f,\"machine_busy\":%.3f}\n",
          span, (unsigned long long)measured, (unsigned long long)received, (double)measured / span, window_busy(&w),
-         window_server_busy(&w));
+         window_server_busy(&w), window_machine_busy(&w));
 }
 
 /* ---- ping-pong: CONNS connections, one 64-byte message in flight on each ---- */
@@ -329,9 +359,9 @@ static void run_pingpong(double seconds, int conns) {
   for (int i = 0; i < conns; i++) close(peers[i].fd);
   double span = w.end - w.start;
   printf("{\"mode\":\"pingpong\",\"ok\":true,\"conns\":%d,\"seconds\":%.3f,\"round_trips\":%llu,"
-         "\"round_trips_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f}\n",
+         "\"round_trips_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f,\"machine_busy\":%.3f}\n",
          conns, span, (unsigned long long)trips, (double)trips / span, percentile_us(0.50), percentile_us(0.99),
-         window_busy(&w), window_server_busy(&w));
+         window_busy(&w), window_server_busy(&w), window_machine_busy(&w));
 }
 
 /* ---- connect: PARALLEL at a time, connect, echo 64 bytes, close ---- */
@@ -418,9 +448,9 @@ static void run_connect(double seconds, int parallel) {
   for (int i = 0; i < parallel; i++) close(slots[i].fd);
   double span = w.end - w.start;
   printf("{\"mode\":\"connect\",\"ok\":true,\"parallel\":%d,\"seconds\":%.3f,\"connections\":%llu,"
-         "\"connections_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f}\n",
+         "\"connections_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f,\"machine_busy\":%.3f}\n",
          parallel, span, (unsigned long long)done, (double)done / span, percentile_us(0.50), percentile_us(0.99),
-         window_busy(&w), window_server_busy(&w));
+         window_busy(&w), window_server_busy(&w), window_machine_busy(&w));
 }
 
 /* ---- idle: CONNS connections that each echoed once, held open until standard input closes ---- */

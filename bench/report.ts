@@ -19,6 +19,8 @@ export interface Sample {
   client_busy?: number;
   /** The server's CPU time (all threads) over wall time in the same window. */
   server_busy?: number;
+  /** Cores the whole machine kept busy in the same window: client, server and any other work sharing it. */
+  machine_busy?: number;
   kib_per_conn?: number;
   rss_before_kib?: number;
   rss_after_kib?: number;
@@ -126,10 +128,13 @@ function latencyCell(results: BenchResults, test: TestId, id: string): string {
   return `${Math.round(p50)} / ${Math.round(p99.median)} (${Math.round(p99.min)}-${Math.round(p99.max)})`;
 }
 
-function busyCell(results: BenchResults, id: string, field: "client_busy" | "server_busy"): string {
+function busyCell(results: BenchResults, id: string, field: "client_busy" | "server_busy" | "others"): string {
   const tests: TestId[] = ["bulk", "pp1", "pp50", "connect"];
   return tests.map((t) => {
-    const { median } = summary(results, t, id, field);
+    const values = okSamples(results, t, id).map((s) =>
+      field === "others" ? Math.max(0, s.machine_busy! - s.client_busy! - s.server_busy!) : s[field]!
+    );
+    const { median } = stats(values);
     return Number.isFinite(median) ? `${Math.round(median * 100)}%` : "-";
   }).join(" / ");
 }
@@ -167,7 +172,9 @@ export function renderTable(results: BenchResults): string {
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.kernel}; Deno ${m.deno}, Node.js ${m.node ?? "-"}, ${m.cc ?? "no cc"}.`,
   );
   lines.push(
-    `Load average before/after: ${m.loadavgBefore} / ${m.loadavgAfter ?? "?"}. ${method.rounds} interleaved ` +
+    `Load average before/after: ${m.loadavgBefore} / ${m.loadavgAfter ?? "?"}${
+      method.nice ? ` (benchmark run at nice ${method.nice})` : ""
+    }. ${method.rounds} interleaved ` +
       `round(s) of ${method.seconds} s per test and server (after ${method.warmup} s warm-up), ` +
       `${method.memoryRounds} fresh-server memory round(s) with ${method.idleConnections} idle connections. ` +
       "Medians, with the min-max of the rounds in parentheses.",
@@ -199,10 +206,15 @@ export function renderTable(results: BenchResults): string {
   lines.push("");
   lines.push("CPU use in the measured window (1 core = 100%), bulk / ping-pong 1 / ping-pong 50 / connections:");
   lines.push("");
-  lines.push(row(["server", "load client (bench/loadgen.c)", "server (all threads)"]));
-  lines.push(row(["---", "---", "---"]));
+  lines.push(row(["server", "load client (bench/loadgen.c)", "server (all threads)", "other work on the machine"]));
+  lines.push(row(["---", "---", "---", "---"]));
   for (const s of results.servers) {
-    lines.push(row([s.label, busyCell(results, s.id, "client_busy"), busyCell(results, s.id, "server_busy")]));
+    lines.push(row([
+      s.label,
+      busyCell(results, s.id, "client_busy"),
+      busyCell(results, s.id, "server_busy"),
+      busyCell(results, s.id, "others"),
+    ]));
   }
   const baselines = [["c-epoll", "C"], ["node", "Node.js"]].filter(([id]) => results.servers.some((s) => s.id === id));
   if (baselines.length > 0) {

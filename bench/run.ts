@@ -343,6 +343,13 @@ async function describeMachine(): Promise<BenchResults["machine"]> {
   };
 }
 
+/** This process's scheduling niceness (a run at a negative niceness was given priority over other work). */
+async function niceness(): Promise<number | undefined> {
+  const text = await versionOf("ps", ["-o", "ni=", "-p", `${Deno.pid}`]);
+  const n = Number(text);
+  return text === undefined || !Number.isFinite(n) ? undefined : n;
+}
+
 /** The 1, 5 and 15 minute load averages: how busy the machine was around the run (other work shares it). */
 function loadAverage(): string {
   return Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
@@ -440,6 +447,7 @@ async function main(): Promise<number> {
       idleConnections: plan.idleConnections,
       smoke: plan.smoke,
       client: "bench/loadgen.c: one process, one thread, epoll; every echoed byte verified",
+      nice: await niceness(),
     },
     servers: selected.map(({ id, label, echosrv }) => ({ id, label, echosrv })),
     samples: {},
@@ -500,7 +508,10 @@ function summarize(test: TestId, s: Sample): string {
   const perOp = rate && s.server_busy !== undefined
     ? `, ${(s.server_busy / rate * 1e6).toFixed(2)} server CPU us/op`
     : "";
-  const busy = `client ${pct(s.client_busy)}, server ${pct(s.server_busy)}${perOp}`;
+  const others = s.machine_busy === undefined || s.machine_busy < 0
+    ? ""
+    : `, others ${pct(Math.max(0, s.machine_busy - (s.client_busy ?? 0) - (s.server_busy ?? 0)))}`;
+  const busy = `client ${pct(s.client_busy)}, server ${pct(s.server_busy)}${others}${perOp}`;
   switch (test) {
     case "bulk":
       return `${(s.bytes_per_s! / 1e9).toFixed(2)} GB/s (${busy})`;

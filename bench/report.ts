@@ -139,6 +139,16 @@ function busyCell(results: BenchResults, id: string, field: "client_busy" | "ser
   }).join(" / ");
 }
 
+/** The server's CPU time per unit of work (byte, round trip, connection), scaled, as median (min-max). */
+function perOpCell(results: BenchResults, test: TestId, id: string, scale: number, digits: number): string {
+  const values = okSamples(results, test, id)
+    .filter((s) => s.server_busy !== undefined && s.server_busy >= 0)
+    .map((s) => (s.server_busy! / (s[METRIC[test]] as number)) * scale);
+  const { median, min, max } = stats(values);
+  if (!Number.isFinite(median)) return "-";
+  return `${median.toFixed(digits)} (${min.toFixed(digits)}-${max.toFixed(digits)})`;
+}
+
 function row(cells: string[]): string {
   return `| ${cells.join(" | ")} |`;
 }
@@ -216,6 +226,31 @@ export function renderTable(results: BenchResults): string {
       busyCell(results, s.id, "others"),
     ]));
   }
+  lines.push("");
+  lines.push(
+    "Server CPU time per operation (median; the server's CPU time in the window over the work done, so it does not " +
+      "depend on how fast the client was):",
+  );
+  lines.push("");
+  lines.push(
+    row([
+      "server",
+      "bulk, ns per byte",
+      "ping-pong 1 conn, us per round trip",
+      "ping-pong 50, us per round trip",
+      "us per connection",
+    ]),
+  );
+  lines.push(row(["---", "---", "---", "---", "---"]));
+  for (const s of results.servers) {
+    lines.push(row([
+      s.label,
+      perOpCell(results, "bulk", s.id, 1e9, 2),
+      perOpCell(results, "pp1", s.id, 1e6, 1),
+      perOpCell(results, "pp50", s.id, 1e6, 2),
+      perOpCell(results, "connect", s.id, 1e6, 1),
+    ]));
+  }
   const baselines = [["c-epoll", "C"], ["node", "Node.js"]].filter(([id]) => results.servers.some((s) => s.id === id));
   if (baselines.length > 0) {
     lines.push("");
@@ -240,7 +275,8 @@ export function renderTable(results: BenchResults): string {
           r("pp50"),
           r("pp50", "p99_us"),
           r("connect"),
-          r("memory"),
+          // The C server keeps no per-connection user memory, so a ratio to it says nothing.
+          base === "c-epoll" ? "-" : r("memory"),
         ]));
       }
     }

@@ -189,6 +189,13 @@ export function renderTable(results: BenchResults): string {
       `${method.memoryRounds} fresh-server memory round(s) with ${method.idleConnections} idle connections. ` +
       "Medians, with the min-max of the rounds in parentheses.",
   );
+  const restarts = (method.restarts ?? []) as Array<{ server: string; round: number; test: string; how: string }>;
+  for (const r of restarts) {
+    lines.push(
+      `Note: ${r.server} ended during the run (before ${r.test} of round ${r.round}; ${r.how.split("\n")[0]}) ` +
+        "and was started again.",
+    );
+  }
   lines.push("");
   lines.push(row([
     "server",

@@ -154,6 +154,8 @@ interface RunningServer {
   port: number;
   /** The copy strategy an echosrv reported at startup (undefined for other servers). */
   copy?: string;
+  /** Set when the process has ended on its own: how, and its last lines of output. */
+  exited?: string;
   stop(): Promise<void>;
 }
 
@@ -202,7 +204,7 @@ async function startServer(spec: ServerSpec): Promise<RunningServer> {
   ]).finally(() => clearTimeout(timer));
   const port = Number(/\bport (\d+)/.exec(line)![1]);
   const copy = /\(copy (\w+)/.exec(line)?.[1];
-  return {
+  const server: RunningServer = {
     pid: child.pid,
     port,
     copy,
@@ -224,6 +226,11 @@ async function startServer(spec: ServerSpec): Promise<RunningServer> {
       await pumps;
     },
   };
+  child.status.then((status) => {
+    server.exited = `exit code ${status.code}${status.signal ? `, signal ${status.signal}` : ""}; last output:\n` +
+      output.slice(-5).join("\n");
+  });
+  return server;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -459,12 +466,21 @@ async function main(): Promise<number> {
   };
 
   let failures = 0;
+  const restarts: Array<{ server: string; round: number; test: TestId; how: string }> = [];
+  results.method.restarts = restarts;
   try {
     const throughputTests = plan.tests.filter((t) => t !== "memory");
     for (let round = 0; round < plan.rounds && throughputTests.length > 0; round++) {
       console.error(`round ${round + 1} of ${plan.rounds}`);
       for (const test of throughputTests) {
         for (const spec of rotate(selected, round)) {
+          // On a shared machine something else may end a server (or it may crash): say so, count it, go on.
+          const before = running.get(spec.id)!;
+          if (before.exited) {
+            console.error(`  ${spec.id} ended during the run (${before.exited}); starting it again`);
+            restarts.push({ server: spec.id, round: round + 1, test, how: before.exited });
+            running.set(spec.id, await startServer(spec));
+          }
           const sample = await measure(loadgen, plan, test, running.get(spec.id)!);
           if (!sample.ok) failures++;
           record(test, spec.id, sample);

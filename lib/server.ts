@@ -268,11 +268,7 @@ export class EchoServer {
       closeQuietly(conn);
       return;
     }
-    try {
-      conn.setNoDelay(true);
-    } catch {
-      // The peer may already be gone; the copy below will find out.
-    }
+    // TCP_NODELAY is the copy's business (lib/echo.ts): the loop sets it only once a connection echoes twice.
     const session = new Session(conn);
     this.#sessions.add(session);
     this.stats.accepted++;

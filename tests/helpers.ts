@@ -308,7 +308,15 @@ export function residentKiB(pid: number): number | undefined {
     const match = /VmRSS:\s+(\d+) kB/.exec(status);
     return match ? Number(match[1]) : undefined;
   } catch {
-    return undefined;
+    // Deno asks for --allow-all to read /proc directly; `ps` (run with --allow-run) reads the same number.
+    try {
+      const out = new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(pid)], stdout: "piped", stderr: "null" })
+        .outputSync();
+      const kib = Number(new TextDecoder().decode(out.stdout).trim());
+      return out.success && Number.isFinite(kib) && kib > 0 ? kib : undefined;
+    } catch {
+      return undefined;
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 // echo: the copy at the heart of echosrv, moving each connection's bytes from its readable side back into its
 // writable side until the peer closes. Two strategies: `loop`, a read/write loop over one reused buffer sized to
-// the traffic (the default, chosen by measurement), and `pipe`, the design card's `readable.pipeTo(writable)`.
+// the traffic (the default, chosen by measurement: see bench/ and the README's Performance section), and `pipe`,
+// the design card's `readable.pipeTo(writable)`, kept selectable so the benchmark can show the difference.
 // Both stop reading while a write is blocked, so a client that never reads stalls only its own connection. Both
 // throw what the socket throws (reset, broken pipe, closed by us); the caller (lib/server.ts) sorts that out.
 
@@ -20,20 +21,50 @@ export interface CopyProgress {
  */
 export const activityClock = { now: performance.now() };
 
-/** The first read buffer of a connection: small, because most connections are idle most of the time. */
-export const MIN_BUFFER = 1024;
-/** The largest read buffer: one read of a bulk stream. */
-export const MAX_BUFFER = 64 * 1024;
-/** After this many reads that each used under a quarter of the buffer, it is halved. */
-const SHRINK_AFTER = 16;
+/**
+ * The smallest read buffer, and the first of every connection. Most connections are idle most of the time, and an
+ * idle connection's pending read holds its buffer (Deno's reads take the buffer up front), so this is what an idle
+ * connection costs in buffer memory. 256 bytes hold a typical interactive message or a 64-byte probe in one read.
+ */
+export const MIN_BUFFER = 256;
+/**
+ * The largest read buffer: one read of a bulk stream. Each Deno read and write costs a fixed overhead, so bigger
+ * chunks cost less CPU per byte (measured on loopback: 64 KiB 0.51 ns/byte, 256 KiB 0.42, 1 MiB 0.41, the C epoll
+ * server 0.41). 256 KiB takes most of that gain while a connection's buffer stays well below what the kernel
+ * already buffers for it; it is held only while reads keep filling it.
+ */
+export const MAX_BUFFER = 256 * 1024;
+
+/**
+ * The size of the next read buffer after a read of `n` bytes into `size`: doubled when the read filled it (more is
+ * probably queued: a bulk stream), shrunk to twice the read when it used under a quarter of it (the traffic is small
+ * again, or the connection is going quiet and its buffer would sit in a pending read), else kept.
+ *
+ * @param size the current buffer's size
+ * @param n the bytes the last read returned (at least 1)
+ * @returns the size for the next read
+ * @example
+ * ```ts
+ * nextBufferSize(256, 256); // 512: full, grow
+ * nextBufferSize(65536, 64); // 256: small again, shrink back
+ * ```
+ */
+export function nextBufferSize(size: number, n: number): number {
+  if (n >= size) return Math.min(size * 2, MAX_BUFFER);
+  if (n >= size >> 2) return size;
+  let fit = MIN_BUFFER;
+  while (fit < 2 * n) fit *= 2;
+  return Math.min(fit, size);
+}
 
 /** A copy strategy: resolves when the peer has closed and every byte it sent has been written back. */
 export type Copy = (conn: Deno.Conn, progress: CopyProgress) => Promise<void>;
 
 /**
- * The read/write loop: one buffer per connection, doubled when a read fills it (up to {@link MAX_BUFFER}) and
- * halved after a run of small reads. At the peer's end of stream (a close or a half-close) everything read has
- * been written, so the caller may close the connection at once.
+ * The read/write loop, echosrv's default: one read, then writes until all of it is back, then the next read. It is
+ * the fewest Deno operations per echoed chunk the public API allows (one `read`, usually one `write`), which is
+ * what the benchmark shows matters most. The buffer follows {@link nextBufferSize}. At the peer's end of stream (a
+ * close or a half-close) everything read has been written, so the caller may close the connection at once.
  *
  * @param conn the connection
  * @param progress counters updated as bytes move
@@ -47,23 +78,31 @@ export type Copy = (conn: Deno.Conn, progress: CopyProgress) => Promise<void>;
  */
 export async function copyLoop(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
   let buffer = new Uint8Array(MIN_BUFFER);
-  let smallReads = 0;
+  // What the first write sends: the buffer itself when a read fills it, else a view of the part read. The view is
+  // kept while reads keep the same length (request/response traffic), sparing an allocation per echo.
+  let view = buffer;
+  let nagleOff = false;
   for (;;) {
     const n = await conn.read(buffer);
     if (n === null) return;
     progress.lastActive = activityClock.now;
     if (progress.bytes + n >= (progress.byteLimit ?? Infinity)) return await echoLast(conn, buffer, progress);
-    let written = await conn.write(n === buffer.length ? buffer : buffer.subarray(0, n));
+    if (view.length !== n) view = n === buffer.length ? buffer : buffer.subarray(0, n);
+    // Nagle's algorithm would hold a small echo back while an earlier one is unacknowledged, so TCP_NODELAY goes
+    // on before the second echo. Not at accept: the first echo has nothing unacknowledged ahead of it, and a
+    // connection that echoes once (a probe, a health check) saves the system call (a few % of a connection's cost
+    // at most: within the benchmark's noise).
+    if (!nagleOff && progress.bytes > 0) {
+      nagleOff = true;
+      setNoDelay(conn);
+    }
+    // Waiting for each write before reading again is the backpressure: a peer that does not read stalls here.
+    let written = await conn.write(view);
     while (written < n) written += await conn.write(buffer.subarray(written, n));
     progress.bytes += n;
     progress.lastActive = activityClock.now;
-    if (n === buffer.length) {
-      smallReads = 0;
-      if (buffer.length < MAX_BUFFER) buffer = new Uint8Array(buffer.length * 2);
-    } else if (n < buffer.length >> 2 && buffer.length > MIN_BUFFER && ++smallReads >= SHRINK_AFTER) {
-      smallReads = 0;
-      buffer = new Uint8Array(buffer.length >> 1);
-    }
+    const size = nextBufferSize(buffer.length, n);
+    if (size !== buffer.length) view = buffer = new Uint8Array(size);
   }
 }
 
@@ -83,6 +122,7 @@ async function echoLast(conn: Deno.Conn, buffer: Uint8Array, progress: CopyProgr
  * @param progress counters updated as bytes move
  */
 export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
+  setNoDelay(conn);
   const count = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       const limit = progress.byteLimit ?? Infinity;
@@ -98,6 +138,16 @@ export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise
     },
   });
   await conn.readable.pipeThrough(count).pipeTo(conn.writable);
+}
+
+/** Turns Nagle's algorithm off, so small echoes leave at once. */
+function setNoDelay(conn: Deno.Conn): void {
+  try {
+    // TLS connections have no such method (the option stays with the TCP socket underneath).
+    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+  } catch {
+    // The peer may already be gone; the next read or write will find out.
+  }
 }
 
 /** The strategies by their `--copy` name. */

@@ -70,6 +70,8 @@ function jsonLine(record: LogRecord): string {
 export interface LogTargets {
   /** Write to standard output (default true). */
   console?: boolean;
+  /** Also hand every record that passes the filters to this function (a worker forwards its lines to the main thread). */
+  forward?: (record: LogRecord) => void;
 }
 
 let connectionEvents = false;
@@ -123,6 +125,7 @@ export async function setupLogging(config: LogConfig, targets: LogTargets = {}):
       flushInterval: 500,
     });
   }
+  if (targets.forward) sinks.forward = targets.forward;
   const mask = config.traceFlags;
   connectionEvents = config.level === "debug" && (mask & TRACE_CONNECTIONS) !== 0;
   await configure({

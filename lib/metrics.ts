@@ -15,7 +15,7 @@
 import { formatAddress, ListenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsConfig } from "./options.ts";
-import type { EchoServer, ServerStats } from "./server.ts";
+import { type EchoServer, emptyStats, type ServerStats } from "./server.ts";
 import type { UdpEcho, UdpStats } from "./udp.ts";
 import { VERSION } from "./version.ts";
 
@@ -51,6 +51,17 @@ export function serverSource(server: EchoServer, udp?: UdpEcho): MetricsSource {
     stats: server.stats,
     udp: udp?.stats,
   });
+}
+
+/**
+ * The source of a UDP echo alone, beside servers that report their own TCP counters (the workers of
+ * lib/workers.ts, whose UDP echo runs in the main thread).
+ *
+ * @param udp the UDP echo
+ * @returns the source
+ */
+export function udpSource(udp: UdpEcho): MetricsSource {
+  return () => ({ connectionsActive: 0, bytesEchoed: 0, draining: false, stats: emptyStats(), udp: udp.stats });
 }
 
 const UDP_ZERO: UdpStats = {

@@ -99,6 +99,13 @@ export interface RunConfig {
   log: LogConfig;
   /** `--metrics HOST:PORT`, or undefined when off. */
   metrics?: MetricsConfig;
+  /** Accept loops, each in its own worker thread with its own listener (lib/workers.ts); 1 = no worker threads. */
+  workers: number;
+  /**
+   * The arguments this configuration was read from. Workers read them again (lib/worker_entry.ts): the rules and
+   * certificates in a configuration are objects that cannot cross to another thread, but their source can.
+   */
+  args: string[];
 }
 
 /** What the command line asks for. */
@@ -145,6 +152,7 @@ export const ENV_VARS = {
   metricsUrl: "ECHOSRV_METRICS_URL",
   statsInterval: "ECHOSRV_STATS_INTERVAL",
   statsCount: "ECHOSRV_STATS_COUNT",
+  workers: "ECHOSRV_WORKERS",
 } as const;
 
 /** The port `--metrics` is shown with in examples, and the one `echosrv stats` reads by default. */
@@ -291,7 +299,24 @@ function addServerOptions(command: Command): Command {
     .addOption(
       new Option("--copy <strategy>", "how bytes are copied back: loop (read/write loop) or pipe (readable.pipeTo)")
         .choices(["loop", "pipe"]).default("loop").env(ENV_VARS.copy),
+    )
+    .addOption(
+      new Option(
+        "--workers <n>",
+        "accept loops, each in its own thread with its own listener on the port (Linux); auto = one per core",
+      ).default(1).env(ENV_VARS.workers).argParser(readWorkers),
     );
+}
+
+/** Reads `--workers`: a count, or `auto` for one per core. */
+function readWorkers(text: string): number {
+  if (text.trim().toLowerCase() === "auto") return Math.max(1, navigator.hardwareConcurrency || 1);
+  try {
+    return parseInteger(text, 1, 1024);
+  } catch (error) {
+    if (error instanceof UnitError) throw new InvalidArgumentError(`${error.message} (or auto: one per core)`);
+    throw error;
+  }
 }
 
 /** The operations options (metrics, access, limits, UDP, TLS, PROXY protocol), after the core ones. */
@@ -400,6 +425,7 @@ interface RawServerOptions {
   proxyProtocol?: boolean;
   proxyFrom?: string[];
   proxyTimeout: number;
+  workers: number;
 }
 
 /** Reads the options that only make sense together, and the files they name; throws {@link UsageError}. */
@@ -447,7 +473,7 @@ function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   return out;
 }
 
-function toRunConfig(raw: RawServerOptions): RunConfig {
+function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
   const config: RunConfig = {
     server: {
       port: raw.port,
@@ -459,6 +485,8 @@ function toRunConfig(raw: RawServerOptions): RunConfig {
       ...operationsConfig(raw),
     },
     log: { level: raw.logLevel, traceFlags: raw.traceFlags, format: raw.logFormat, file: raw.logFile },
+    workers: raw.workers,
+    args: [...args],
   };
   if (raw.metrics) config.metrics = raw.metrics;
   return config;
@@ -506,7 +534,7 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
   /** Turns a {@link UsageError} found after parsing into commander's usage error (message, exit 2). */
   const runConfig = (command: Command, opts: RawServerOptions): Invocation => {
     try {
-      return { kind: "run", config: toRunConfig(opts) };
+      return { kind: "run", config: toRunConfig(opts, args) };
     } catch (error) {
       if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: 2 });
       throw error;

@@ -6,15 +6,16 @@
 import { type RunConfig, unknownEnvVars } from "./options.ts";
 import { closeLogging, LogFileError, type LogTargets, serverLog, setupLogging } from "./log.ts";
 import { ListenError } from "./listen.ts";
-import { type MetricsServer, serveMetrics, serverSource } from "./metrics.ts";
+import { type MetricsServer, type MetricsSource, serveMetrics, serverSource, udpSource } from "./metrics.ts";
 import { EchoServer } from "./server.ts";
+import { createServer, type Server, WorkerPool } from "./workers.ts";
 import { UdpEcho } from "./udp.ts";
 import { VERSION } from "./version.ts";
 
 /** A started echosrv: the TCP server and what runs beside it, stopped and awaited as one. */
 export interface RunningProgram {
-  /** The TCP echo server (its counters, its port). */
-  readonly server: EchoServer;
+  /** The TCP echo server: one EchoServer, or a pool of `--workers` of them. */
+  readonly server: Server;
   /**
    * Stops gracefully (see {@link EchoServer.stop}): UDP stops at once (it has no sessions to drain); the metrics
    * endpoint keeps answering (/healthz 503) until the TCP sessions are gone. A call with `graceMs` 0 cuts a
@@ -79,16 +80,16 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
     serverLog.warn("ignoring the environment variable {name}: no option reads it (see --help)", { name });
   }
 
-  const server = new EchoServer(config.server);
+  const server = createServer(config); // one EchoServer, or --workers of them (lib/workers.ts)
   const { udp: udpConfig, admission } = config.server;
   const udp = udpConfig
     ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...admission })
     : undefined;
   let metrics: MetricsServer | undefined;
   try {
-    const { port } = server.start();
+    const { port } = await server.start();
     udp?.start(port);
-    if (config.metrics) metrics = serveMetrics(config.metrics, [serverSource(server, udp)]);
+    if (config.metrics) metrics = serveMetrics(config.metrics, metricsSources(server, udp));
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     serverLog.error("{message}", { message: error.message });
@@ -106,4 +107,11 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
     finished,
   };
   return { ok: true, program };
+}
+
+/** Where /metrics reads: the server (each worker, when there are several) and the UDP echo. */
+function metricsSources(server: Server, udp: UdpEcho | undefined): MetricsSource[] {
+  if (server instanceof EchoServer) return [serverSource(server, udp)];
+  const sources = server instanceof WorkerPool ? server.metricsSources() : [];
+  return udp ? [...sources, udpSource(udp)] : sources;
 }

@@ -35,6 +35,41 @@ export interface ServerStats extends AdmissionCounters {
   unexpectedErrors: number;
 }
 
+/** Fresh counters, all zero. */
+export function emptyStats(): ServerStats {
+  return {
+    accepted: 0,
+    refusedOverCap: 0,
+    closedIdle: 0,
+    resets: 0,
+    bytesEchoed: 0,
+    acceptErrors: 0,
+    closedMaxBytes: 0,
+    closedMaxDuration: 0,
+    unexpectedErrors: 0,
+    ...admissionCounters(),
+  };
+}
+
+/**
+ * Admits connections under the `--max-connections` cap when several servers share one cap (the workers of
+ * lib/workers.ts). Without one, a server counts its own sessions.
+ */
+export interface ConnectionGate {
+  /** Takes a place for a new connection; false when the cap is reached (the connection is then refused). */
+  tryEnter(): boolean;
+  /** Gives back the place of a connection that has ended. */
+  leave(): void;
+}
+
+/** How a server shares the machine with others of its kind (see lib/workers.ts); the defaults suit one server. */
+export interface EchoServerOptions {
+  /** A cap shared with other servers, instead of this server's own count. */
+  gate?: ConnectionGate;
+  /** Listen with SO_REUSEPORT, so other servers can listen on the same port (Linux; needs `--unstable-net`). */
+  reusePort?: boolean;
+}
+
 /** Why a session ended, as logged. */
 type EndReason =
   | "closed by peer"
@@ -103,20 +138,10 @@ function sleep(ms: number): Promise<void> {
  */
 export class EchoServer {
   /** Counters since start. */
-  readonly stats: ServerStats = {
-    accepted: 0,
-    refusedOverCap: 0,
-    closedIdle: 0,
-    resets: 0,
-    bytesEchoed: 0,
-    acceptErrors: 0,
-    closedMaxBytes: 0,
-    closedMaxDuration: 0,
-    unexpectedErrors: 0,
-    ...admissionCounters(),
-  };
+  readonly stats: ServerStats = emptyStats();
 
   readonly #config: ServerConfig;
+  readonly #options: EchoServerOptions;
   readonly #copy: Copy;
   /** The open listeners; closed first when stopping, so new connections are refused at once. */
   #listeners: EchoListener[] = [];
@@ -154,9 +179,13 @@ export class EchoServer {
       serverLog.warn("{count} connection(s) ended with an unexpected error (latest: {detail})", { count, detail }),
   );
 
-  /** @param config where to listen and the limits to enforce */
-  constructor(config: ServerConfig) {
+  /**
+   * @param config where to listen and the limits to enforce
+   * @param options for a server that is one of several workers (lib/workers.ts)
+   */
+  constructor(config: ServerConfig, options: EchoServerOptions = {}) {
     this.#config = config;
+    this.#options = options;
     this.#copy = COPY_STRATEGIES[config.copy];
     this.#gate = Gate.for(config, this.stats);
   }
@@ -194,6 +223,7 @@ export class EchoServer {
       hosts: this.#config.hosts,
       port: this.#config.port,
       tls: this.#config.tls,
+      reusePort: this.#options.reusePort,
     });
     this.#listeners = listeners;
     this.#acceptLoops = listeners.map((l) => this.#acceptLoop(l));
@@ -286,23 +316,24 @@ export class EchoServer {
   /** Serves one connection from accept to close. Never throws: every failure ends this connection only. */
   async #serve(conn: EchoConn): Promise<void> {
     const max = this.#config.maxConnections;
-    if (max > 0 && this.#sessions.size >= max) {
+    // The cap shared by every worker (lib/workers.ts), or this server's own count of its sessions.
+    const cap = this.#options.gate;
+    if (cap ? !cap.tryEnter() : max > 0 && this.#sessions.size >= max) {
       this.stats.refusedOverCap++;
       this.#refusals.add(peerOf(conn.remoteAddr));
       closeQuietly(conn);
       return;
     }
-    try {
-      if ("setNoDelay" in conn) conn.setNoDelay(true); // TLS connections have no such method
-    } catch {
-      // The peer may already be gone; the copy below will find out.
-    }
+    // TCP_NODELAY is the copy's business (lib/echo.ts): the loop sets it only once a connection echoes twice.
     const session = new Session(conn);
     this.#sessions.add(session);
     let rest: Uint8Array | null = null;
     if (this.#gate) {
       rest = await this.#gate.admit(session);
-      if (rest === null) return this.#endRefused(session);
+      if (rest === null) {
+        cap?.leave();
+        return this.#endRefused(session);
+      }
     }
     this.stats.accepted++;
     session.byteLimit = this.#config.maxBytesPerConnection || Infinity;
@@ -326,6 +357,7 @@ export class EchoServer {
     closeQuietly(conn);
     this.#sessions.delete(session);
     this.#gate?.release(session);
+    cap?.leave();
     this.stats.bytesEchoed += session.bytes;
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {

@@ -42,6 +42,9 @@ export function compileArgs(os: typeof Deno.build.os, output: string, triple?: s
   return [
     "compile",
     ...executablePermissions(os),
+    // --workers starts lib/worker_entry.ts by URL; deno compile only bundles what it can see imported.
+    "--include",
+    "lib/worker_entry.ts",
     ...(triple ? ["--target", triple] : []),
     "--output",
     output,

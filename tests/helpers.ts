@@ -148,6 +148,8 @@ export interface SpawnOptions {
   wrapper?: string[];
   /** Do not wait for the "echoing on port" line (for tests of startup failures). */
   noWait?: boolean;
+  /** Deno's arguments before the server's own, instead of the start task's (e.g. without `--unstable-net`). */
+  runArgs?: string[];
 }
 
 /**
@@ -155,7 +157,7 @@ export interface SpawnOptions {
  * Tests pass `--port 0` (never a fixed port) and loopback hosts.
  */
 export async function spawnServer(args: string[], options: SpawnOptions = {}): Promise<ServerProcess> {
-  const argv = [...startTaskArgs(), "--log-format", "json", ...args];
+  const argv = [...(options.runArgs ?? startTaskArgs()), "--log-format", "json", ...args];
   const [cmd, ...rest] = options.wrapper ? [...options.wrapper, Deno.execPath(), ...argv] : [Deno.execPath(), ...argv];
   const child = new Deno.Command(cmd, {
     args: rest,
@@ -308,7 +310,15 @@ export function residentKiB(pid: number): number | undefined {
     const match = /VmRSS:\s+(\d+) kB/.exec(status);
     return match ? Number(match[1]) : undefined;
   } catch {
-    return undefined;
+    // Deno asks for --allow-all to read /proc directly; `ps` (run with --allow-run) reads the same number.
+    try {
+      const out = new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(pid)], stdout: "piped", stderr: "null" })
+        .outputSync();
+      const kib = Number(new TextDecoder().decode(out.stdout).trim());
+      return out.success && Number.isFinite(kib) && kib > 0 ? kib : undefined;
+    } catch {
+      return undefined;
+    }
   }
 }
 
@@ -508,4 +518,30 @@ export function plannedFile(dryRunOutput: string, path: string): string {
   const end = dryRunOutput.indexOf(`\n----- end ${path} -----`);
   if (start < 0 || end < start) throw new Error(`the plan writes no ${path}:\n${dryRunOutput}`);
   return dryRunOutput.slice(start + begin.length, end) + "\n";
+}
+
+/** Connects and proves the connection is served by one echoed byte. */
+export async function servedConnection(port: number, hostname = "127.0.0.1"): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    await writeAll(conn, Uint8Array.of(42));
+    const echo = await readExactly(conn, 1, 10_000);
+    if (echo[0] !== 42) throw new Error(`echoed ${echo[0]}, expected 42`);
+    return conn;
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+/** True when the server closes a new connection without echoing anything (EOF or reset before any byte). */
+export async function closedWithoutEcho(port: number, hostname = "127.0.0.1"): Promise<boolean> {
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    await conn.write(Uint8Array.of(1, 2, 3)).catch(() => 0);
+    const got = await readAll(conn, 10_000).catch(() => new Uint8Array(0));
+    return got.length === 0;
+  } finally {
+    conn.close();
+  }
 }

@@ -153,7 +153,16 @@ export interface ServiceManager {
  * a port (reusePort).
  */
 export function servicePermissions(os: typeof Deno.build.os): string[] {
-  const flags = ["--unstable-net", "--allow-net", "--allow-env", "--allow-read", "--allow-write"];
+  // --max-semi-space-size=4: V8's young generation capped at 4 MiB semi-spaces, as in the `start` task: it keeps
+  // idle connections at about 6.7 KiB each instead of 8.6 (measured with `deno task bench`, GC cost about 1%).
+  const flags = [
+    "--unstable-net",
+    "--v8-flags=--max-semi-space-size=4",
+    "--allow-net",
+    "--allow-env",
+    "--allow-read",
+    "--allow-write",
+  ];
   return os === "windows" ? [...flags, "--allow-ffi"] : flags;
 }
 

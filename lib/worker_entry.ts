@@ -1,0 +1,91 @@
+// worker_entry: the inside of one worker of lib/workers.ts. It runs one EchoServer that listens with SO_REUSEPORT
+// and admits connections through the cap shared by all workers, sends its log records to the main thread (which
+// writes them, so there is one log stream and one log file writer), and stops when the main thread says so.
+
+import type { LogRecord } from "@logtape/logtape";
+import { ListenError } from "./listen.ts";
+import { serverLog, setupLogging } from "./log.ts";
+import { serverSource } from "./metrics.ts";
+import { parseCommandLine } from "./options.ts";
+import { EchoServer } from "./server.ts";
+import type { MetricsSnapshot } from "./metrics.ts";
+import { type ForwardedRecord, type FromWorker, SharedConnectionGate, type ToWorker } from "./workers.ts";
+
+const scope = self as unknown as {
+  postMessage(message: FromWorker): void;
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+};
+
+function send(message: FromWorker): void {
+  scope.postMessage(message);
+}
+
+/** Hands a log record to the main thread; values that cannot be cloned travel as text. */
+function forward(record: LogRecord): void {
+  const plain: ForwardedRecord = {
+    category: [...record.category],
+    level: record.level,
+    message: [...record.message],
+    rawMessage: typeof record.rawMessage === "string" ? record.rawMessage : record.rawMessage.join("{}"),
+    timestamp: record.timestamp,
+    properties: record.properties,
+  };
+  try {
+    send({ kind: "log", record: plain });
+  } catch {
+    const text = (value: unknown) => typeof value === "string" || typeof value === "number" ? value : String(value);
+    plain.message = plain.message.map(text);
+    plain.properties = Object.fromEntries(Object.entries(plain.properties).map(([k, v]) => [k, text(v)]));
+    send({ kind: "log", record: plain });
+  }
+}
+
+let server: EchoServer | undefined;
+/** A stop that arrived while the server was still starting. */
+let stopRequested: number | undefined;
+
+async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<void> {
+  // The main thread writes the lines (to standard output and the log file); this worker only forwards them.
+  await setupLogging({ ...message.log, file: undefined }, { console: false, forward });
+  // As in main.ts: a rejection nobody handled would end this worker and every connection on it.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    serverLog.error("internal error (please report it): {error}", { error: String(event.reason) });
+  });
+  // The main thread read these arguments already, so they are valid; reading them again here rebuilds the access
+  // rules and the TLS material, which cannot be posted.
+  const parsed = parseCommandLine(message.args, { out: () => {}, err: () => {} });
+  if (parsed.kind !== "run") {
+    send({ kind: "failed", message: "the worker could not read the command line again", listen: false });
+    return;
+  }
+  const config = { ...parsed.config.server, port: message.port };
+  const gate = new SharedConnectionGate(message.open, config.maxConnections);
+  const own = new EchoServer(config, { gate, reusePort: true });
+  try {
+    const { port } = own.start();
+    server = own;
+    send({ kind: "listening", port });
+  } catch (error) {
+    send({ kind: "failed", message: (error as Error).message, listen: error instanceof ListenError });
+    return;
+  }
+  own.finished.then(() => send({ kind: "stopped", stats: { ...own.stats } }));
+  if (stopRequested !== undefined) own.stop(stopRequested);
+}
+
+scope.onmessage = (event) => {
+  const message = event.data;
+  if (message.kind === "start") {
+    start(message);
+  } else if (message.kind === "snapshot") {
+    // The server is there: the main thread asks only after every worker said it listens.
+    if (server) {
+      send({ kind: "snapshot", request: message.request, snapshot: serverSource(server)() as MetricsSnapshot });
+    }
+  } else if (server) {
+    server.stop(message.graceMs);
+  } else {
+    stopRequested = Math.min(stopRequested ?? Infinity, message.graceMs);
+  }
+};

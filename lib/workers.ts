@@ -1,0 +1,388 @@
+// workers: echosrv on several cores. `--workers N` runs N accept loops, each an EchoServer in its own Deno Worker
+// (its own V8 isolate and event loop, so its own thread) with its own listeners on the same port: SO_REUSEPORT
+// lets them all bind it and the kernel spreads new connections over them. A connection stays on the worker that
+// accepted it, as the WSK sample advised for more worker threads. The main thread only coordinates: it starts the
+// workers (the first picks the port when it is 0, the others join it), relays their log lines, and stops them.
+// The connection cap stays global and exact: one counter in a SharedArrayBuffer that every worker updates with
+// Atomics when it accepts or closes a connection (never on the per-byte path). SO_REUSEPORT needs Linux and Deno's
+// `--unstable-net` (without the flag Deno exits the process instead of throwing), so both are checked first; where
+// either is missing, echosrv says why and runs one server in the main thread.
+
+import { getLogger, type LogRecord } from "@logtape/logtape";
+import { ListenError } from "./listen.ts";
+import { serverLog } from "./log.ts";
+import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
+import type { LogConfig, RunConfig } from "./options.ts";
+import { type ConnectionGate, EchoServer, emptyStats, type ServerStats } from "./server.ts";
+import { formatDuration } from "./units.ts";
+
+/** What a server looks like to main.ts, whether one EchoServer or a pool of workers. */
+export interface Server {
+  /** Opens the listeners; resolves with the port once every accept loop is listening. */
+  start(): { port: number } | Promise<{ port: number }>;
+  /** Stops gracefully (see {@link EchoServer.stop}); `graceMs` 0 cuts a running stop short. */
+  stop(graceMs?: number): Promise<void>;
+  /** Resolves when the server has stopped. */
+  readonly finished: Promise<void>;
+}
+
+/**
+ * Why `--workers` above 1 cannot be honoured here, or undefined when it can.
+ *
+ * @param os the operating system (Deno.build.os)
+ * @param unstableNet whether Deno runs with `--unstable-net`
+ * @returns the reason, in words for the log
+ */
+export function reusePortUnavailable(os: string = Deno.build.os, unstableNet = hasUnstableNet()): string | undefined {
+  if (os !== "linux") {
+    return `SO_REUSEPORT, which spreads one port's connections over several listeners, works only on Linux (this is ${os})`;
+  }
+  if (!unstableNet) {
+    return "Deno was started without --unstable-net, which SO_REUSEPORT (Deno.listen's reusePort) needs; " +
+      "`deno task start` passes it, or add it to `deno run`";
+  }
+  return undefined;
+}
+
+/**
+ * True when Deno runs with `--unstable-net`. Asking Deno.listen for reusePort without it would exit the process, so
+ * this looks for an API that Deno exposes only under that flag.
+ */
+export function hasUnstableNet(): boolean {
+  return typeof (Deno as unknown as { listenDatagram?: unknown }).listenDatagram === "function";
+}
+
+/**
+ * The server `echosrv run` asked for: one EchoServer, or a pool of `config.workers` workers. When workers cannot be
+ * used here (see {@link reusePortUnavailable}), logs why and returns one EchoServer.
+ *
+ * @param config the validated configuration (logging must already be set up)
+ * @returns a server, not yet started
+ */
+export function createServer(config: RunConfig): Server {
+  if (config.workers <= 1) return new EchoServer(config.server);
+  if (config.server.admission?.maxPerClient) {
+    serverLog.warn(
+      "with --workers, --max-connections-per-ip is counted by each worker: a client may hold up to " +
+        "{perWorker} connections on each of the {workers} workers",
+      { perWorker: config.server.admission.maxPerClient, workers: config.workers },
+    );
+  }
+  const reason = reusePortUnavailable();
+  if (reason) {
+    serverLog.warn("--workers {workers} cannot be honoured: {reason}. Running 1 worker.", {
+      workers: config.workers,
+      reason,
+    });
+    return new EchoServer(config.server);
+  }
+  return new WorkerPool(config);
+}
+
+/**
+ * The cap on open connections shared by every worker: a counter in shared memory. A worker adds 1 before it serves
+ * a connection and takes it back if that went over the cap, so two workers racing for the last place cannot both
+ * have it; the count is never above the cap.
+ */
+export class SharedConnectionGate implements ConnectionGate {
+  readonly #open: Int32Array;
+  readonly #max: number;
+
+  /**
+   * @param buffer 4 bytes of shared memory, zeroed, the same for every worker
+   * @param max the cap; 0 = no cap (the count is still kept)
+   */
+  constructor(buffer: SharedArrayBuffer, max: number) {
+    this.#open = new Int32Array(buffer, 0, 1);
+    this.#max = max;
+  }
+
+  /** Open connections across all workers. */
+  get open(): number {
+    return Atomics.load(this.#open, 0);
+  }
+
+  tryEnter(): boolean {
+    const before = Atomics.add(this.#open, 0, 1);
+    if (this.#max <= 0 || before < this.#max) return true;
+    Atomics.sub(this.#open, 0, 1);
+    return false;
+  }
+
+  leave(): void {
+    Atomics.sub(this.#open, 0, 1);
+  }
+}
+
+/** Messages from the main thread to a worker. */
+export type ToWorker =
+  | {
+    kind: "start";
+    id: number;
+    /**
+     * The command line the configuration came from: the worker reads it again (access rules and certificates are
+     * objects that cannot be posted to a worker), then listens on `port`.
+     */
+    args: string[];
+    port: number;
+    log: LogConfig;
+    /** The shared connection count of {@link SharedConnectionGate}. */
+    open: SharedArrayBuffer;
+  }
+  | { kind: "stop"; graceMs: number }
+  /** Asks for a reading of the worker's counters, for /metrics. */
+  | { kind: "snapshot"; request: number };
+
+/** A log record as it crosses from a worker to the main thread (structured-clone safe). */
+export type ForwardedRecord = Omit<LogRecord, "rawMessage"> & { rawMessage: string };
+
+/** Messages from a worker to the main thread. */
+export type FromWorker =
+  | { kind: "listening"; port: number }
+  | { kind: "failed"; message: string; listen: boolean }
+  | { kind: "log"; record: ForwardedRecord }
+  | { kind: "stopped"; stats: ServerStats }
+  | { kind: "snapshot"; request: number; snapshot: MetricsSnapshot };
+
+/** One worker as the pool sees it. */
+interface Member {
+  id: number;
+  worker: Worker;
+  /** Resolves with the port once its server listens; rejects if it could not start. */
+  listening: PromiseWithResolvers<number>;
+  /** Resolves when it has stopped (or died). */
+  stopped: PromiseWithResolvers<void>;
+  stats?: ServerStats;
+  /** Metrics readings asked for and not yet answered, by request number. */
+  snapshots: Map<number, (snapshot: MetricsSnapshot) => void>;
+}
+
+/**
+ * N EchoServers in N workers, sharing one port and one connection cap.
+ *
+ * @example
+ * ```ts
+ * const pool = new WorkerPool({ ...config, workers: 2 }); // needs Linux and --unstable-net
+ * const { port } = await pool.start();
+ * await pool.stop();
+ * ```
+ */
+export class WorkerPool implements Server {
+  readonly #config: RunConfig;
+  readonly #open = new SharedArrayBuffer(4);
+  readonly #gate: SharedConnectionGate;
+  #members: Member[] = [];
+  #stopping: Promise<void> | undefined;
+  #finished = Promise.withResolvers<void>();
+
+  /** @param config the configuration; `config.workers` workers are started */
+  constructor(config: RunConfig) {
+    this.#config = config;
+    this.#gate = new SharedConnectionGate(this.#open, config.server.maxConnections);
+  }
+
+  /** Open connections across all workers. */
+  get activeConnections(): number {
+    return this.#gate.open;
+  }
+
+  /** The workers' counters, summed; complete once {@link finished} has resolved (each worker reports at its end). */
+  get stats(): ServerStats {
+    const total = emptyStats();
+    for (const member of this.#members) {
+      for (const key of Object.keys(total) as (keyof ServerStats)[]) total[key] += member.stats?.[key] ?? 0;
+    }
+    return total;
+  }
+
+  get finished(): Promise<void> {
+    return this.#finished.promise;
+  }
+
+  /**
+   * One metrics source per worker: a scrape asks each worker for a reading of its counters (a message there and
+   * back; nothing on the per-byte path). A worker that has stopped answers with its final counters.
+   *
+   * @returns the sources, for lib/metrics.ts to sum
+   */
+  metricsSources(): MetricsSource[] {
+    return this.#members.map((member) => () => this.#snapshot(member));
+  }
+
+  #snapshot(member: Member): Promise<MetricsSnapshot> {
+    if (member.stats) {
+      const stats = member.stats;
+      return Promise.resolve({ connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats });
+    }
+    const request = ++this.#requests;
+    const { promise, resolve } = Promise.withResolvers<MetricsSnapshot>();
+    member.snapshots.set(request, resolve);
+    post(member, { kind: "snapshot", request });
+    return promise;
+  }
+
+  #requests = 0;
+
+  /**
+   * Starts the workers: the first listens on the configured port (picking one when it is 0), then the others join
+   * that port. Resolves once all of them listen.
+   *
+   * @returns the port
+   * @throws {ListenError} when the port cannot be listened on (the workers are stopped again)
+   */
+  async start(): Promise<{ port: number }> {
+    const { server, workers } = this.#config;
+    // SO_REUSEPORT would let this pool share a port that another program (of the same user) already listens on,
+    // silently splitting its connections; a plain bind first turns that into the usual "in use" error.
+    if (server.port !== 0) probePort(server.hosts, server.port);
+    try {
+      const first = this.#spawn(1, server.port);
+      const port = await first.listening.promise;
+      const rest = [];
+      for (let id = 2; id <= workers; id++) rest.push(this.#spawn(id, port));
+      await Promise.all(rest.map((m) => m.listening.promise));
+      serverLog.info(
+        "echoing on port {port} with {workers} workers (copy {copy}, max connections {maxConnections} in total, " +
+          "idle timeout {idleTimeout})",
+        {
+          port,
+          workers,
+          copy: server.copy,
+          maxConnections: server.maxConnections || "unlimited",
+          idleTimeout: server.idleTimeoutMs ? formatDuration(server.idleTimeoutMs) : "never",
+        },
+      );
+      return { port };
+    } catch (error) {
+      await this.#stopAll(0);
+      throw error;
+    }
+  }
+
+  /**
+   * Stops every worker gracefully (see {@link EchoServer.stop}): each closes its listeners at once and lets its
+   * sessions finish for up to `graceMs`. A call with `graceMs` 0 cuts a running stop's grace period short.
+   *
+   * @param graceMs how long sessions may finish; defaults to the configured shutdown timeout
+   * @returns resolves when every worker has stopped
+   */
+  stop(graceMs: number = this.#config.server.shutdownTimeoutMs): Promise<void> {
+    if (this.#stopping && graceMs <= 0) void this.#stopAll(0);
+    this.#stopping ??= this.#stopAll(graceMs).then(() => {
+      const stats = this.stats;
+      serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
+        ...stats,
+        bytes: stats.bytesEchoed,
+        workers: this.#members.length,
+      });
+      this.#finished.resolve();
+    });
+    return this.#stopping;
+  }
+
+  /** Asks every worker to stop (a worker asked again with 0 cuts its grace short) and waits for all of them. */
+  async #stopAll(graceMs: number): Promise<void> {
+    for (const member of this.#members) post(member, { kind: "stop", graceMs });
+    await Promise.all(this.#members.map((m) => m.stopped.promise));
+  }
+
+  #spawn(id: number, port: number): Member {
+    const worker = new Worker(new URL("./worker_entry.ts", import.meta.url), { type: "module", name: `echosrv-${id}` });
+    const member: Member = {
+      id,
+      worker,
+      listening: Promise.withResolvers<number>(),
+      stopped: Promise.withResolvers<void>(),
+      snapshots: new Map(),
+    };
+    // A start that fails also ends the worker: nobody waits on `listening` then, which must not be an unhandled
+    // rejection.
+    member.listening.promise.catch(() => {});
+    this.#members.push(member);
+    worker.onmessage = (event: MessageEvent<FromWorker>) => this.#receive(member, event.data);
+    worker.onerror = (event) => {
+      // Uncaught in the worker; without preventDefault Deno would end the whole process with it.
+      event.preventDefault();
+      serverLog.error("worker {id} failed: {message}; its connections are lost, the other workers keep serving", {
+        id,
+        message: event.message,
+      });
+      this.#ended(member);
+    };
+    post(member, { kind: "start", id, args: this.#config.args, port, log: this.#config.log, open: this.#open });
+    return member;
+  }
+
+  #receive(member: Member, message: FromWorker): void {
+    switch (message.kind) {
+      case "log":
+        relay(member.id, message.record);
+        break;
+      case "listening":
+        member.listening.resolve(message.port);
+        break;
+      case "failed":
+        member.listening.reject(message.listen ? new ListenError(message.message) : new Error(message.message));
+        this.#ended(member);
+        break;
+      case "stopped":
+        member.stats = message.stats;
+        this.#ended(member);
+        break;
+      case "snapshot":
+        member.snapshots.get(message.request)?.(message.snapshot);
+        member.snapshots.delete(message.request);
+        break;
+    }
+  }
+
+  #ended(member: Member): void {
+    member.listening.reject(new Error(`worker ${member.id} ended before it listened`));
+    // Readings still awaited get the final counters (or zeros, for a worker that died).
+    const stats = member.stats ?? emptyStats();
+    for (const answer of member.snapshots.values()) {
+      answer({ connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats });
+    }
+    member.snapshots.clear();
+    member.worker.terminate();
+    member.stopped.resolve();
+  }
+}
+
+function post(member: Member, message: ToWorker): void {
+  try {
+    member.worker.postMessage(message);
+  } catch {
+    // The worker is gone already; its `stopped` has been resolved.
+  }
+}
+
+/** Writes a worker's log line through the main thread's loggers, marked with the worker's number. */
+function relay(id: number, record: ForwardedRecord): void {
+  const [first, ...rest] = record.message;
+  getLogger(record.category).emit({
+    ...record,
+    message: [`worker ${id}: ${first ?? ""}`, ...rest],
+    rawMessage: `worker ${id}: ${record.rawMessage}`,
+    properties: { ...record.properties, worker: id },
+  });
+}
+
+/** Throws the usual ListenError when another program already listens on the port (see WorkerPool.start). */
+function probePort(hosts: readonly string[], port: number): void {
+  for (const hostname of hosts) {
+    let probe: Deno.TcpListener;
+    try {
+      probe = Deno.listen({ hostname, port, transport: "tcp" });
+    } catch (error) {
+      if (error instanceof Deno.errors.AddrInUse) {
+        throw new ListenError(
+          `port ${port} on ${hostname.includes(":") ? `[${hostname}]` : hostname} is already in use (another ` +
+            "echosrv or program holds it); choose another --port",
+        );
+      }
+      continue; // other failures (no IPv6, no such address) are for the workers' own listeners to report
+    }
+    probe.close();
+  }
+}

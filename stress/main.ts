@@ -34,7 +34,7 @@ interface StressOptions {
 const DEFAULTS = {
   duration: 60_000,
   clients: 4,
-  concurrency: 16,
+  concurrency: 32,
   maxSize: 64 * 1024 * 1024,
   idleTimeout: 10_000,
   shutdownTimeout: 10_000,

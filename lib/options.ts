@@ -202,6 +202,26 @@ const stdio: Output = {
 };
 
 /**
+ * `run` is the default and only command: `echosrv [options] run [options]` means `echosrv [options] [options]`.
+ * Taking it out before parsing keeps one set of options, so flags before and after `run` both count and a flag
+ * wins over its variable either way. (As a commander subcommand, `run` dropped the flags given before it, and the
+ * program's own reading of the ECHOSRV_* variables failed on a bad variable that a flag after `run` overrode.)
+ */
+function withoutRunCommand(args: string[], program: Command): string[] {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return args;
+    if (arg.startsWith("-") && arg !== "-") {
+      // `--port 7` and `-p 7` take the next argument as their value; `--port=7` and `-p7` carry it.
+      if (program.options.find((o) => o.long === arg || o.short === arg)?.required) i++;
+      continue;
+    }
+    return arg === "run" ? [...args.slice(0, i), ...args.slice(i + 1)] : args;
+  }
+  return args;
+}
+
+/**
  * Reads the command line (and, for options not given there, the ECHOSRV_* environment).
  * Help and version are printed here and come back as `{ kind: "exit", code: 0 }`; a usage error is printed (naming
  * the option and the value) and comes back as `{ kind: "exit", code: 2 }`.
@@ -235,22 +255,14 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
         "Microsoft's WSK echosrv sample. Every option can also come from its ECHOSRV_* environment variable; " +
         "a flag wins over its variable.",
     )
+    .usage("[run] [options]")
     .version(VERSION, "-V, --version", "print the version and exit")
-    // Options after a subcommand belong to it (`echosrv run -p 7`), not to the program.
-    .enablePositionalOptions()
     .action((opts: RawServerOptions) => {
       result = { kind: "run", config: toRunConfig(opts) };
     });
-  program.addCommand(
-    configure(addServerOptions(new Command("run")))
-      .description("run the echo server in the foreground (the default command)")
-      .action((opts: RawServerOptions) => {
-        result = { kind: "run", config: toRunConfig(opts) };
-      }),
-  );
 
   try {
-    program.parse(args, { from: "user" });
+    program.parse(withoutRunCommand(args, program), { from: "user" });
   } catch (error) {
     if (error instanceof CommanderError) {
       const success = error.code === "commander.helpDisplayed" || error.code === "commander.version" ||

@@ -1,6 +1,7 @@
 // Bugs the stress swarm and the fuzzers found, each pinned by the smallest test that reproduced it.
 
 import assert from "node:assert/strict";
+import { parseCommandLine } from "../lib/options.ts";
 import { readAll, readExactly, sleep, within, withServer, writeAll } from "./helpers.ts";
 
 Deno.test("the idle timeout never closes a connection before it has been silent for the full timeout", async () => {
@@ -31,4 +32,29 @@ Deno.test("the idle timeout never closes a connection before it has been silent 
     assert.deepEqual(early, [], `closed after less than ${timeoutMs} ms of silence`);
     assert.equal(server.stats.closedIdle >= 20, true, "closed by the idle timeout");
   });
+});
+
+Deno.test("flags before `run` count, and a flag after `run` still wins over a bad ECHOSRV_ variable", () => {
+  // Found by the option fuzzer (tests/fuzz_test.ts): `echosrv --port 7 run` listened on 40007 (the flag before
+  // `run` was dropped without a word), and `ECHOSRV_PORT=x echosrv run --port 5` exited 2 although the flag
+  // overrides the variable.
+  const errors: string[] = [];
+  const sink = { out: () => {}, err: (text: string) => void errors.push(text) };
+  const before = parseCommandLine(["--port", "7", "-H", "127.0.0.1", "run", "-H", "::1"], sink);
+  assert.equal(before.kind, "run", errors.join(""));
+  if (before.kind === "run") {
+    assert.equal(before.config.server.port, 7);
+    assert.deepEqual(before.config.server.hosts, ["127.0.0.1", "::1"]);
+  }
+  const saved = Deno.env.get("ECHOSRV_PORT");
+  Deno.env.set("ECHOSRV_PORT", "x");
+  try {
+    const after = parseCommandLine(["run", "--port", "5"], sink);
+    assert.equal(after.kind === "run" && after.config.server.port, 5, errors.join(""));
+    assert.deepEqual(parseCommandLine(["run"], sink), { kind: "exit", code: 2 }, "the bad variable alone is refused");
+  } finally {
+    if (saved === undefined) Deno.env.delete("ECHOSRV_PORT");
+    else Deno.env.set("ECHOSRV_PORT", saved);
+  }
+  assert.deepEqual(parseCommandLine(["run", "run"], sink), { kind: "exit", code: 2 });
 });

@@ -126,6 +126,7 @@ Deno.test("the swarm's checks fail on a faulty server, and a failure replays fro
   // An echo server that flips the byte at offset 100,000 of every connection: the bug the swarm must catch.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const open = new Set<Deno.TcpConn>();
+  const handlers: Promise<void>[] = [];
   const serving = (async () => {
     for (;;) {
       let conn: Deno.TcpConn;
@@ -135,7 +136,7 @@ Deno.test("the swarm's checks fail on a faulty server, and a failure replays fro
         return;
       }
       open.add(conn);
-      (async () => {
+      handlers.push((async () => {
         const buffer = new Uint8Array(64 * 1024);
         try {
           for (let offset = 0;;) {
@@ -152,7 +153,7 @@ Deno.test("the swarm's checks fail on a faulty server, and a failure replays fro
         try {
           conn.close();
         } catch { /* closed */ }
-      })();
+      })());
     }
   })();
   try {
@@ -196,6 +197,7 @@ Deno.test("the swarm's checks fail on a faulty server, and a failure replays fro
     listener.close();
     await serving;
     for (const conn of open) conn.close();
+    await Promise.all(handlers);
   }
 });
 

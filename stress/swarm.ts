@@ -92,6 +92,8 @@ export interface MemoryReport {
   growthAllowedKiB: number;
   growthHeld: boolean;
   samples: number;
+  /** Every sample after the start: seconds into the run and RSS in KiB (for plots and second opinions). */
+  series: Array<[number, number]>;
 }
 
 /** What a stop under load did. */
@@ -355,6 +357,7 @@ function judgeMemory(watch: ServerWatch, options: SwarmOptions, violations: stri
     growthAllowedKiB,
     growthHeld: growthKiB <= growthAllowedKiB,
     samples: watch.rss.length,
+    series: watch.rss.map((s) => [Math.round(s.t / 100) / 10, s.kiB]),
   };
   if (!memory.boundHeld) {
     violations.push(`server RSS reached ${formatKiB(peakKiB)} after warm-up, over the bound of ${formatKiB(boundKiB)}`);

@@ -35,6 +35,37 @@ async function runStress(
   }
 }
 
+Deno.test("deno task stress: --help lists the kinds, a bad option exits 2 with a message, no stack trace", async () => {
+  const run = async (args: string[]) => {
+    const out = await within(
+      60_000,
+      `deno task stress ${args.join(" ")}`,
+      new Deno.Command(Deno.execPath(), {
+        args: [...denoJson.tasks.stress.split(/\s+/).slice(1), ...args],
+        cwd: ROOT,
+        stdin: "null",
+        env: { NO_COLOR: "1" },
+      }).output(),
+    );
+    return {
+      code: out.code,
+      stdout: new TextDecoder().decode(out.stdout),
+      stderr: new TextDecoder().decode(out.stderr),
+    };
+  };
+  const help = await run(["--help"]);
+  assert.equal(help.code, 0, help.stderr);
+  for (const kind of Object.keys(KINDS)) assert.ok(help.stdout.includes(kind), kind);
+  for (
+    const bad of [["--duration", "soon"], ["--weights", "exact=x"], ["--weights", "nosuch=1"], ["--stop-after", "90"]]
+  ) {
+    const { code, stderr } = await run(bad);
+    assert.equal(code, 2, `${bad.join(" ")}: ${stderr}`);
+    assert.match(stderr, /error/, bad.join(" "));
+    assert.doesNotMatch(stderr, /\n\s+at /, `${bad.join(" ")}: no stack trace`);
+  }
+});
+
 const LIMITS = { maxSize: 64 * 1024 * 1024, idleTimeoutMs: 10_000, baseDeadlineMs: 60_000 };
 
 Deno.test("stress plans are pure: the same seed and number give the same session in any process", () => {

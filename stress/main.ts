@@ -201,8 +201,8 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
       lines.push(
         `memory windows (median/max): ${
           m.windows.map((w) => `${w.fromS}-${w.toS}s ${formatKiB(w.medianKiB)}/${formatKiB(w.maxKiB)}`).join(", ")
-        }; growth first->last ${formatKiB(m.growthKiB)} (allowed ${formatKiB(m.growthAllowedKiB)}): ` +
-          `${m.growthHeld ? "held" : "GREW"}`,
+        }; growth over the second half ${formatKiB(m.growthKiB)} (allowed ${formatKiB(m.growthAllowedKiB)}): ` +
+          `${m.growthHeld ? "held" : "GREW"}; first to last window ${formatKiB(m.growthFirstToLastKiB)}`,
       );
     }
     const d = report.descriptors;

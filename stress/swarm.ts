@@ -619,6 +619,7 @@ async function judgeServer(
 
 /** `1.5 GiB`, `12.0 MiB`, `640 B`. */
 export function formatBytes(bytes: number): string {
+  if (bytes < 0) return `-${formatBytes(-bytes)}`;
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let value = bytes;
   let unit = 0;

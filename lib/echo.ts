@@ -65,14 +65,26 @@ export async function copyLoop(conn: Deno.TcpConn, progress: CopyProgress): Prom
 }
 
 /**
- * The design card's shape: `conn.readable` piped into `conn.writable`, through a pass-through that keeps the
- * counters. Deno's readable reads into a fresh 64 KiB buffer per chunk; at the end of stream it closes the
- * connection itself once the writes are done.
+ * The design card's shape: the connection's readable side piped into `conn.writable`, through a pass-through that
+ * keeps the counters. Each read goes into a fresh 64 KiB buffer, as Deno's own `conn.readable` does; at the end
+ * of stream `pipeTo` closes the connection (through `conn.writable`) once the last write is done.
+ *
+ * The readable side is not `conn.readable`: that one closes the whole connection the moment it reads the peer's
+ * end of stream, and since Deno 2.9 closing cancels a write still in flight, so a peer that half-closed while its
+ * echo was still queued (a slow reader) lost the tail of it.
  *
  * @param conn the connection
  * @param progress counters updated as bytes move
  */
 export async function copyPipe(conn: Deno.TcpConn, progress: CopyProgress): Promise<void> {
+  const source = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const buffer = new Uint8Array(MAX_BUFFER);
+      const n = await conn.read(buffer);
+      if (n === null) controller.close();
+      else controller.enqueue(buffer.subarray(0, n));
+    },
+  }, { highWaterMark: 0 });
   const count = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       progress.bytes += chunk.byteLength;
@@ -80,7 +92,7 @@ export async function copyPipe(conn: Deno.TcpConn, progress: CopyProgress): Prom
       controller.enqueue(chunk);
     },
   });
-  await conn.readable.pipeThrough(count).pipeTo(conn.writable);
+  await source.pipeThrough(count).pipeTo(conn.writable);
 }
 
 /** The strategies by their `--copy` name. */

@@ -58,7 +58,7 @@ for (const copy of ["loop", "pipe"] satisfies CopyStrategy[]) {
   Deno.test(`[${copy}] every stress session kind against an in-process server leaves no op, resource or timer`, async () => {
     await withServer({ copy, idleTimeoutMs: LIMITS.idleTimeoutMs }, async (port, server) => {
       const env = {
-        targets: { echo: { hostname: "127.0.0.1", port } },
+        targets: { echo: { hostname: "127.0.0.1", port }, idle: { hostname: "127.0.0.1", port } },
         idleTimeoutMs: LIMITS.idleTimeoutMs,
         stopMode: false,
       };

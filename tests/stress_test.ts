@@ -116,6 +116,12 @@ Deno.test("stress: a 20 s swarm with a fixed seed holds every invariant", async 
   assert.ok(report.descriptors?.backToBaseline, JSON.stringify(report.descriptors));
   assert.equal(report.server?.exitCode, 0);
   assert.deepEqual(report.log?.unexpected, []);
+  assert.equal(report.server?.closedIdle, 0, "the swarmed server cut no live connection for idleness");
+  assert.equal(report.idleServer?.exitCode, 0);
+  assert.ok(
+    (report.idleServer?.closedIdle ?? 0) >= report.kinds["idle-timeout"].ok,
+    "the idle kinds' server closed every idle-timeout session itself",
+  );
   console.log(output.split("\n").filter((l) => /^(echosrv stress:|bytes|peak|memory|descriptors)/.test(l)).join("\n"));
 });
 

@@ -283,7 +283,8 @@ export const KINDS: Record<string, SessionKind<Record<string, unknown>>> = {
       return {
         first: rng.logInt(1, 4096),
         second: rng.logInt(1, 4096),
-        holdMs: rng.int(50, Math.max(50, Math.min(5000, Math.floor(limits.idleTimeoutMs * 0.4)))),
+        // A fifth of the timeout at most: a client process starved by a busy machine may send late by seconds.
+        holdMs: rng.int(50, Math.max(50, Math.min(5000, Math.floor(limits.idleTimeoutMs * 0.2)))),
       };
     },
     budgetMs: (plan) => plan.holdMs,

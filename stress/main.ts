@@ -37,7 +37,7 @@ const DEFAULTS = {
   clients: 4,
   concurrency: 32,
   maxSize: 64 * 1024 * 1024,
-  idleTimeout: 5_000,
+  idleTimeout: 10_000,
   serverIdleTimeout: 60_000,
   shutdownTimeout: 10_000,
   sessionDeadline: 60_000,
@@ -99,7 +99,7 @@ function program(): Command {
         "--idle-timeout <duration>",
         "idle timeout of the server the idle kinds use (they stay under or outlast it)",
       )
-        .default(DEFAULTS.idleTimeout, "5s").argParser(reader(parseDuration)),
+        .default(DEFAULTS.idleTimeout, "10s").argParser(reader(parseDuration)),
     )
     .addOption(
       new Option(
@@ -223,7 +223,7 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
       lines.push(
         `memory windows (median/max): ${
           m.windows.map((w) => `${w.fromS}-${w.toS}s ${formatKiB(w.medianKiB)}/${formatKiB(w.maxKiB)}`).join(", ")
-        }; growth over the second half ${formatKiB(m.growthKiB)} (allowed ${formatKiB(m.growthAllowedKiB)}): ` +
+        }; steady growth ${formatKiB(m.growthKiB)} (allowed ${formatKiB(m.growthAllowedKiB)}): ` +
           `${m.growthHeld ? "held" : "GREW"}; first to last window ${formatKiB(m.growthFirstToLastKiB)}`,
       );
     }

@@ -361,7 +361,8 @@ function judgeMemory(watch: ServerWatch, options: SwarmOptions, violations: stri
   const peakKiB = Math.max(...settled.map((s) => s.kiB));
   const first = settled[0].t;
   const span = settled[settled.length - 1].t - first;
-  const count = Math.min(10, Math.max(3, Math.round(span / 30_000)));
+  // At least five windows, so a heap step or two is outvoted in the median change, however short the run.
+  const count = Math.min(10, Math.max(5, Math.round(span / 30_000)));
   const windows: MemoryWindow[] = [];
   for (let i = 0; i < count; i++) {
     const from = first + (span * i) / count;
@@ -378,7 +379,9 @@ function judgeMemory(watch: ServerWatch, options: SwarmOptions, violations: stri
   }
   const last = windows[windows.length - 1];
   const changes = windows.slice(1).map((w, i) => w.medianKiB - windows[i].medianKiB);
-  const growthKiB = changes.length > 0 ? median(changes) * changes.length : 0;
+  const sortedChanges = [...changes].sort((a, b) => a - b);
+  const steadyChange = sortedChanges[Math.floor((sortedChanges.length - 1) / 2)] ?? 0; // the lower median
+  const growthKiB = steadyChange * changes.length;
   const growthAllowedKiB = Math.round(Math.max(16 * 1024, windows[0].medianKiB * 0.1));
   const memory: MemoryReport = {
     startKiB: watch.startKiB,

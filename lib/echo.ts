@@ -113,16 +113,31 @@ async function echoLast(conn: Deno.Conn, buffer: Uint8Array, progress: CopyProgr
   progress.bytes += last.length;
 }
 
+/** The pipe strategy's read size: a fresh buffer per read, as Deno's own `conn.readable` allocates. */
+const PIPE_CHUNK = 64 * 1024;
+
 /**
- * The design card's shape: `conn.readable` piped into `conn.writable`, through a pass-through that keeps the
- * counters. Deno's readable reads into a fresh 64 KiB buffer per chunk; at the end of stream it closes the
- * connection itself once the writes are done.
+ * The design card's shape: the connection's readable side piped into `conn.writable`, through a pass-through that
+ * keeps the counters. Each read goes into a fresh 64 KiB buffer, as Deno's own `conn.readable` does; at the end
+ * of stream `pipeTo` closes the connection (through `conn.writable`) once the last write is done.
+ *
+ * The readable side is not `conn.readable`: that one closes the whole connection the moment it reads the peer's
+ * end of stream, and since Deno 2.9 closing cancels a write still in flight, so a peer that half-closed while its
+ * echo was still queued (a slow reader) lost the tail of it.
  *
  * @param conn the connection
  * @param progress counters updated as bytes move
  */
 export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
   setNoDelay(conn);
+  const source = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const buffer = new Uint8Array(PIPE_CHUNK);
+      const n = await conn.read(buffer);
+      if (n === null) controller.close();
+      else controller.enqueue(buffer.subarray(0, n));
+    },
+  }, { highWaterMark: 0 });
   const count = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       const limit = progress.byteLimit ?? Infinity;
@@ -137,7 +152,7 @@ export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise
       controller.enqueue(chunk);
     },
   });
-  await conn.readable.pipeThrough(count).pipeTo(conn.writable);
+  await source.pipeThrough(count).pipeTo(conn.writable);
 }
 
 /** Turns Nagle's algorithm off, so small echoes leave at once. */

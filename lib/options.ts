@@ -504,6 +504,26 @@ const stdio: Output = {
 };
 
 /**
+ * `run` is the default and only command: `echosrv [options] run [options]` means `echosrv [options] [options]`.
+ * Taking it out before parsing keeps one set of options, so flags before and after `run` both count and a flag
+ * wins over its variable either way. (As a commander subcommand, `run` dropped the flags given before it, and the
+ * program's own reading of the ECHOSRV_* variables failed on a bad variable that a flag after `run` overrode.)
+ */
+function withoutRunCommand(args: string[], program: Command): string[] {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return args;
+    if (arg.startsWith("-") && arg !== "-") {
+      // `--port 7` and `-p 7` take the next argument as their value; `--port=7` and `-p7` carry it.
+      if (program.options.find((o) => o.long === arg || o.short === arg)?.required) i++;
+      continue;
+    }
+    return arg === "run" ? [...args.slice(0, i), ...args.slice(i + 1)] : args;
+  }
+  return args;
+}
+
+/**
  * Reads the command line (and, for options not given there, the ECHOSRV_* environment).
  * Help and version are printed here and come back as `{ kind: "exit", code: 0 }`; a usage error is printed (naming
  * the option and the value) and comes back as `{ kind: "exit", code: 2 }`.
@@ -547,19 +567,14 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
         "Microsoft's WSK echosrv sample. Every option can also come from its ECHOSRV_* environment variable; " +
         "a flag wins over its variable.",
     )
+    .usage("[run] [options]")
     .version(VERSION, "-V, --version", "print the version and exit")
-    // Options after a subcommand belong to it (`echosrv run -p 7`), not to the program.
+    // Options after a subcommand (`stats`, `service`) belong to it, not to the program. (`run` is not a subcommand:
+    // withoutRunCommand takes it out first.)
     .enablePositionalOptions()
     .action((opts: RawServerOptions, command: Command) => {
       result = runConfig(command, opts);
     });
-  program.addCommand(
-    configure(addOperationsOptions(addServerOptions(new Command("run"))))
-      .description("run the echo server in the foreground (the default command)")
-      .action((opts: RawServerOptions, command: Command) => {
-        result = runConfig(command, opts);
-      }),
-  );
   program.addCommand(
     configure(new Command("stats"))
       .description("show a live one-line summary of a running echosrv, read from its --metrics endpoint")
@@ -589,7 +604,7 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
   addServiceCommand(program, configure, (request) => result = { kind: "service", request }, args);
 
   try {
-    program.parse(args, { from: "user" });
+    program.parse(withoutRunCommand(args, program), { from: "user" });
   } catch (error) {
     if (error instanceof CommanderError) {
       const success = error.code === "commander.helpDisplayed" || error.code === "commander.version" ||

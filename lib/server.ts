@@ -88,6 +88,9 @@ class Session implements CopyProgress {
   lastActive = activityClock.now;
   /** Set when the server closes the connection itself, before it does. */
   closedBecause: EndReason | undefined;
+  /** The idle sweep's last look at {@link lastActive}, and the sweep tick from which nothing has moved since. */
+  sweptActive = NaN;
+  quietSince = 0;
   readonly openedAt = performance.now();
   byteLimit: number = Infinity;
   /** The limit sweep closes the connection at this performance.now() time, for `closeAtReason`. */
@@ -404,13 +407,19 @@ export class EchoServer {
   /**
    * Closes connections that moved no byte for `timeoutMs`. One timer for all connections, ticking at a tenth of
    * the timeout (10 ms to 1 s), so the hot path only copies {@link activityClock} and arms no timer per read.
+   * That copy can be a whole tick stale (more before the first tick), so it only tells whether anything moved
+   * since the last tick; silence is counted from the first tick that saw nothing new. A connection is never
+   * closed before it has been quiet for the full timeout, and at most one tick after.
    */
   #startIdleSweep(timeoutMs: number): void {
     const period = Math.min(Math.max(Math.floor(timeoutMs / 10), 10), 1000);
     this.#sweepTimer = setInterval(() => {
       const now = activityClock.now = performance.now();
       for (const session of this.#sessions) {
-        if (now - session.lastActive >= timeoutMs) {
+        if (session.lastActive !== session.sweptActive) {
+          session.sweptActive = session.lastActive;
+          session.quietSince = now;
+        } else if (now - session.quietSince >= timeoutMs) {
           this.stats.closedIdle++;
           session.close("idle timeout");
         }

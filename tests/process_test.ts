@@ -206,6 +206,17 @@ Deno.test("out of file descriptors (EMFILE), the server keeps serving and accept
     const settled = await Promise.all(reads.map((r) => Promise.race([r.then(() => true), sleep(0).then(() => false)])));
     const count = settled.filter(Boolean).length;
     assert.ok(count > 0 && count < clients.length, `some served, some waiting: ${count} of ${clients.length}`);
+    // Still out of descriptors (the waiting ones are still queued): the connections it has keep being served.
+    const served = clients.filter((_, i) => settled[i]);
+    await within(
+      30_000,
+      "the served connections to echo again",
+      Promise.all(served.map(async (c, i) => {
+        const data = pseudoRandomBytes(4096, i + 1);
+        await writeAll(c, data);
+        assert.equal(sameBytes(await readExactly(c, data.length, 30_000), data), true);
+      })),
+    );
     // The served ones leave; the waiting ones must now be accepted and echoed.
     clients.forEach((c, i) => settled[i] && c.close());
     const waiting = clients.filter((_, i) => !settled[i]);
@@ -218,6 +229,10 @@ Deno.test("out of file descriptors (EMFILE), the server keeps serving and accept
     assert.equal(sameBytes(await echoSession("127.0.0.1", server.port, data), data), true, "serving normally");
     server.signal("SIGTERM");
     assert.equal(await server.exited(), 0);
+    // Every failed accept is counted, but they come out folded: the first at once, the rest in a summary.
+    const lines = server.records().filter((r) => /accept failed/.test(r.message));
+    const failures = lines.reduce((sum, r) => sum + Number(r.properties.count), 0);
+    assert.ok(failures > lines.length, `${failures} failed accepts logged in ${lines.length} line(s)`);
   } finally {
     for (const c of clients) {
       try {

@@ -1,0 +1,269 @@
+// session: what one stress session runs inside, whatever its kind: the connections it opens (all closed when it
+// ends), its deadline (a session past it is a hang: its connections are closed so it cannot block the client),
+// its counters, and the ways it can end. Kinds (stress/kinds.ts) do the talking; this module judges the endings.
+
+import type { ByteStream, Random, Verifier } from "./rng.ts";
+
+/** Where a kind connects: the echo port today; TLS, PROXY, UDP ports as they land. */
+export interface Target {
+  hostname: string;
+  port: number;
+}
+
+/** What every session of a run shares. */
+export interface SessionEnv {
+  /** The ports under test by name; kinds say which one they use. */
+  targets: Record<string, Target>;
+  /** The server's idle timeout, so idle kinds can stay under it or outlast it on purpose. */
+  idleTimeoutMs: number;
+  /** True when the server is stopped during the run: refusals and cut sessions are then expected endings. */
+  stopMode: boolean;
+}
+
+/** The server ended a connection before the session was done (end of stream or reset). */
+export class Cut extends Error {
+  override name = "Cut";
+}
+
+/** The server refused the connection (nothing listens). */
+export class Refused extends Error {
+  override name = "Refused";
+}
+
+/** The server broke a promise: wrong bytes, extra bytes, or a close too early. Never an expected ending. */
+export class Violation extends Error {
+  override name = "Violation";
+}
+
+/** The session's deadline passed; its connections were closed under it. */
+export class Expired extends Error {
+  override name = "Expired";
+}
+
+/** How a session ended. `cut` and `refused` are acceptable only while the server is being stopped. */
+export type Ending = "ok" | "cut" | "refused" | "hang" | "violation" | "error";
+
+/** The peer-side errors that mean the server reset or closed the connection under us. */
+function isCutError(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected;
+}
+
+/**
+ * One session's connections, deadline and counters. Kinds call {@link connect}, {@link sleep}, {@link send},
+ * {@link receive}; the client calls {@link dispose} when the session ends, however it ends.
+ */
+export class SessionContext {
+  /** Bytes written to the server. */
+  bytesSent = 0;
+  /** Bytes received back and found equal to what was sent. */
+  bytesVerified = 0;
+  /** Bytes received back, verified or not (a cut session tells how far it got). */
+  bytesReceived = 0;
+  /** Connections opened. */
+  connections = 0;
+  /** Set when the deadline passed. */
+  expired = false;
+  /** What the session was doing, for the failure report. */
+  doing = "starting";
+  readonly #open = new Set<Deno.TcpConn>();
+  readonly #timer: ReturnType<typeof setTimeout>;
+  readonly #expiry = Promise.withResolvers<never>();
+
+  /**
+   * @param env what the run shares
+   * @param deadlineMs how long the session may take before it counts as a hang
+   * @param onConnections told how many connections are open after each change (for the client's peak count)
+   */
+  constructor(
+    readonly env: SessionEnv,
+    deadlineMs: number,
+    private readonly onConnections: (delta: number) => void = () => {},
+  ) {
+    this.#expiry.promise.catch(() => {});
+    this.#timer = setTimeout(() => {
+      this.expired = true;
+      this.#expiry.reject(new Expired(`deadline of ${deadlineMs} ms passed while ${this.doing}`));
+      for (const conn of this.#open) this.close(conn);
+    }, deadlineMs);
+  }
+
+  /**
+   * Opens a connection to a target; it is closed when the session ends if the kind has not closed it.
+   *
+   * @param target the name of the port to connect to
+   * @returns the connection
+   * @throws {Refused} when nothing listens there
+   */
+  async connect(target = "echo"): Promise<Deno.TcpConn> {
+    const where = this.env.targets[target];
+    if (!where) throw new Error(`no target "${target}" in this run`);
+    this.doing = "connecting";
+    let conn: Deno.TcpConn;
+    try {
+      conn = await this.#race(Deno.connect({ hostname: where.hostname, port: where.port }));
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionRefused) throw new Refused("connection refused");
+      // A handshake that completed while the listener was closing is reset before it is accepted.
+      if (isCutError(error)) throw new Cut(`connection reset while connecting (${(error as Error).name})`);
+      throw error;
+    }
+    if (this.expired) {
+      conn.close();
+      throw new Expired("deadline passed while connecting");
+    }
+    this.#open.add(conn);
+    this.connections++;
+    this.onConnections(1);
+    return conn;
+  }
+
+  /** Closes a connection of this session (quietly if it is closed already). */
+  close(conn: Deno.TcpConn): void {
+    if (!this.#open.delete(conn)) return;
+    this.onConnections(-1);
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Sleeps, unless the deadline passes first. */
+  async sleep(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await this.#race(new Promise<void>((resolve) => timer = setTimeout(resolve, ms)));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Races a promise against the deadline. */
+  #race<T>(promise: Promise<T>): Promise<T> {
+    if (this.expired) {
+      promise.then((value) => (value as { close?: () => void })?.close?.(), () => {});
+      return this.#expiry.promise;
+    }
+    return Promise.race([promise, this.#expiry.promise]).catch((error) => {
+      // A connect that completes after the deadline must not leak its connection.
+      promise.then((value) => (value as { close?: () => void })?.close?.(), () => {});
+      throw error;
+    });
+  }
+
+  /**
+   * Writes `total` bytes of `stream` in writes sized by `nextSize`.
+   *
+   * @param conn the connection
+   * @param stream the bytes to send
+   * @param total how many
+   * @param nextSize the size of the next write (called once per write)
+   * @param progress told the running total after each write, for kinds that watch for a stall
+   * @throws {Cut} when the server resets the connection
+   */
+  async send(
+    conn: Deno.TcpConn,
+    stream: ByteStream,
+    total: number,
+    nextSize: () => number,
+    progress?: (sent: number) => void,
+  ): Promise<void> {
+    let chunk = new Uint8Array(0);
+    let sent = 0;
+    while (sent < total) {
+      const size = Math.min(total - sent, Math.max(1, nextSize()));
+      if (chunk.length < size) chunk = new Uint8Array(size);
+      const piece = chunk.subarray(0, size);
+      stream.fill(piece);
+      for (let offset = 0; offset < size;) {
+        this.doing = `writing (${sent + offset} of ${total} bytes sent)`;
+        offset += await this.#io(() => conn.write(piece.subarray(offset)));
+      }
+      sent += size;
+      this.bytesSent += size;
+      progress?.(sent);
+    }
+  }
+
+  /**
+   * Reads the echo and checks it byte for byte: exactly `expected` bytes, then (if asked) the end of stream.
+   *
+   * @param conn the connection
+   * @param verifier the checker for this stream
+   * @param expected how many bytes must come back
+   * @param options `bufferSize` of each read; `thenEnd` to require the end of stream after the last byte
+   * @throws {Violation} on a wrong or extra byte; {@link Cut} when the stream ends early or is reset
+   */
+  async receive(
+    conn: Deno.TcpConn,
+    verifier: Verifier,
+    expected: number,
+    options: { bufferSize: number; thenEnd: boolean },
+  ): Promise<void> {
+    const buffer = new Uint8Array(Math.max(1, options.bufferSize));
+    let got = 0;
+    while (got < expected || options.thenEnd) {
+      this.doing = `reading (${got} of ${expected} bytes back${got === expected ? ", waiting for the end" : ""})`;
+      // Past the expected count, read into the whole buffer: any byte there is one too many.
+      const room = got < expected ? Math.min(buffer.length, expected - got) : buffer.length;
+      const n = await this.#io(() => conn.read(buffer.subarray(0, room)));
+      if (n === null) {
+        if (got < expected) throw new Cut(`end of stream after ${got} of ${expected} bytes`);
+        return;
+      }
+      if (got + n > expected) throw new Violation(`${got + n - expected} byte(s) more than the ${expected} sent`);
+      this.bytesReceived += n;
+      const wrong = verifier.check(buffer.subarray(0, n));
+      if (wrong >= 0) throw new Violation(`byte ${wrong} of the echo differs from the byte sent`);
+      got += n;
+      this.bytesVerified += n;
+    }
+  }
+
+  /** Half-closes (shuts down our sending side); the server then sees the end of stream. */
+  async shutdown(conn: Deno.TcpConn): Promise<void> {
+    this.doing = "half-closing";
+    await this.#io(() => conn.closeWrite());
+  }
+
+  /** Runs one socket operation: a reset becomes {@link Cut}, an operation cut short by the deadline {@link Expired}. */
+  async #io<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      if (this.expired) throw new Expired(`deadline passed while ${this.doing}`);
+      if (isCutError(error)) throw new Cut(`${(error as Error).name} while ${this.doing}`);
+      throw error;
+    }
+  }
+
+  /** Ends the session: the deadline timer stops, open connections close. */
+  dispose(): void {
+    clearTimeout(this.#timer);
+    for (const conn of [...this.#open]) this.close(conn);
+  }
+}
+
+/**
+ * Classifies how a session ended from what it threw.
+ *
+ * @param error what the kind threw, or undefined when it returned
+ * @param ctx the session's context (a passed deadline makes any ending a hang)
+ * @returns the ending
+ */
+export function endingOf(error: unknown, ctx: SessionContext): Ending {
+  if (error === undefined) return ctx.expired ? "hang" : "ok";
+  if (ctx.expired || error instanceof Expired) return "hang";
+  if (error instanceof Refused) return "refused";
+  if (error instanceof Cut) return "cut";
+  if (error instanceof Violation) return "violation";
+  return "error";
+}
+
+/** Write sizes for a session of `total` bytes: spread from 1 byte up, but never more than ~2000 writes in all. */
+export function writeSizer(rng: Random, total: number, maxWrite = 1024 * 1024): { lo: number; hi: number } {
+  const lo = Math.max(1, Math.ceil(total / 2048));
+  const hi = Math.max(lo, Math.min(total, rng.logInt(lo, maxWrite)));
+  return { lo, hi };
+}

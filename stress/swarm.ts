@@ -1,0 +1,684 @@
+// swarm: the stress run's orchestrator. It starts echosrv as a process the way `deno task start` does, starts the
+// client processes (stress/client.ts), watches the server while they run (memory, descriptors, that it is still
+// alive), optionally stops it under load, and judges the run against the invariants: every completed session
+// byte-exact, no session hung, the server never exited, its memory stayed within the stated bound without
+// growing, its descriptors came back to baseline, its log holds no unexpected warning or error.
+//
+// The swarmed server runs with a long idle timeout, as in production: a client starved by a busy machine drains
+// its echo slowly, and echosrv sees a byte move only when the kernel takes it, so with a short timeout a slow but
+// live reader gets cut (measured: over 10 s between writes at load 7 on 2 cores). The idle kinds get a second
+// echosrv of their own with a shorter idle timeout (10 s), so the timeout is still checked on every run.
+
+import {
+  descriptorCount,
+  type LogLine,
+  openDescriptors,
+  residentKiB,
+  ROOT,
+  type ServerProcess,
+  spawnServer,
+} from "../tests/helpers.ts";
+import { type ClientConfig, type ClientMessage, emptyStats, type KindStats } from "./client.ts";
+import { KINDS, type PlanLimits, type SessionPlan, SLOW_BYTES_PER_MS } from "./kinds.ts";
+import type { Ending, Target } from "./session.ts";
+import { formatDuration } from "../lib/units.ts";
+
+/** Everything a run needs. */
+export interface SwarmOptions {
+  seed: number;
+  /** No session starts after this long. */
+  durationMs: number;
+  /** Client processes. */
+  clients: number;
+  /** Sessions at once in each client process. */
+  concurrency: number;
+  weights: Record<string, number>;
+  /** The idle kinds' server's idle timeout is `limits.idleTimeoutMs`; this is the swarmed server's. */
+  limits: PlanLimits;
+  /** The swarmed server's idle timeout (long: a slow but live reader must not look idle). */
+  serverIdleTimeoutMs: number;
+  /** The server's grace period on stop (`--shutdown-timeout`). */
+  shutdownTimeoutMs: number;
+  /** Extra echosrv arguments (for example `--copy pipe`). */
+  serverArgs: string[];
+  /** Stop the server this long into the run, while the swarm runs. */
+  stopAfterMs?: number;
+  /** How to stop it: SIGTERM today; the Windows-service stop through the fake SCM can be added here. */
+  stopper?: Stopper;
+  /** Run this one session only, and describe it. */
+  replay?: number;
+  /** Swarm an echo server that is already running instead of starting one (no server-side checks then). */
+  connect?: Target;
+  /** RSS allowed after warm-up, in KiB; default: the warm-up peak plus half of it plus 32 MiB. */
+  rssLimitKiB?: number;
+  /** How long the memory is let settle before it is held to the bound. */
+  warmupMs?: number;
+  /** Progress lines (every 10 s) and notes. */
+  progress: (line: string) => void;
+  /** How the replay command line of a failure is written (its non-default options). */
+  replayCommand: (n: number) => string;
+}
+
+/** A way to ask the server to stop, by name in the report. */
+export interface Stopper {
+  name: string;
+  stop(server: ServerProcess): void;
+}
+
+/** Stop with SIGTERM, as `kill` and systemd do. */
+export const SIGTERM_STOPPER: Stopper = { name: "SIGTERM", stop: (server) => server.signal("SIGTERM") };
+
+/** A failure, as reported. */
+export interface FailureReport {
+  client: number;
+  n: number;
+  kind: string;
+  ending: Ending;
+  detail: string;
+  plan: SessionPlan;
+  replay: string;
+}
+
+/** One memory window after warm-up. */
+export interface MemoryWindow {
+  fromS: number;
+  toS: number;
+  medianKiB: number;
+  maxKiB: number;
+}
+
+/** What the memory did. */
+export interface MemoryReport {
+  startKiB: number;
+  warmupMs: number;
+  warmupPeakKiB: number;
+  peakKiB: number;
+  boundKiB: number;
+  boundHeld: boolean;
+  windows: MemoryWindow[];
+  /** Growth that persists: the median change between consecutive windows, times the number of changes. */
+  growthKiB: number;
+  growthAllowedKiB: number;
+  growthHeld: boolean;
+  /** Median of the last window minus that of the first (the heap's own sizing included). */
+  growthFirstToLastKiB: number;
+  samples: number;
+  /** Every sample after the start: seconds into the run and RSS in KiB (for plots and second opinions). */
+  series: Array<[number, number]>;
+}
+
+/** What a stop under load did. */
+export interface StopReport {
+  how: string;
+  graceMs: number;
+  /** From the signal to the process's exit (-1 if it did not exit). */
+  exitedAfterMs: number;
+  exitCode: number | null;
+  /** Sessions that ended as planned (byte-exact) after the signal: the grace period let them finish. */
+  okAfterSignal: number;
+  cut: number;
+  refused: number;
+  /** Connections the server closed when the grace period ran out (its "closing N connection(s)" line). */
+  closedAtGraceEnd: number;
+}
+
+/** The outcome of a run. */
+export interface SwarmReport {
+  passed: boolean;
+  violations: string[];
+  seed: number;
+  elapsedMs: number;
+  clients: number;
+  concurrency: number;
+  kinds: Record<string, KindStats>;
+  total: KindStats;
+  failures: FailureReport[];
+  /** Most connections the server held at once (its descriptors above the baseline), sampled; -1 if not watched. */
+  peakConnections: number;
+  /** Summed peaks of the client processes (an upper bound of what was open at once). */
+  clientPeakConnections: number;
+  memory?: MemoryReport;
+  descriptors?: { baseline: number; peak: number; after: number; backToBaseline: boolean };
+  log?: { lines: number; unexpected: string[] };
+  /** The swarmed server's closing summary: connections, bytes, and those closed by its idle timeout. */
+  server?: { exitCode: number | null; accepted?: number; bytesEchoed?: number; closedIdle?: number };
+  /** The idle kinds' server (absent when the run has one server: a stop under load, or --connect). */
+  idleServer?: { exitCode: number | null; accepted?: number; closedIdle?: number; unexpected: string[] };
+  stop?: StopReport;
+  replay?: Extract<ClientMessage, { type: "replay" }>;
+}
+
+/** Memory and descriptor sampling period. */
+const SAMPLE_MS = 500;
+/** How long the descriptors may take to come back after the last client left. */
+const DESCRIPTORS_SETTLE_MS = 30_000;
+/** Generous hang guard on top of every bounded wait (a busy machine is slow, not stuck). */
+const HANG_GUARD_MS = 30_000;
+/** Clock grain allowed when comparing a client's timestamps with the signal's. */
+const CLOCK_SLACK_MS = 100;
+
+/** One client process and what it reported. */
+class ClientProcess {
+  stats: Record<string, KindStats> = {};
+  peakConnections = 0;
+  okTimes: number[] = [];
+  done = false;
+  stderr = "";
+  readonly status: Promise<Deno.CommandStatus>;
+  readonly #child: Deno.ChildProcess;
+  readonly #pumped: Promise<void>;
+
+  constructor(config: ClientConfig, onMessage: (message: ClientMessage) => void) {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", `${ROOT}stress/client.ts`, JSON.stringify(config)],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const lines = async () => {
+      let partial = "";
+      for await (const chunk of this.#child.stdout.pipeThrough(new TextDecoderStream())) {
+        const parts = (partial + chunk).split("\n");
+        partial = parts.pop()!;
+        for (const line of parts) if (line.trim() !== "") this.#take(line, onMessage);
+      }
+      if (partial.trim() !== "") this.#take(partial, onMessage);
+    };
+    const errors = async () => {
+      for await (const chunk of this.#child.stderr.pipeThrough(new TextDecoderStream())) this.stderr += chunk;
+    };
+    this.#pumped = Promise.all([lines(), errors()]).then(() => {});
+    this.status = this.#child.status;
+  }
+
+  #take(line: string, onMessage: (message: ClientMessage) => void): void {
+    let message: ClientMessage;
+    try {
+      message = JSON.parse(line);
+    } catch {
+      this.stderr += `(not JSON on standard output) ${line}\n`;
+      return;
+    }
+    if (message.type === "progress" || message.type === "done") {
+      this.stats = message.stats;
+      this.peakConnections = message.peakConnections;
+      if (message.type === "done") {
+        this.done = true;
+        this.okTimes = message.okTimes ?? [];
+      }
+    }
+    onMessage(message);
+  }
+
+  /** Waits for exit and all output; kills the process if `ms` pass first. Returns false on a kill. */
+  async finish(ms: number): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const exited = await Promise.race([
+      this.#pumped.then(() => this.status).then(() => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+    clearTimeout(timer);
+    if (!exited) this.kill();
+    await this.#pumped;
+    await this.status;
+    return exited;
+  }
+
+  kill(): void {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // gone already
+    }
+  }
+}
+
+/** The server process under watch: memory and descriptor samples, and its exit. */
+class ServerWatch {
+  readonly rss: Array<{ t: number; kiB: number }> = [];
+  readonly startKiB: number;
+  readonly baselineFds: number;
+  peakFds: number;
+  lastFds: number;
+  lastKiB = 0;
+  /** The exit code once it has exited. */
+  exitCode: number | null = null;
+  /** Resolves with the exit code (or null if it could not be read). */
+  readonly exit: Promise<number | null>;
+  #signalPerf: number | undefined;
+  /** From the stop signal to the exit. */
+  exitedAfterMs: number | undefined;
+  /** Set when it exited without being asked to (already a violation). */
+  exitedUnasked = false;
+
+  constructor(readonly server: ServerProcess) {
+    this.startKiB = residentKiB(server.pid) ?? 0;
+    this.baselineFds = descriptorCount(server.pid) ?? 0;
+    this.peakFds = this.lastFds = this.baselineFds;
+    this.exit = server.exited(2 ** 31 - 1).then((code) => {
+      this.exitCode = code;
+      if (this.#signalPerf !== undefined) this.exitedAfterMs = Math.round(performance.now() - this.#signalPerf);
+      return code;
+    }, () => null);
+  }
+
+  get exited(): boolean {
+    return this.exitCode !== null;
+  }
+
+  /** Takes one sample; memory samples are kept only while `keepMemory` (sessions still starting, no stop yet). */
+  sample(t: number, keepMemory: boolean): void {
+    const kiB = residentKiB(this.server.pid);
+    if (kiB !== undefined) {
+      this.lastKiB = kiB;
+      if (keepMemory) this.rss.push({ t, kiB });
+    }
+    const fds = descriptorCount(this.server.pid);
+    if (fds !== undefined) {
+      this.lastFds = fds;
+      if (fds > this.peakFds) this.peakFds = fds;
+    }
+  }
+
+  stop(stopper: Stopper): void {
+    this.#signalPerf = performance.now();
+    stopper.stop(this.server);
+  }
+
+  /** Waits (bounded) for the descriptors to come back to the baseline. */
+  async descriptorsSettled(): Promise<NonNullable<SwarmReport["descriptors"]>> {
+    const pid = this.server.pid;
+    let after = descriptorCount(pid) ?? this.baselineFds;
+    for (const until = performance.now() + DESCRIPTORS_SETTLE_MS; after > this.baselineFds;) {
+      if (performance.now() >= until) break;
+      await sleep(100);
+      after = descriptorCount(pid) ?? this.baselineFds;
+    }
+    return { baseline: this.baselineFds, peak: this.peakFds, after, backToBaseline: after <= this.baselineFds };
+  }
+}
+
+function sumStats(all: Array<Record<string, KindStats>>): { kinds: Record<string, KindStats>; total: KindStats } {
+  const kinds: Record<string, KindStats> = Object.fromEntries(Object.keys(KINDS).map((k) => [k, emptyStats()]));
+  const total = emptyStats();
+  for (const stats of all) {
+    for (const [name, s] of Object.entries(stats)) {
+      for (const into of [kinds[name] ??= emptyStats(), total]) {
+        for (const key of Object.keys(s) as Array<keyof KindStats>) {
+          into[key] = key === "lastOkAt" ? Math.max(into[key], s[key]) : into[key] + s[key];
+        }
+      }
+    }
+  }
+  return { kinds, total };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+}
+
+/** The longest any session of this run may legitimately take (its deadline at the largest plan), plus slack. */
+function longestSessionMs(limits: PlanLimits): number {
+  const bytes = Math.max(limits.maxSize, 48 * 1024 * 1024);
+  return limits.baseDeadlineMs + bytes / SLOW_BYTES_PER_MS + limits.idleTimeoutMs * 2 + 20_000;
+}
+
+/** Starts an echosrv for the swarm, as `deno task start` does, on loopback and a free port. */
+function startServer(options: SwarmOptions, idleTimeoutMs: number): Promise<ServerProcess> {
+  return spawnServer([
+    "--port",
+    "0",
+    "-H",
+    "127.0.0.1",
+    "--idle-timeout",
+    formatDuration(idleTimeoutMs),
+    "--shutdown-timeout",
+    formatDuration(options.shutdownTimeoutMs),
+    ...options.serverArgs,
+  ]);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Memory after warm-up: the peak under the bound, and no growth that persists from window to window. RSS on a busy
+ * run is a staircase: V8 sizes its heap in a step or two, at no fixed time (traced with --trace-gc: the live heap
+ * stays at 6.5 MB while the committed heap steps from 34 to 56 MB), then stays flat. A leak instead grows in every
+ * window. So the growth judged is the median change between consecutive windows (their medians, so no single GC
+ * decides), times the number of changes: steps do not count, a steady climb does.
+ */
+function judgeMemory(watch: ServerWatch, options: SwarmOptions, violations: string[]): MemoryReport | undefined {
+  const warmupMs = options.warmupMs ?? Math.max(5_000, Math.min(60_000, options.durationMs * 0.2));
+  const settled = watch.rss.filter((s) => s.t >= warmupMs);
+  if (settled.length < 4) return undefined;
+  const warmupPeakKiB = Math.max(watch.startKiB, ...watch.rss.filter((s) => s.t < warmupMs).map((s) => s.kiB));
+  const boundKiB = options.rssLimitKiB ?? Math.round(warmupPeakKiB * 1.5 + 32 * 1024);
+  const peakKiB = Math.max(...settled.map((s) => s.kiB));
+  const first = settled[0].t;
+  const span = settled[settled.length - 1].t - first;
+  // At least five windows, so a heap step or two is outvoted in the median change, however short the run.
+  const count = Math.min(10, Math.max(5, Math.round(span / 30_000)));
+  const windows: MemoryWindow[] = [];
+  for (let i = 0; i < count; i++) {
+    const from = first + (span * i) / count;
+    const to = first + (span * (i + 1)) / count;
+    const inside = settled.filter((s) => s.t >= from && (i === count - 1 ? s.t <= to : s.t < to)).map((s) => s.kiB);
+    if (inside.length > 0) {
+      windows.push({
+        fromS: Math.round(from / 1000),
+        toS: Math.round(to / 1000),
+        medianKiB: median(inside),
+        maxKiB: Math.max(...inside),
+      });
+    }
+  }
+  const last = windows[windows.length - 1];
+  const changes = windows.slice(1).map((w, i) => w.medianKiB - windows[i].medianKiB);
+  const sortedChanges = [...changes].sort((a, b) => a - b);
+  const steadyChange = sortedChanges[Math.floor((sortedChanges.length - 1) / 2)] ?? 0; // the lower median
+  const growthKiB = steadyChange * changes.length;
+  const growthAllowedKiB = Math.round(Math.max(16 * 1024, windows[0].medianKiB * 0.1));
+  const memory: MemoryReport = {
+    startKiB: watch.startKiB,
+    warmupMs,
+    warmupPeakKiB,
+    peakKiB,
+    boundKiB,
+    boundHeld: peakKiB <= boundKiB,
+    windows,
+    growthKiB,
+    growthAllowedKiB,
+    growthHeld: growthKiB <= growthAllowedKiB,
+    growthFirstToLastKiB: last.medianKiB - windows[0].medianKiB,
+    samples: watch.rss.length,
+    series: watch.rss.map((s) => [Math.round(s.t / 100) / 10, s.kiB]),
+  };
+  if (!memory.boundHeld) {
+    violations.push(`server RSS reached ${formatKiB(peakKiB)} after warm-up, over the bound of ${formatKiB(boundKiB)}`);
+  }
+  if (!memory.growthHeld) {
+    violations.push(
+      `server RSS kept growing: ${formatKiB(growthKiB)} of steady growth across ${windows.length} windows ` +
+        `(median change per window times the changes; allowed ${formatKiB(growthAllowedKiB)})`,
+    );
+  }
+  return memory;
+}
+
+/** The log: JSON lines only, and no warning or error (the swarm never hits a limit on purpose). */
+function judgeLog(
+  server: ServerProcess,
+  violations: string[],
+  what = "the server's log",
+): { records: LogLine[]; unexpected: string[] } {
+  const unexpected: string[] = [];
+  const records: LogLine[] = [];
+  for (const line of server.lines) {
+    try {
+      const record = JSON.parse(line) as LogLine;
+      records.push(record);
+      if (record.level !== "INFO" && record.level !== "DEBUG") unexpected.push(`${record.level} ${record.message}`);
+    } catch {
+      unexpected.push(`not JSON: ${line}`);
+    }
+  }
+  if (server.stderr.trim() !== "") unexpected.push(`standard error: ${server.stderr.trim().slice(-2000)}`);
+  if (unexpected.length > 0) violations.push(`unexpected lines in ${what}:\n    ${unexpected.join("\n    ")}`);
+  return { records, unexpected };
+}
+
+/**
+ * Stop under load: refusals and cuts only after the signal; a cut of a session that already had echo back only
+ * once the grace period was over (the server may close what remains then, not before). Timestamps are compared
+ * in the safe direction: load can only make the client see things later.
+ */
+function judgeStop(
+  events: Array<Extract<ClientMessage, { type: "stopped" }>>,
+  signalAt: number,
+  graceMs: number,
+  violations: string[],
+): void {
+  const graceEnd = signalAt + graceMs;
+  for (const event of events) {
+    if (event.at < signalAt - CLOCK_SLACK_MS) {
+      violations.push(`session ${event.n} (${event.kind}) was ${event.ending} before the stop signal`);
+    } else if (event.ending === "cut" && event.received > 0 && event.at < graceEnd - CLOCK_SLACK_MS) {
+      violations.push(
+        `session ${event.n} (${event.kind}) was cut ${event.at - signalAt} ms after the stop signal, inside the ` +
+          `${graceMs} ms grace period`,
+      );
+    }
+  }
+}
+
+/**
+ * Runs the swarm against a fresh echosrv (or `options.connect`) and judges it.
+ *
+ * @param options what to run
+ * @returns the report; `passed` is false on any violation
+ */
+export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
+  const violations: string[] = [];
+  const failures: FailureReport[] = [];
+  const stopEvents: Array<Extract<ClientMessage, { type: "stopped" }>> = [];
+  let replayResult: Extract<ClientMessage, { type: "replay" }> | undefined;
+  const stopper = options.stopper ?? SIGTERM_STOPPER;
+
+  // One server when it is being stopped (the stop is what is under test) or is not ours; else a second one for
+  // the idle kinds.
+  const single = options.stopAfterMs !== undefined || options.connect !== undefined;
+  await using server = options.connect ? undefined : await startServer(options, options.serverIdleTimeoutMs);
+  await using idleServer = single ? undefined : await startServer(options, options.limits.idleTimeoutMs);
+  const watch = server ? new ServerWatch(server) : undefined;
+  const target = options.connect ?? { hostname: "127.0.0.1", port: server!.port };
+  const base: Omit<ClientConfig, "client"> = {
+    env: {
+      targets: { echo: target, idle: idleServer ? { hostname: "127.0.0.1", port: idleServer.port } : target },
+      idleTimeoutMs: options.limits.idleTimeoutMs,
+      stopMode: options.stopAfterMs !== undefined,
+    },
+    limits: options.limits,
+    weights: options.weights,
+    seed: options.seed,
+    clients: options.replay !== undefined ? 1 : options.clients,
+    concurrency: options.concurrency,
+    durationMs: options.durationMs,
+    replay: options.replay,
+  };
+  const onMessage = (message: ClientMessage) => {
+    if (message.type === "failure") {
+      failures.push({ ...message, replay: options.replayCommand(message.n) });
+      options.progress(`FAILURE session ${message.n} (${message.kind}): ${message.ending}: ${message.detail}`);
+    } else if (message.type === "stopped") {
+      stopEvents.push(message);
+    } else if (message.type === "replay") {
+      replayResult = message;
+    }
+  };
+
+  const started = performance.now();
+  const clients = Array.from(
+    { length: base.clients },
+    (_, client) => new ClientProcess({ ...base, client }, onMessage),
+  );
+  let signalAt: number | undefined;
+  try {
+    // Watch while the swarm runs.
+    let running = true;
+    const allExited = Promise.all(clients.map((c) => c.status)).then(() => void (running = false));
+    let lastProgress = started;
+    while (running && !watch?.exited) {
+      await Promise.race([sleep(SAMPLE_MS), allExited]);
+      const t = performance.now() - started;
+      watch?.sample(t, t <= options.durationMs && signalAt === undefined);
+      if (watch && options.stopAfterMs !== undefined && signalAt === undefined && t >= options.stopAfterMs) {
+        options.progress(`[${(t / 1000).toFixed(0)}s] stopping the server under load (${stopper.name})`);
+        signalAt = Date.now();
+        watch.stop(stopper);
+      }
+      if (options.replay === undefined && performance.now() - lastProgress >= 10_000) {
+        lastProgress = performance.now();
+        const { total } = sumStats(clients.map((c) => c.stats));
+        options.progress(
+          `[${(t / 1000).toFixed(0)}s] sessions ${total.sessions} (ok ${total.ok}, failed ${total.failed}), ` +
+            `verified ${formatBytes(total.bytesVerified)}` +
+            (watch
+              ? `, server connections ${Math.max(0, watch.lastFds - watch.baselineFds)}, RSS ${
+                formatKiB(watch.lastKiB)
+              }`
+              : ""),
+        );
+      }
+    }
+    if (watch?.exited && signalAt === undefined) {
+      watch.exitedUnasked = true;
+      violations.push(`the server exited (code ${watch.exitCode}) while the swarm ran: ${watch.server.stderr}`);
+      for (const c of clients) c.kill();
+    }
+    const hangGuard = options.durationMs + longestSessionMs(options.limits) + HANG_GUARD_MS;
+    for (const [i, client] of clients.entries()) {
+      const exited = await client.finish(Math.max(0, hangGuard - (performance.now() - started)));
+      const status = await client.status;
+      if (!exited) {
+        violations.push(`client process ${i} was still running ${formatDuration(hangGuard)} into the run: killed`);
+      } else if (!status.success && !watch?.exited) {
+        violations.push(`client process ${i} exited with code ${status.code}: ${client.stderr.slice(-2000)}`);
+      } else if (client.stderr.trim() !== "") {
+        violations.push(`client process ${i} wrote to standard error: ${client.stderr.slice(-2000)}`);
+      } else if (!client.done && options.replay === undefined && !watch?.exited) {
+        violations.push(`client process ${i} ended without its final report`);
+      }
+    }
+  } finally {
+    for (const c of clients) c.kill();
+  }
+  const elapsedMs = performance.now() - started;
+
+  const { kinds, total } = sumStats(clients.map((c) => c.stats));
+  for (const f of failures) {
+    violations.push(`session ${f.n} (${f.kind}) ${f.ending}: ${f.detail}\n    replay: ${f.replay}`);
+  }
+  if (options.replay !== undefined) {
+    if (!replayResult) violations.push("the replayed session reported nothing");
+    else if (replayResult.ending !== "ok") {
+      violations.push(`session ${replayResult.plan.n} ${replayResult.ending}: ${replayResult.detail}`);
+    }
+  }
+  const report: SwarmReport = {
+    passed: false,
+    violations,
+    seed: options.seed,
+    elapsedMs: Math.round(elapsedMs),
+    clients: base.clients,
+    concurrency: options.concurrency,
+    kinds,
+    total,
+    failures,
+    peakConnections: watch ? Math.max(0, watch.peakFds - watch.baselineFds) : -1,
+    clientPeakConnections: clients.reduce((n, c) => n + c.peakConnections, 0),
+    replay: replayResult,
+  };
+  if (watch) await judgeServer(watch, options, signalAt, stopEvents, clients, report);
+  if (idleServer) report.idleServer = await judgeIdleServer(idleServer, options, violations);
+  report.passed = violations.length === 0;
+  return report;
+}
+
+/** The server's side of the verdict: descriptors, exit, log, memory, and the stop if there was one. */
+async function judgeServer(
+  watch: ServerWatch,
+  options: SwarmOptions,
+  signalAt: number | undefined,
+  stopEvents: Array<Extract<ClientMessage, { type: "stopped" }>>,
+  clients: ClientProcess[],
+  report: SwarmReport,
+): Promise<void> {
+  const violations = report.violations;
+  if (signalAt === undefined && !watch.exited) {
+    report.descriptors = await watch.descriptorsSettled();
+    if (!report.descriptors.backToBaseline) {
+      violations.push(
+        `the server holds ${report.descriptors.after} descriptors ${DESCRIPTORS_SETTLE_MS / 1000} s after the ` +
+          `swarm left, more than its baseline of ${report.descriptors.baseline}: ` +
+          JSON.stringify(openDescriptors(watch.server.pid)),
+      );
+    }
+    watch.server.signal("SIGTERM");
+  }
+  const exitCode = await Promise.race([
+    watch.exit,
+    sleep(options.shutdownTimeoutMs + HANG_GUARD_MS).then(() => "hung" as const),
+  ]);
+  if (exitCode === "hung") {
+    violations.push(`the server did not exit within its grace period plus ${HANG_GUARD_MS / 1000} s of being stopped`);
+  } else if (exitCode !== 0 && !watch.exitedUnasked) {
+    violations.push(`the server exited with code ${exitCode} when stopped (expected 0)`);
+  }
+  const { records, unexpected } = judgeLog(watch.server, violations);
+  const stopped = records.find((r) => r.message?.startsWith("stopped:"));
+  if (exitCode === 0 && !stopped) violations.push("the server exited without its closing summary line");
+  report.log = { lines: watch.server.lines.length, unexpected };
+  report.server = {
+    exitCode: typeof exitCode === "number" ? exitCode : null,
+    accepted: stopped?.properties.accepted as number | undefined,
+    bytesEchoed: stopped?.properties.bytesEchoed as number | undefined,
+    closedIdle: stopped?.properties.closedIdle as number | undefined,
+  };
+  if (options.replay === undefined) report.memory = judgeMemory(watch, options, violations);
+  if (signalAt !== undefined) {
+    judgeStop(stopEvents, signalAt, options.shutdownTimeoutMs, violations);
+    const closing = records.find((r) => r.message?.startsWith("closing "));
+    report.stop = {
+      how: (options.stopper ?? SIGTERM_STOPPER).name,
+      graceMs: options.shutdownTimeoutMs,
+      exitedAfterMs: watch.exitedAfterMs ?? -1,
+      exitCode: report.server.exitCode,
+      okAfterSignal: clients.reduce((n, c) => n + c.okTimes.filter((at) => at > signalAt).length, 0),
+      cut: stopEvents.filter((e) => e.ending === "cut").length,
+      refused: stopEvents.filter((e) => e.ending === "refused").length,
+      closedAtGraceEnd: Number(closing?.properties.count ?? 0),
+    };
+  }
+}
+
+/** The idle kinds' server: it exits 0 on SIGTERM and its log holds no warning or error. */
+async function judgeIdleServer(
+  server: ServerProcess,
+  options: SwarmOptions,
+  violations: string[],
+): Promise<NonNullable<SwarmReport["idleServer"]>> {
+  server.signal("SIGTERM");
+  const exitCode = await server.exited(options.shutdownTimeoutMs + HANG_GUARD_MS).catch(() => null);
+  if (exitCode !== 0) violations.push(`the idle kinds' server exited with ${exitCode ?? "nothing (hung)"} on SIGTERM`);
+  const { records, unexpected } = judgeLog(server, violations, "the idle kinds' server's log");
+  const stopped = records.find((r) => r.message?.startsWith("stopped:"));
+  return {
+    exitCode,
+    accepted: stopped?.properties.accepted as number | undefined,
+    closedIdle: stopped?.properties.closedIdle as number | undefined,
+    unexpected,
+  };
+}
+
+/** `1.5 GiB`, `12.0 MiB`, `640 B`. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 0) return `-${formatBytes(-bytes)}`;
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** Kibibytes as `12.3 MiB`. */
+export function formatKiB(kiB: number): string {
+  return formatBytes(kiB * 1024);
+}

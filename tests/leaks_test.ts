@@ -1,0 +1,89 @@
+// Leak detection. Deno's test sanitizers (ops: pending reads, writes, timers; resources: sockets, files) catch a test
+// that leaves something behind, but since Deno 2.8 they are off unless asked for: deno.json turns them on for
+// every test. This file keeps it that way (the setting stays, no test turns them off without saying why on the
+// same line, and a leaking canary really fails), and uses them on the server itself: every kind of stress session,
+// resets and stalls included, against an in-process server that is then stopped, must leave nothing behind.
+
+import assert from "node:assert/strict";
+import type { CopyStrategy } from "../lib/options.ts";
+import { KINDS, type PlanLimits, planSession } from "../stress/kinds.ts";
+import { endingOf, SessionContext } from "../stress/session.ts";
+import { ROOT, within, withServer } from "./helpers.ts";
+
+Deno.test("deno.json turns the ops and resources sanitizers on, and a leaking test really fails", async () => {
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  assert.deepEqual(config.test, { ...config.test, sanitizeOps: true, sanitizeResources: true });
+  const canary = await Deno.makeTempFile({ prefix: "leak_canary_", suffix: "_test.ts" });
+  try {
+    await Deno.writeTextFile(canary, 'Deno.test("leaks a timer", () => void setTimeout(() => {}, 60_000));\n');
+    const out = await within(
+      60_000,
+      "the canary test run",
+      new Deno.Command(Deno.execPath(), {
+        args: ["test", "--config", `${ROOT}deno.json`, canary],
+        env: { NO_COLOR: "1" },
+        stdin: "null",
+      }).output(),
+    );
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.equal(out.success, false, text);
+    assert.match(text, /Leaks detected/);
+  } finally {
+    await Deno.remove(canary);
+  }
+});
+
+Deno.test("no test turns Deno's leak sanitizers off without a reason on the same line", async () => {
+  const offenders: string[] = [];
+  let files = 0;
+  for await (const entry of Deno.readDir(`${ROOT}tests`)) {
+    if (!entry.name.endsWith(".ts")) continue;
+    files++;
+    const lines = (await Deno.readTextFile(`${ROOT}tests/${entry.name}`)).split("\n");
+    lines.forEach((line, i) => {
+      const off = /sanitize(Ops|Resources|Exit)\s*:\s*false/.test(line) ||
+        /\.sanitizer\(\s*\{[^}]*(ops|resources)\s*:\s*false/.test(line);
+      if (off && !/\/\/ sanitizer off: \S/.test(line)) {
+        offenders.push(`tests/${entry.name}:${i + 1}: ${line.trim()}`);
+      }
+    });
+  }
+  assert.ok(files >= 5, `read the test files (${files})`);
+  assert.deepEqual(offenders, [], "write `// sanitizer off: <why>` on the line, or keep the sanitizers on");
+});
+
+const LIMITS: PlanLimits = { maxSize: 4 * 1024 * 1024, idleTimeoutMs: 1000, baseDeadlineMs: 30_000 };
+
+for (const copy of ["loop", "pipe"] satisfies CopyStrategy[]) {
+  Deno.test(`[${copy}] every stress session kind against an in-process server leaves no op, resource or timer`, async () => {
+    await withServer({ copy, idleTimeoutMs: LIMITS.idleTimeoutMs }, async (port, server) => {
+      const env = {
+        targets: { echo: { hostname: "127.0.0.1", port }, idle: { hostname: "127.0.0.1", port } },
+        idleTimeoutMs: LIMITS.idleTimeoutMs,
+        stopMode: false,
+      };
+      const sessions = Object.keys(KINDS).flatMap((kind) => {
+        const only = Object.fromEntries(Object.keys(KINDS).map((k) => [k, k === kind ? 1 : 0]));
+        return [1, 2, 3].map((n) => planSession(0x1eac, n, only, LIMITS));
+      });
+      const endings = await within(
+        120_000,
+        "the sessions to end",
+        Promise.all(sessions.map(async (plan) => {
+          const ctx = new SessionContext(env, plan.deadlineMs);
+          let error: unknown;
+          try {
+            await KINDS[plan.kind].run(plan, ctx);
+          } catch (e) {
+            error = e;
+          } finally {
+            ctx.dispose();
+          }
+          return `${plan.kind} ${plan.n}: ${endingOf(error, ctx)}${error ? ` (${error})` : ""}`;
+        })),
+      );
+      assert.deepEqual(endings.filter((e) => !e.endsWith(": ok")), [], "every session ended as planned");
+      assert.ok(server.stats.accepted >= sessions.length);
+    });
+  });
+}

@@ -16,7 +16,7 @@ import { formatAddress, ListenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsConfig } from "./options.ts";
 import { type EchoServer, emptyStats, type ServerStats } from "./server.ts";
-import type { UdpEcho, UdpStats } from "./udp.ts";
+import { emptyUdpStats, type UdpEcho, type UdpStats } from "./udp.ts";
 import { VERSION } from "./version.ts";
 
 /** One reading of one server's counters. */
@@ -64,16 +64,6 @@ export function udpSource(udp: UdpEcho): MetricsSource {
   return () => ({ connectionsActive: 0, bytesEchoed: 0, draining: false, stats: emptyStats(), udp: udp.stats });
 }
 
-const UDP_ZERO: UdpStats = {
-  datagramsEchoed: 0,
-  bytesEchoed: 0,
-  droppedSourcePort: 0,
-  droppedAccessRule: 0,
-  droppedRateLimit: 0,
-  sendErrors: 0,
-  receiveErrors: 0,
-};
-
 /**
  * Adds up several servers' readings (workers of one process): counters and gauges sum, draining if any drains.
  *
@@ -93,7 +83,7 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
     total.draining ||= s.draining;
     for (const key of Object.keys(total.stats) as (keyof ServerStats)[]) total.stats[key] += s.stats[key] ?? 0;
     if (s.udp) {
-      total.udp ??= { ...UDP_ZERO };
+      total.udp ??= emptyUdpStats();
       for (const key of Object.keys(total.udp) as (keyof UdpStats)[]) total.udp[key] += s.udp[key];
     }
   }
@@ -117,7 +107,7 @@ type Samples = number | Array<[Record<string, string>, number]>;
  */
 export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: number): string {
   const { stats } = snapshot;
-  const udp = snapshot.udp ?? UDP_ZERO;
+  const udp = snapshot.udp ?? emptyUdpStats();
   const lines: string[] = [];
   const family = (name: string, type: "counter" | "gauge", help: string, samples: Samples) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);

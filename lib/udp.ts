@@ -110,6 +110,19 @@ export interface UdpEchoOptions {
   deny?: CidrList;
 }
 
+/** Fresh UDP counters, all zero. */
+export function emptyUdpStats(): UdpStats {
+  return {
+    datagramsEchoed: 0,
+    bytesEchoed: 0,
+    droppedSourcePort: 0,
+    droppedAccessRule: 0,
+    droppedRateLimit: 0,
+    sendErrors: 0,
+    receiveErrors: 0,
+  };
+}
+
 /**
  * The UDP echo service.
  *
@@ -123,15 +136,7 @@ export interface UdpEchoOptions {
  */
 export class UdpEcho {
   /** Counters since start. */
-  readonly stats: UdpStats = {
-    datagramsEchoed: 0,
-    bytesEchoed: 0,
-    droppedSourcePort: 0,
-    droppedAccessRule: 0,
-    droppedRateLimit: 0,
-    sendErrors: 0,
-    receiveErrors: 0,
-  };
+  readonly stats: UdpStats = emptyUdpStats();
   readonly #options: UdpEchoOptions;
   readonly #sources: SourceTable;
   #sockets: Deno.DatagramConn[] = [];

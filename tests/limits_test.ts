@@ -4,10 +4,12 @@
 import assert from "node:assert/strict";
 import { EchoServer } from "../lib/server.ts";
 import {
+  closedWithoutEcho,
   pseudoRandomBytes,
   readAll,
   readExactly,
   sameBytes,
+  servedConnection,
   sleep,
   testConfig,
   waitUntil,
@@ -15,26 +17,6 @@ import {
   withServer,
   writeAll,
 } from "./helpers.ts";
-
-/** Connects and proves the connection is served by one echoed byte. */
-async function servedConnection(port: number): Promise<Deno.TcpConn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await writeAll(conn, Uint8Array.of(42));
-  assert.deepEqual(await readExactly(conn, 1, 10_000), Uint8Array.of(42));
-  return conn;
-}
-
-/** True when the server closes this connection without echoing (EOF or reset before any byte). */
-async function closedWithoutEcho(port: number): Promise<boolean> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await conn.write(Uint8Array.of(1, 2, 3)).catch(() => 0);
-    const got = await readAll(conn, 10_000).catch(() => new Uint8Array(0));
-    return got.length === 0;
-  } finally {
-    conn.close();
-  }
-}
 
 Deno.test("over the connection cap, a connection is closed at once without echo, counted, and the cap frees up", async () => {
   await withServer({ maxConnections: 3 }, async (port, server) => {

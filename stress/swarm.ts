@@ -157,7 +157,7 @@ export interface SwarmReport {
   descriptors?: { baseline: number; peak: number; after: number; backToBaseline: boolean };
   log?: { lines: number; unexpected: string[] };
   /** The swarmed server's closing summary: connections, bytes, and those closed by its idle timeout. */
-  server?: { exitCode: number | null; accepted?: number; bytesEchoed?: number; closedIdle?: number };
+  server?: { exitCode: number | null; accepted?: number; bytesEchoed?: number; closedIdle?: number; workers?: number };
   /** The idle kinds' server (absent when the run has one server: a stop under load, or --connect). */
   idleServer?: { exitCode: number | null; accepted?: number; closedIdle?: number; unexpected: string[] };
   stop?: StopReport;
@@ -657,6 +657,7 @@ async function judgeServer(
     accepted: stopped?.properties.accepted as number | undefined,
     bytesEchoed: stopped?.properties.bytesEchoed as number | undefined,
     closedIdle: stopped?.properties.closedIdle as number | undefined,
+    workers: (records.find((r) => r.message?.startsWith("echoing on port"))?.properties.workers as number) ?? 1,
   };
   if (options.replay === undefined) report.memory = judgeMemory(watch, options, violations);
   if (signalAt !== undefined) {

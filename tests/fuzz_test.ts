@@ -168,6 +168,36 @@ const SPECS: OptionSpec[] = [
     read: (c) => c.server.copy,
     expect: (v) => v,
   },
+  // The multi-core and operations options whose values stand alone (no file, no other option needed), in the
+  // order echosrv defines them: variables are read in that order, so the first bad one is the one named.
+  {
+    long: "--workers",
+    env: ENV_VARS.workers,
+    valid: (v) => v.trim().toLowerCase() === "auto" || (wholeNumber(v, 1024) && Number(v.trim()) >= 1),
+    good: ["1", "2", "auto", "AUTO", " 4 ", "1024"],
+    near: ["0", "-2", "1025", "2.5", "all", "", "autos"],
+    read: (c) => c.workers,
+    expect: (v) =>
+      v.trim().toLowerCase() === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : Number(v.trim()),
+  },
+  {
+    long: "--max-connections-per-ip",
+    env: ENV_VARS.maxConnectionsPerIp,
+    valid: (v) => wholeNumber(v, 10_000_000),
+    good: ["0", "1", "64", " 10 "],
+    near: ["-1", "1.5", "10000001", "many", "", "0x10"],
+    read: (c) => c.server.admission?.maxPerClient ?? 0,
+    expect: (v) => Number(v.trim()),
+  },
+  {
+    long: "--max-connection-duration",
+    env: ENV_VARS.maxConnectionDuration,
+    valid: (v) => durationMs(v) !== undefined,
+    good: ["0", "30s", "1h", "1500ms", "2.5m"],
+    near: ["30", "-5s", "1w", "", "forever", "597h"],
+    read: (c) => c.server.maxConnectionDurationMs ?? 0,
+    expect: (v) => durationMs(v),
+  },
 ];
 
 const CHARS = [

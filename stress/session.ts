@@ -82,6 +82,11 @@ export class SessionContext {
   bytesVerified = 0;
   /** Bytes received back, verified or not (a cut session tells how far it got). */
   bytesReceived = 0;
+  /**
+   * Bytes received on the connection opened last: what a cut interrupted (sessions of several connections, as
+   * churn's, open them one after another, so an earlier connection's echo says nothing about the one cut).
+   */
+  receivedOnLastConnection = 0;
   /** Connections opened. */
   connections = 0;
   /** Set when the deadline passed. */
@@ -121,6 +126,7 @@ export class SessionContext {
     const where = this.env.targets[target];
     if (!where) throw new Error(`no target "${target}" in this run`);
     this.doing = "connecting";
+    this.receivedOnLastConnection = 0;
     let conn: StressConn;
     try {
       conn = await this.#race(this.#dial(where));
@@ -273,6 +279,7 @@ export class SessionContext {
       }
       if (got + n > expected) throw new Violation(`${got + n - expected} byte(s) more than the ${expected} sent`);
       this.bytesReceived += n;
+      this.receivedOnLastConnection += n;
       const wrong = verifier.check(buffer.subarray(0, n));
       if (wrong >= 0) throw new Violation(`byte ${wrong} of the echo differs from the byte sent`);
       got += n;

@@ -458,7 +458,7 @@ function judgeLog(
 }
 
 /**
- * Stop under load: refusals and cuts only after the signal; a cut of a session that already had echo back only
+ * Stop under load: refusals and cuts only after the signal; a cut of a connection that already had echo back only
  * once the grace period was over (the server may close what remains then, not before). Timestamps are compared
  * in the safe direction: load can only make the client see things later.
  */
@@ -475,7 +475,7 @@ function judgeStop(
     } else if (event.ending === "cut" && event.received > 0 && event.at < graceEnd - CLOCK_SLACK_MS) {
       violations.push(
         `session ${event.n} (${event.kind}) was cut ${event.at - signalAt} ms after the stop signal, inside the ` +
-          `${graceMs} ms grace period`,
+          `${graceMs} ms grace period (${event.detail})`,
       );
     }
   }

@@ -140,7 +140,7 @@ function program(): Command {
     .addOption(
       new Option(
         "--stop-with <how>",
-        "how --stop-after stops the server: SIGTERM, or the Windows service's STOP " +
+        "how the server is stopped (at --stop-after, or at the end): SIGTERM, or the Windows service's STOP " +
           "through the fake SCM of tests/fake_scm.ts (Linux, needs cc)",
       ).choices(["sigterm", "service"])
         .default("sigterm"),

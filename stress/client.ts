@@ -67,7 +67,10 @@ export type ClientMessage =
     kind: string;
     ending: "cut" | "refused";
     at: number;
+    /** Bytes the connection that was cut had received (an echo already under way). */
     received: number;
+    /** How it was cut or refused, for the report. */
+    detail: string;
   }
   | { type: "replay"; plan: SessionPlan; ending: Ending; detail: string; stats: KindStats; durationMs: number };
 
@@ -162,7 +165,16 @@ async function runClient(config: ClientConfig): Promise<void> {
       } else if (config.env.stopMode && (ending === "cut" || ending === "refused")) {
         // The orchestrator checks these came after the stop signal (and cuts after the grace period).
         kind[ending]++;
-        write({ type: "stopped", client: config.client, n, kind: plan.kind, ending, at, received: ctx.bytesReceived });
+        write({
+          type: "stopped",
+          client: config.client,
+          n,
+          kind: plan.kind,
+          ending,
+          at,
+          received: ctx.receivedOnLastConnection,
+          detail,
+        });
         if (ending === "refused") return; // the server is gone: this worker is done
       } else {
         kind.failed++;

@@ -1,11 +1,12 @@
 // kinds: the client behaviours the stress swarm mixes, each with its plan (drawn from the session's seed, so a
 // session can be replayed) and its run (what it does on the wire and what it checks). The idle kinds use the
 // "idle" target, a server with a short idle timeout; the others the swarmed server, whose idle timeout is long.
-// A new kind of client (a TLS session, a PROXY header, a UDP datagram, a stop through the service manager) is one
-// more entry in KINDS, with weight 0 by default until its target exists in the run; nothing else changes.
+// A new kind of client is one more entry in KINDS, with weight 0 by default until its target exists in the run;
+// nothing else changes. Every kind runs over TLS or after a PROXY header too, when the server is started so
+// (stress/session.ts's Transport).
 
 import { ByteStream, deriveSeed, Random, Verifier } from "./rng.ts";
-import { Cut, type SessionContext, Violation, writeSizer } from "./session.ts";
+import { Cut, type SessionContext, type StressConn, Violation, writeSizer } from "./session.ts";
 
 /** Limits every plan respects, from the stress command line. */
 export interface PlanLimits {
@@ -97,7 +98,7 @@ function readBuffer(rng: Random, total: number): number {
  */
 async function writeUntilStalledOrDone(
   ctx: SessionContext,
-  conn: Deno.TcpConn,
+  conn: StressConn,
   stream: ByteStream,
   total: number,
   plan: Writes,

@@ -5,11 +5,25 @@
 //   deno task stress --duration 600 --seed 7          the long run
 //   deno task stress --seed 7 --replay 1234           rerun session 1234 of seed 7, alone, described in full
 //   deno task stress --duration 30 --stop-after 10    SIGTERM the server 10 s in, while the swarm runs
+//   deno task stress -- --workers 2                   anything after -- goes to echosrv (or --server-args "...")
+//   deno task stress --tls / --proxy                  echosrv over TLS / behind PROXY headers, the clients to match
+//   deno task stress --stop-after 10 --stop-with service   the Windows service's STOP, through the fake SCM
 
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { parseCommandLine } from "../lib/options.ts";
 import { formatDuration, parseDuration, parseInteger, parseSize, UnitError } from "../lib/units.ts";
+import { makeTestCertificate } from "../tests/helpers.ts";
 import { defaultWeights, KINDS, parseWeights, type PlanLimits } from "./kinds.ts";
-import { formatBytes, formatKiB, runSwarm, type SwarmOptions, type SwarmReport } from "./swarm.ts";
+import type { Transport } from "./session.ts";
+import {
+  formatBytes,
+  formatKiB,
+  runSwarm,
+  SIGTERM_STOPPER,
+  type Stopper,
+  type SwarmOptions,
+  type SwarmReport,
+} from "./swarm.ts";
 
 /** What the command line asks for. */
 interface StressOptions {
@@ -24,7 +38,11 @@ interface StressOptions {
   shutdownTimeout: number;
   sessionDeadline: number;
   stopAfter?: number;
+  stopWith: "sigterm" | "service";
   serverArg: string[];
+  serverArgs?: string;
+  tls?: boolean;
+  proxy?: boolean;
   rssLimit?: number;
   warmup?: number;
   replay?: number;
@@ -120,8 +138,28 @@ function program(): Command {
         .argParser(reader(seconds)),
     )
     .addOption(
+      new Option(
+        "--stop-with <how>",
+        "how the server is stopped (at --stop-after, or at the end): SIGTERM, or the Windows service's STOP " +
+          "through the fake SCM of tests/fake_scm.ts (Linux, needs cc)",
+      ).choices(["sigterm", "service"])
+        .default("sigterm"),
+    )
+    .addOption(
       new Option("--server-arg <arg>", "pass an argument to echosrv (repeatable), e.g. --server-arg=--copy=pipe")
         .default([], "none").argParser((t: string, prev: string[]) => [...prev, t]),
+    )
+    .addOption(
+      new Option(
+        "--server-args <args>",
+        'echosrv arguments, split at spaces (e.g. "--workers 2"); or put them after --',
+      ),
+    )
+    .addOption(
+      new Option("--tls", "run echosrv over TLS with a throwaway certificate (needs openssl); clients use TLS"),
+    )
+    .addOption(
+      new Option("--proxy", "run echosrv with --proxy-protocol; every client sends a PROXY header (v1, v2) first"),
     )
     .addOption(
       new Option("--rss-limit <size>", "server RSS allowed after warm-up (default: warm-up peak x 1.5 + 32 MiB)")
@@ -139,8 +177,27 @@ function program(): Command {
     )
     .addOption(new Option("--json <path>", "also write the report as JSON to this file"))
     .helpOption("-h, --help", "show this help and exit")
+    .usage("[options] [-- echosrv options]")
     .allowExcessArguments(false)
     .exitOverride();
+}
+
+/**
+ * How the clients must connect to echosrv run with `serverArgs`, read with echosrv's own option parser (so
+ * `--tls-cert=x`, `ECHOSRV_TLS_CERT` and the rest count as echosrv counts them): TLS trusting the server's own
+ * certificate (it must name 127.0.0.1, as --tls's does), a PROXY header first, or plain TCP.
+ *
+ * @returns the transport, or echosrv's message when the arguments are not valid
+ */
+function clientTransport(serverArgs: string[]): Transport | string {
+  let message = "";
+  const parsed = parseCommandLine(["--port", "0", ...serverArgs], {
+    out: (text) => message += text,
+    err: (text) => message += text,
+  });
+  if (parsed.kind !== "run") return message.trim() || `echosrv ${serverArgs.join(" ")} would not run the server`;
+  const { tls, proxyProtocol } = parsed.config.server;
+  return { tlsCaCert: tls?.cert, proxyHeader: proxyProtocol !== undefined };
 }
 
 /** The command line that replays session `n`: the seed and every option that changes plans. */
@@ -157,6 +214,8 @@ function replayCommand(options: StressOptions, limits: PlanLimits, seed: number,
   if (options.sessionDeadline !== DEFAULTS.sessionDeadline) {
     parts.push(`--session-deadline ${options.sessionDeadline}ms`);
   }
+  if (options.tls) parts.push("--tls");
+  if (options.proxy) parts.push("--proxy");
   for (const arg of options.serverArg) parts.push(`--server-arg=${arg}`);
   if (options.connect) parts.push(`--connect ${options.connect.hostname}:${options.connect.port}`);
   return parts.join(" ");
@@ -180,6 +239,7 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
     lines.push(
       `echosrv stress: ${verdict} (seed ${report.seed}, ${(report.elapsedMs / 1000).toFixed(1)} s, ` +
         `${report.clients} client processes x ${report.concurrency} sessions at once` +
+        `${options.tls ? ", over TLS" : ""}${options.proxy ? ", after PROXY headers" : ""}` +
         `${options.serverArg.length ? `, echosrv ${options.serverArg.join(" ")}` : ""})`,
     );
     lines.push("sessions by kind:");
@@ -243,6 +303,7 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
           `${s.cut} cut (clean close seen by the client), ${s.refused} refused afterwards`,
       );
     }
+    if (report.stopCheck) lines.push(report.stopCheck);
   }
   if (report.log) {
     lines.push(
@@ -270,21 +331,61 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
 export async function main(args: string[]): Promise<number> {
   const command = program();
   let options: StressOptions;
+  // Everything after `--` is echosrv's.
+  const cut = args.indexOf("--");
+  const passThrough = cut >= 0 ? args.slice(cut + 1) : [];
   try {
-    command.parse(args, { from: "user" });
+    command.parse(cut >= 0 ? args.slice(0, cut) : args, { from: "user" });
     options = command.opts<StressOptions>();
   } catch (error) {
     if (error instanceof CommanderError) return error.code === "commander.helpDisplayed" ? 0 : 2;
     throw error;
   }
+  // The user's echosrv arguments, as given (a replay repeats them); --tls and --proxy add theirs below.
+  options.serverArg = [
+    ...options.serverArg,
+    ...(options.serverArgs ?? "").split(/\s+/).filter((a) => a !== ""),
+    ...passThrough,
+  ];
   const usage = options.stopAfter !== undefined && options.connect
     ? "--stop-after needs a server of its own: it cannot be combined with --connect"
     : options.stopAfter !== undefined && options.stopAfter >= options.duration
     ? "--stop-after must come before the end of --duration"
+    : options.stopWith !== "sigterm" && options.connect
+    ? "--stop-with needs a server of its own: it cannot be combined with --connect"
+    : options.tls && options.connect
+    ? "--tls starts a server with a certificate of its own: it cannot be combined with --connect"
+    : options.tls && options.proxy
+    ? "--tls and --proxy cannot be combined (echosrv reads a PROXY header only before plain TCP)"
     : undefined;
   if (usage) {
     console.error(`stress: error: ${usage}`);
     return 2;
+  }
+  await using cert = options.tls ? await makeTestCertificate() : undefined;
+  if (options.tls && !cert) {
+    console.error("stress: error: --tls makes a throwaway certificate with openssl, which is not installed");
+    return 2;
+  }
+  const serverArgs = [
+    ...(cert ? ["--tls-cert", cert.certFile, "--tls-key", cert.keyFile] : []),
+    ...(options.proxy ? ["--proxy-protocol", "--proxy-from", "127.0.0.1"] : []),
+    ...options.serverArg,
+  ];
+  const transport = options.connect ? { proxyHeader: options.proxy } : clientTransport(serverArgs);
+  if (typeof transport === "string") {
+    console.error(`stress: error: the echosrv arguments are not valid: ${transport}`);
+    return 2;
+  }
+  let stopper: Stopper = SIGTERM_STOPPER;
+  if (options.stopWith === "service") {
+    const { serviceStopper } = await import("./service_stop.ts");
+    const made = await serviceStopper();
+    if (typeof made === "string") {
+      console.error(`stress: error: --stop-with service: ${made}`);
+      return 2;
+    }
+    stopper = made;
   }
   const seed = options.seed ?? (crypto.getRandomValues(new Uint32Array(1))[0] || 1);
   const limits: PlanLimits = {
@@ -302,7 +403,9 @@ export async function main(args: string[]): Promise<number> {
     limits,
     serverIdleTimeoutMs: options.serverIdleTimeout,
     shutdownTimeoutMs: options.shutdownTimeout,
-    serverArgs: options.serverArg,
+    serverArgs,
+    transport,
+    stopper,
     stopAfterMs: options.stopAfter,
     replay: options.replay,
     connect: options.connect,

@@ -3,12 +3,28 @@
 // its counters, and the ways it can end. Kinds (stress/kinds.ts) do the talking; this module judges the endings.
 
 import type { ByteStream, Random, Verifier } from "./rng.ts";
+import { proxyV2Header } from "../tests/helpers.ts";
 
-/** Where a kind connects: the echo port today; TLS, PROXY, UDP ports as they land. */
+/** Where a kind connects (the swarmed server, the idle kinds' server). */
 export interface Target {
   hostname: string;
   port: number;
 }
+
+/**
+ * How every connection of the run starts, following the server's options: plain TCP; TLS (echosrv with
+ * `--tls-cert`), verified against that certificate; or a PROXY header first, as a load balancer sends it (echosrv
+ * with `--proxy-protocol`), v1 and v2 in turn.
+ */
+export interface Transport {
+  /** The PEM certificate to trust: connect with TLS and finish the handshake before the kind starts. */
+  tlsCaCert?: string;
+  /** Send a PROXY header carrying a made-up client address before anything else. */
+  proxyHeader?: boolean;
+}
+
+/** A connection of a session: TCP, or TLS over it. */
+export type StressConn = Deno.TcpConn | Deno.TlsConn;
 
 /** What every session of a run shares. */
 export interface SessionEnv {
@@ -18,6 +34,8 @@ export interface SessionEnv {
   idleTimeoutMs: number;
   /** True when the server is stopped during the run: refusals and cut sessions are then expected endings. */
   stopMode: boolean;
+  /** How connections start (plain TCP when absent). */
+  transport?: Transport;
 }
 
 /** The server ended a connection before the session was done (end of stream or reset). */
@@ -43,10 +61,14 @@ export class Expired extends Error {
 /** How a session ended. `cut` and `refused` are acceptable only while the server is being stopped. */
 export type Ending = "ok" | "cut" | "refused" | "hang" | "violation" | "error";
 
-/** The peer-side errors that mean the server reset or closed the connection under us. */
+/**
+ * The peer-side errors that mean the server reset or closed the connection under us (over TLS, a close without
+ * close_notify reads as UnexpectedEof).
+ */
 function isCutError(error: unknown): boolean {
   return error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
-    error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected;
+    error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.UnexpectedEof;
 }
 
 /**
@@ -60,13 +82,18 @@ export class SessionContext {
   bytesVerified = 0;
   /** Bytes received back, verified or not (a cut session tells how far it got). */
   bytesReceived = 0;
+  /**
+   * Bytes received on the connection opened last: what a cut interrupted (sessions of several connections, as
+   * churn's, open them one after another, so an earlier connection's echo says nothing about the one cut).
+   */
+  receivedOnLastConnection = 0;
   /** Connections opened. */
   connections = 0;
   /** Set when the deadline passed. */
   expired = false;
   /** What the session was doing, for the failure report. */
   doing = "starting";
-  readonly #open = new Set<Deno.TcpConn>();
+  readonly #open = new Set<StressConn>();
   readonly #timer: ReturnType<typeof setTimeout>;
   readonly #expiry = Promise.withResolvers<never>();
 
@@ -95,13 +122,14 @@ export class SessionContext {
    * @returns the connection
    * @throws {Refused} when nothing listens there
    */
-  async connect(target = "echo"): Promise<Deno.TcpConn> {
+  async connect(target = "echo"): Promise<StressConn> {
     const where = this.env.targets[target];
     if (!where) throw new Error(`no target "${target}" in this run`);
     this.doing = "connecting";
-    let conn: Deno.TcpConn;
+    this.receivedOnLastConnection = 0;
+    let conn: StressConn;
     try {
-      conn = await this.#race(Deno.connect({ hostname: where.hostname, port: where.port }));
+      conn = await this.#race(this.#dial(where));
     } catch (error) {
       if (error instanceof Deno.errors.ConnectionRefused) throw new Refused("connection refused");
       // A handshake that completed while the listener was closing is reset before it is accepted.
@@ -118,8 +146,45 @@ export class SessionContext {
     return conn;
   }
 
+  /** Opens a connection as the run's transport says: TCP, then the TLS handshake or the PROXY header. */
+  async #dial(where: Target): Promise<StressConn> {
+    const transport = this.env.transport ?? {};
+    if (transport.tlsCaCert) {
+      const conn = await Deno.connectTls({
+        hostname: where.hostname,
+        port: where.port,
+        caCerts: [transport.tlsCaCert],
+      });
+      try {
+        this.doing = "in the TLS handshake";
+        await conn.handshake();
+      } catch (error) {
+        conn.close();
+        throw error;
+      }
+      return conn;
+    }
+    const conn = await Deno.connect({ hostname: where.hostname, port: where.port });
+    if (transport.proxyHeader) {
+      // A client address of the documentation networks, from the session's connection count (v1 and v2 in turn).
+      const n = this.connections;
+      const client = { hostname: `198.51.100.${(n % 254) + 1}`, port: 1024 + (n % 60_000) };
+      const header = n % 2 === 0
+        ? new TextEncoder().encode(`PROXY TCP4 ${client.hostname} 127.0.0.1 ${client.port} ${where.port}\r\n`)
+        : proxyV2Header(client, where);
+      try {
+        this.doing = "sending the PROXY header";
+        for (let offset = 0; offset < header.length;) offset += await conn.write(header.subarray(offset));
+      } catch (error) {
+        conn.close();
+        throw error;
+      }
+    }
+    return conn;
+  }
+
   /** Closes a connection of this session (quietly if it is closed already). */
-  close(conn: Deno.TcpConn): void {
+  close(conn: StressConn): void {
     if (!this.#open.delete(conn)) return;
     this.onConnections(-1);
     try {
@@ -163,7 +228,7 @@ export class SessionContext {
    * @throws {Cut} when the server resets the connection
    */
   async send(
-    conn: Deno.TcpConn,
+    conn: StressConn,
     stream: ByteStream,
     total: number,
     nextSize: () => number,
@@ -196,7 +261,7 @@ export class SessionContext {
    * @throws {Violation} on a wrong or extra byte; {@link Cut} when the stream ends early or is reset
    */
   async receive(
-    conn: Deno.TcpConn,
+    conn: StressConn,
     verifier: Verifier,
     expected: number,
     options: { bufferSize: number; thenEnd: boolean },
@@ -214,6 +279,7 @@ export class SessionContext {
       }
       if (got + n > expected) throw new Violation(`${got + n - expected} byte(s) more than the ${expected} sent`);
       this.bytesReceived += n;
+      this.receivedOnLastConnection += n;
       const wrong = verifier.check(buffer.subarray(0, n));
       if (wrong >= 0) throw new Violation(`byte ${wrong} of the echo differs from the byte sent`);
       got += n;
@@ -222,7 +288,7 @@ export class SessionContext {
   }
 
   /** Half-closes (shuts down our sending side); the server then sees the end of stream. */
-  async shutdown(conn: Deno.TcpConn): Promise<void> {
+  async shutdown(conn: StressConn): Promise<void> {
     this.doing = "half-closing";
     await this.#io(() => conn.closeWrite());
   }

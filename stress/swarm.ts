@@ -9,18 +9,10 @@
 // live reader gets cut (measured: over 10 s between writes at load 7 on 2 cores). The idle kinds get a second
 // echosrv of their own with a shorter idle timeout (10 s), so the timeout is still checked on every run.
 
-import {
-  descriptorCount,
-  type LogLine,
-  openDescriptors,
-  residentKiB,
-  ROOT,
-  type ServerProcess,
-  spawnServer,
-} from "../tests/helpers.ts";
+import { descriptorCount, type LogLine, openDescriptors, residentKiB, ROOT, spawnServer } from "../tests/helpers.ts";
 import { type ClientConfig, type ClientMessage, emptyStats, type KindStats } from "./client.ts";
 import { KINDS, type PlanLimits, type SessionPlan, SLOW_BYTES_PER_MS } from "./kinds.ts";
-import type { Ending, Target } from "./session.ts";
+import type { Ending, Target, Transport } from "./session.ts";
 import { formatDuration } from "../lib/units.ts";
 
 /** Everything a run needs. */
@@ -39,11 +31,13 @@ export interface SwarmOptions {
   serverIdleTimeoutMs: number;
   /** The server's grace period on stop (`--shutdown-timeout`). */
   shutdownTimeoutMs: number;
-  /** Extra echosrv arguments (for example `--copy pipe`). */
+  /** Extra echosrv arguments (for example `--copy pipe`, `--workers 2`). */
   serverArgs: string[];
+  /** How the clients connect: TLS or a PROXY header first, when the server arguments ask for them. */
+  transport?: Transport;
   /** Stop the server this long into the run, while the swarm runs. */
   stopAfterMs?: number;
-  /** How to stop it: SIGTERM today; the Windows-service stop through the fake SCM can be added here. */
+  /** How to start and stop the swarmed server: SIGTERM by default; the Windows service's STOP (stress/service_stop.ts). */
   stopper?: Stopper;
   /** Run this one session only, and describe it. */
   replay?: number;
@@ -59,10 +53,32 @@ export interface SwarmOptions {
   replayCommand: (n: number) => string;
 }
 
-/** A way to ask the server to stop, by name in the report. */
+/** The echosrv a run swarms, however it was started; tests/helpers.ts's ServerProcess is one. */
+export interface SwarmServer extends AsyncDisposable {
+  readonly pid: number;
+  /** The echo port. */
+  readonly port: number;
+  /** Its JSON log lines so far. */
+  readonly lines: string[];
+  /** Its standard error so far. */
+  readonly stderr: string;
+  /** Waits (bounded) for the exit; resolves with the exit code. */
+  exited(ms?: number): Promise<number>;
+  signal(signal: Deno.Signal): void;
+}
+
+/**
+ * A way to start the swarmed server and ask it to stop, by name in the report: SIGTERM (as `kill` and systemd
+ * do) by default; the Windows service manager's STOP through the fake SCM (stress/service_stop.ts).
+ */
 export interface Stopper {
   name: string;
-  stop(server: ServerProcess): void;
+  /** Starts echosrv with these arguments; by default as `deno task start` does, its JSON log on standard output. */
+  launch?(args: string[]): Promise<SwarmServer>;
+  /** Asks it to stop (gracefully). */
+  stop(server: SwarmServer): void | Promise<void>;
+  /** Once it has exited: what this way of stopping promises besides the exit code (a line, and any violations). */
+  judge?(server: SwarmServer): Promise<{ summary: string; violations: string[] }>;
 }
 
 /** Stop with SIGTERM, as `kill` and systemd do. */
@@ -118,7 +134,7 @@ export interface StopReport {
   okAfterSignal: number;
   cut: number;
   refused: number;
-  /** Connections the server closed when the grace period ran out (its "closing N connection(s)" line). */
+  /** Connections the server closed when the grace period ran out (its "closing N connection(s)" lines). */
   closedAtGraceEnd: number;
 }
 
@@ -141,10 +157,12 @@ export interface SwarmReport {
   descriptors?: { baseline: number; peak: number; after: number; backToBaseline: boolean };
   log?: { lines: number; unexpected: string[] };
   /** The swarmed server's closing summary: connections, bytes, and those closed by its idle timeout. */
-  server?: { exitCode: number | null; accepted?: number; bytesEchoed?: number; closedIdle?: number };
+  server?: { exitCode: number | null; accepted?: number; bytesEchoed?: number; closedIdle?: number; workers?: number };
   /** The idle kinds' server (absent when the run has one server: a stop under load, or --connect). */
   idleServer?: { exitCode: number | null; accepted?: number; closedIdle?: number; unexpected: string[] };
   stop?: StopReport;
+  /** What the way of stopping checked besides the exit (the Windows service's states), when it checks anything. */
+  stopCheck?: string;
   replay?: Extract<ClientMessage, { type: "replay" }>;
 }
 
@@ -253,7 +271,7 @@ class ServerWatch {
   /** Set when it exited without being asked to (already a violation). */
   exitedUnasked = false;
 
-  constructor(readonly server: ServerProcess) {
+  constructor(readonly server: SwarmServer) {
     this.startKiB = residentKiB(server.pid) ?? 0;
     this.baselineFds = descriptorCount(server.pid) ?? 0;
     this.peakFds = this.lastFds = this.baselineFds;
@@ -284,8 +302,11 @@ class ServerWatch {
 
   stop(stopper: Stopper): void {
     this.#signalPerf = performance.now();
-    stopper.stop(this.server);
+    Promise.resolve(stopper.stop(this.server)).catch((error) => this.stopFailure = String(error));
   }
+
+  /** Set when asking the server to stop failed. */
+  stopFailure: string | undefined;
 
   /** Waits (bounded) for the descriptors to come back to the baseline. */
   async descriptorsSettled(): Promise<NonNullable<SwarmReport["descriptors"]>> {
@@ -327,8 +348,12 @@ function longestSessionMs(limits: PlanLimits): number {
 }
 
 /** Starts an echosrv for the swarm, as `deno task start` does, on loopback and a free port. */
-function startServer(options: SwarmOptions, idleTimeoutMs: number): Promise<ServerProcess> {
-  return spawnServer([
+function startServer(
+  options: SwarmOptions,
+  idleTimeoutMs: number,
+  launch: (args: string[]) => Promise<SwarmServer> = spawnServer,
+): Promise<SwarmServer> {
+  return launch([
     "--port",
     "0",
     "-H",
@@ -412,7 +437,7 @@ function judgeMemory(watch: ServerWatch, options: SwarmOptions, violations: stri
 
 /** The log: JSON lines only, and no warning or error (the swarm never hits a limit on purpose). */
 function judgeLog(
-  server: ServerProcess,
+  server: SwarmServer,
   violations: string[],
   what = "the server's log",
 ): { records: LogLine[]; unexpected: string[] } {
@@ -433,7 +458,7 @@ function judgeLog(
 }
 
 /**
- * Stop under load: refusals and cuts only after the signal; a cut of a session that already had echo back only
+ * Stop under load: refusals and cuts only after the signal; a cut of a connection that already had echo back only
  * once the grace period was over (the server may close what remains then, not before). Timestamps are compared
  * in the safe direction: load can only make the client see things later.
  */
@@ -450,7 +475,7 @@ function judgeStop(
     } else if (event.ending === "cut" && event.received > 0 && event.at < graceEnd - CLOCK_SLACK_MS) {
       violations.push(
         `session ${event.n} (${event.kind}) was cut ${event.at - signalAt} ms after the stop signal, inside the ` +
-          `${graceMs} ms grace period`,
+          `${graceMs} ms grace period (${event.detail})`,
       );
     }
   }
@@ -472,7 +497,9 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
   // One server when it is being stopped (the stop is what is under test) or is not ours; else a second one for
   // the idle kinds.
   const single = options.stopAfterMs !== undefined || options.connect !== undefined;
-  await using server = options.connect ? undefined : await startServer(options, options.serverIdleTimeoutMs);
+  await using server = options.connect
+    ? undefined
+    : await startServer(options, options.serverIdleTimeoutMs, stopper.launch?.bind(stopper));
   await using idleServer = single ? undefined : await startServer(options, options.limits.idleTimeoutMs);
   const watch = server ? new ServerWatch(server) : undefined;
   const target = options.connect ?? { hostname: "127.0.0.1", port: server!.port };
@@ -481,6 +508,7 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
       targets: { echo: target, idle: idleServer ? { hostname: "127.0.0.1", port: idleServer.port } : target },
       idleTimeoutMs: options.limits.idleTimeoutMs,
       stopMode: options.stopAfterMs !== undefined,
+      transport: options.transport,
     },
     limits: options.limits,
     weights: options.weights,
@@ -608,7 +636,7 @@ async function judgeServer(
           JSON.stringify(openDescriptors(watch.server.pid)),
       );
     }
-    watch.server.signal("SIGTERM");
+    watch.stop(options.stopper ?? SIGTERM_STOPPER);
   }
   const exitCode = await Promise.race([
     watch.exit,
@@ -619,6 +647,7 @@ async function judgeServer(
   } else if (exitCode !== 0 && !watch.exitedUnasked) {
     violations.push(`the server exited with code ${exitCode} when stopped (expected 0)`);
   }
+  if (watch.stopFailure) violations.push(`asking the server to stop failed: ${watch.stopFailure}`);
   const { records, unexpected } = judgeLog(watch.server, violations);
   const stopped = records.find((r) => r.message?.startsWith("stopped:"));
   if (exitCode === 0 && !stopped) violations.push("the server exited without its closing summary line");
@@ -628,11 +657,13 @@ async function judgeServer(
     accepted: stopped?.properties.accepted as number | undefined,
     bytesEchoed: stopped?.properties.bytesEchoed as number | undefined,
     closedIdle: stopped?.properties.closedIdle as number | undefined,
+    workers: (records.find((r) => r.message?.startsWith("echoing on port"))?.properties.workers as number) ?? 1,
   };
   if (options.replay === undefined) report.memory = judgeMemory(watch, options, violations);
   if (signalAt !== undefined) {
     judgeStop(stopEvents, signalAt, options.shutdownTimeoutMs, violations);
-    const closing = records.find((r) => r.message?.startsWith("closing "));
+    // One "closing N connection(s) still open" line per server: one, or one per worker ("worker 2: closing ...").
+    const closing = records.filter((r) => /^(worker \d+: )?closing \d+ connection/.test(r.message ?? ""));
     report.stop = {
       how: (options.stopper ?? SIGTERM_STOPPER).name,
       graceMs: options.shutdownTimeoutMs,
@@ -641,14 +672,20 @@ async function judgeServer(
       okAfterSignal: clients.reduce((n, c) => n + c.okTimes.filter((at) => at > signalAt).length, 0),
       cut: stopEvents.filter((e) => e.ending === "cut").length,
       refused: stopEvents.filter((e) => e.ending === "refused").length,
-      closedAtGraceEnd: Number(closing?.properties.count ?? 0),
+      closedAtGraceEnd: closing.reduce((n, r) => n + Number(r.properties.count ?? 0), 0),
     };
+  }
+  const stopper = options.stopper ?? SIGTERM_STOPPER;
+  if (stopper.judge && exitCode !== "hung") {
+    const judged = await stopper.judge(watch.server);
+    violations.push(...judged.violations);
+    report.stopCheck = judged.summary;
   }
 }
 
 /** The idle kinds' server: it exits 0 on SIGTERM and its log holds no warning or error. */
 async function judgeIdleServer(
-  server: ServerProcess,
+  server: SwarmServer,
   options: SwarmOptions,
   violations: string[],
 ): Promise<NonNullable<SwarmReport["idleServer"]>> {

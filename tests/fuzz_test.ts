@@ -1,13 +1,37 @@
 // Hostile input everywhere echosrv takes input: the command line and the ECHOSRV_* environment fuzzed with random
 // and near-miss values (seeded, bounded; thousands in-process through parseCommandLine, a few dozen as real
-// processes), and random bytes on every port it serves. Whatever comes in, the outcome is defined: a value that
-// is valid runs with exactly that value; anything else exits 2 with a message naming the option (or variable)
-// and the value. Never a stack trace, never a throw, never a lost byte. Seeds are fixed: a failure names its case.
+// processes), and hostile bytes on every port it serves: the echo port, the PROXY-protocol port (every truncation
+// of valid v1/v2 headers, corrupted and random ones), the TLS port (plaintext, random bytes, a real ClientHello cut
+// short), the metrics port (garbage, malformed HTTP, huge headers, slow clients) and UDP (empty, largest, too large,
+// from blocked source ports). Whatever comes in, the outcome is defined: a valid option value runs with exactly
+// that value, anything else exits 2 with a message naming the option (or variable) and the value; on the wire,
+// an exact echo or a clean close, counted by the server exactly as the client saw it, and the port keeps serving.
+// Never a stack trace, never a crash, never a lost byte. Seeds are fixed: a failure names its case.
 
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import { ENV_VARS, parseCommandLine, type RunConfig } from "../lib/options.ts";
+import { parseProxyHeader } from "../lib/proxy_protocol.ts";
+import { BLOCKED_SOURCE_PORTS } from "../lib/udp.ts";
 import { Random } from "../stress/rng.ts";
-import { readAll, runEchosrv, sameBytes, type ServerProcess, spawnServer, within, writeAll } from "./helpers.ts";
+import {
+  hasCommand,
+  makeTestCertificate,
+  metricsPortOf,
+  proxyV2Header,
+  readAll,
+  readExactly,
+  readUntilClosed,
+  runEchosrv,
+  sameBytes,
+  scrape,
+  type ServerProcess,
+  sleep,
+  spawnServer,
+  type TestCertificate,
+  within,
+  writeAll,
+} from "./helpers.ts";
 
 // ---------------------------------------------------------------------------------------------------------------
 // The command line and the environment
@@ -143,6 +167,36 @@ const SPECS: OptionSpec[] = [
     near: ["splice", "LOOP", ""],
     read: (c) => c.server.copy,
     expect: (v) => v,
+  },
+  // The multi-core and operations options whose values stand alone (no file, no other option needed), in the
+  // order echosrv defines them: variables are read in that order, so the first bad one is the one named.
+  {
+    long: "--workers",
+    env: ENV_VARS.workers,
+    valid: (v) => v.trim().toLowerCase() === "auto" || (wholeNumber(v, 1024) && Number(v.trim()) >= 1),
+    good: ["1", "2", "auto", "AUTO", " 4 ", "1024"],
+    near: ["0", "-2", "1025", "2.5", "all", "", "autos"],
+    read: (c) => c.workers,
+    expect: (v) =>
+      v.trim().toLowerCase() === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : Number(v.trim()),
+  },
+  {
+    long: "--max-connections-per-ip",
+    env: ENV_VARS.maxConnectionsPerIp,
+    valid: (v) => wholeNumber(v, 10_000_000),
+    good: ["0", "1", "64", " 10 "],
+    near: ["-1", "1.5", "10000001", "many", "", "0x10"],
+    read: (c) => c.server.admission?.maxPerClient ?? 0,
+    expect: (v) => Number(v.trim()),
+  },
+  {
+    long: "--max-connection-duration",
+    env: ENV_VARS.maxConnectionDuration,
+    valid: (v) => durationMs(v) !== undefined,
+    good: ["0", "30s", "1h", "1500ms", "2.5m"],
+    near: ["30", "-5s", "1w", "", "forever", "597h"],
+    read: (c) => c.server.maxConnectionDurationMs ?? 0,
+    expect: (v) => durationMs(v),
   },
 ];
 
@@ -369,51 +423,67 @@ Deno.test("fuzzed options and variables as real processes: exit 2, a message nam
 // ---------------------------------------------------------------------------------------------------------------
 // Bytes on the wire
 
-/**
- * A port echosrv serves and what hostile bytes on it must lead to. Today only the echo port; as they land, the
- * PROXY-protocol port (random and truncated headers), the TLS port (plaintext), the metrics port (garbage requests)
- * and UDP (empty and oversized datagrams) are one entry each.
- */
-interface HostileTarget {
-  name: string;
-  /** echosrv arguments that open this port (on top of `--port 0 -H 127.0.0.1`). */
-  serverArgs: string[];
-  /** The port to aim at. */
-  port(server: ServerProcess): number;
-  /** Sends `payload` the way `rng` says; asserts the defined outcome. */
-  probe(port: number, payload: Uint8Array, rng: Random): Promise<void>;
+/** What one target's run shares: the ports, the certificate, and what its probes saw. */
+interface HostileRun {
+  /** The port the target aims at (the echo port, the metrics port, ...). */
+  port: number;
+  /** The metrics port: every target's server has one, so what the server counted can be compared. */
+  metricsPort: number;
+  /** The throwaway certificate, for a target that needs one. */
+  cert?: TestCertificate;
+  /** What the probes saw, as the metrics series the server must show (`name{labels}` -> value). */
+  tally: Record<string, number>;
 }
 
-const HOSTILE_TARGETS: HostileTarget[] = [
-  {
-    name: "echo port: every byte comes back exactly",
-    serverArgs: [],
-    port: (server) => server.port,
-    async probe(port, payload, rng) {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      try {
-        const reading = readAll(conn, 60_000);
-        reading.catch(() => {});
-        const tiny = rng.chance(0.2);
-        for (let offset = 0; offset < payload.length;) {
-          const size = tiny ? rng.int(1, 16) : rng.logInt(1, 64 * 1024);
-          await writeAll(conn, payload.subarray(offset, offset + size));
-          offset += size;
-        }
-        await conn.closeWrite();
-        assert.equal(sameBytes(await reading, payload), true);
-      } finally {
-        conn.close();
-      }
-    },
-  },
-];
+/**
+ * A port echosrv serves and what hostile bytes on it must lead to: the echo port, the PROXY-protocol port, the TLS
+ * port, the metrics port, UDP. Another input is one more entry.
+ */
+interface HostileTarget<C> {
+  name: string;
+  /** echosrv arguments that open this port, on top of `--port 0 -H 127.0.0.1 --metrics 127.0.0.1:0`. */
+  serverArgs(cert?: TestCertificate): string[];
+  /** An OS tool it needs: without it the test is skipped, saying so. */
+  needs?: "openssl";
+  /** The port to aim at. */
+  port(server: ServerProcess, metricsPort: number): number;
+  /** Its cases, drawn from `rng`. */
+  cases(rng: Random): C[] | Promise<C[]>;
+  /** Cases sent at once. */
+  parallel: number;
+  /** Sends one case the way `rng` says, asserts the defined outcome, and tallies it. */
+  probe(run: HostileRun, c: C, rng: Random): Promise<void>;
+  /** After each batch of cases: the port still serves what it is for (tallied too). */
+  stillServing?(run: HostileRun, rng: Random): Promise<void>;
+  /** The metrics series its cases move (they start at 0 in the tally); checked for equality at the end. */
+  counts: string[];
+  /** Warnings its cases cause by design (the refusal summaries); any other warning or error fails the test. */
+  expectedWarning?: RegExp;
+}
+
+function target<C>(definition: HostileTarget<C>): HostileTarget<unknown> {
+  return definition as unknown as HostileTarget<unknown>;
+}
 
 const ascii = (text: string) => new TextEncoder().encode(text);
 
+function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+function randomBytes(rng: Random, length: number): Uint8Array {
+  return Uint8Array.from({ length }, () => rng.int(0, 255));
+}
+
 /** Byte sequences that parsers choke on, each followed by noise, sometimes truncated. */
 const PAYLOADS: Array<(rng: Random) => Uint8Array> = [
-  (rng) => Uint8Array.from({ length: rng.logInt(1, 256 * 1024) }, () => rng.int(0, 255)),
+  (rng) => randomBytes(rng, rng.logInt(1, 256 * 1024)),
   (rng) => new Uint8Array(rng.logInt(1, 128 * 1024)),
   (rng) => new Uint8Array(rng.logInt(1, 128 * 1024)).fill(0xff),
   (rng) => ascii("\r\n".repeat(rng.logInt(1, 20_000))),
@@ -429,30 +499,514 @@ const PAYLOADS: Array<(rng: Random) => Uint8Array> = [
 function hostilePayload(rng: Random): Uint8Array {
   const head = PAYLOADS[rng.int(0, PAYLOADS.length - 1)](rng);
   const cut = rng.chance(0.3) ? head.subarray(0, rng.int(0, head.length)) : head;
-  const tail = Uint8Array.from({ length: rng.chance(0.5) ? rng.logInt(1, 4096) : 0 }, () => rng.int(0, 255));
-  const out = new Uint8Array(cut.length + tail.length);
-  out.set(cut);
-  out.set(tail, cut.length);
-  return out;
+  return concatBytes(cut, randomBytes(rng, rng.chance(0.5) ? rng.logInt(1, 4096) : 0));
 }
 
-for (const target of HOSTILE_TARGETS) {
-  Deno.test(`hostile bytes on the wire, ${target.name}; the server logs no error and stops cleanly`, async () => {
-    await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1", ...target.serverArgs]);
-    const rng = new Random(0xb17e5);
-    const port = target.port(server);
-    for (let batch = 0; batch < 10; batch++) {
-      const payloads = Array.from({ length: 12 }, () => hostilePayload(rng));
-      const seeds = payloads.map(() => rng.next32());
-      await within(
-        120_000,
-        `batch ${batch} of hostile sessions`,
-        Promise.all(payloads.map((p, i) => target.probe(port, p, new Random(seeds[i])))),
-      );
+/** Writes `bytes` in pieces sized the way `rng` says: sometimes a few bytes at a time, sometimes 64 KiB. */
+async function writeInPieces(conn: Deno.Conn, bytes: Uint8Array, rng: Random): Promise<void> {
+  const tiny = rng.chance(0.2);
+  for (let offset = 0; offset < bytes.length;) {
+    const size = tiny ? rng.int(1, 16) : rng.logInt(1, 64 * 1024);
+    await writeAll(conn, bytes.subarray(offset, offset + size));
+    offset += size;
+  }
+}
+
+/**
+ * One careful session: writes `sent` in pieces while reading, half-closes, and what comes back must be exactly
+ * `expected` (`sent` itself on the echo port; what follows the header on the PROXY port).
+ */
+async function exactEcho(conn: Deno.Conn, sent: Uint8Array, rng: Random, expected = sent): Promise<void> {
+  const reading = readAll(conn, 60_000);
+  reading.catch(() => {});
+  await writeInPieces(conn, sent, rng);
+  await conn.closeWrite();
+  assert.equal(sameBytes(await reading, expected), true);
+}
+
+/** Connects to a TCP port, runs `body`, closes. */
+async function over<T>(port: number, body: (conn: Deno.TcpConn) => Promise<T>): Promise<T> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    return await body(conn);
+  } finally {
+    conn.close();
+  }
+}
+
+/**
+ * Sends bytes the server is to refuse, half-closes unless `hold` (then the server must close on its own), and
+ * returns what came back before the close. Writes may fail once the server has closed: that is its answer.
+ */
+async function refusedExchange(port: number, bytes: Uint8Array, rng: Random, hold = false): Promise<Uint8Array> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const reading = readUntilClosed(conn, 30_000);
+    reading.catch(() => {});
+    try {
+      await writeInPieces(conn, bytes, rng);
+      if (!hold) await conn.closeWrite();
+    } catch (error) {
+      if (!isPeerClose(error)) throw error;
     }
-    server.signal("SIGTERM");
-    assert.equal(await server.exited(), 0);
-    assert.deepEqual(server.records().filter((r) => r.level !== "INFO").map((r) => r.message), []);
-    assert.equal(server.stderr, "");
+    return (await reading).bytes;
+  } finally {
+    conn.close();
+  }
+}
+
+function isPeerClose(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.NotConnected;
+}
+
+/** Every valid PROXY header the cases are built from: v1 TCP4, TCP6, UNKNOWN (short and longest), v2 of each kind. */
+function proxyHeaders(): Uint8Array[] {
+  const f = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+  const withNoopTlv = (header: Uint8Array) => {
+    const out = concatBytes(header, Uint8Array.of(0x04, 0x00, 0x03, 0x00, 0x00, 0x00)); // PP2_TYPE_NOOP, 3 bytes
+    const length = ((header[14] << 8) | header[15]) + 6;
+    out[14] = length >> 8;
+    out[15] = length & 0xff;
+    return out;
+  };
+  return [
+    ascii("PROXY TCP4 198.51.100.22 127.0.0.1 35646 40007\r\n"),
+    ascii("PROXY TCP6 2001:db8::1 ::1 65535 40007\r\n"),
+    ascii("PROXY UNKNOWN\r\n"),
+    ascii(`PROXY UNKNOWN ${f} ${f} 65535 65535\r\n`), // 107 bytes: the longest v1 header there is
+    proxyV2Header({ hostname: "192.0.2.7", port: 1 }),
+    proxyV2Header({ hostname: "2001:db8::9", port: 65535 }),
+    proxyV2Header(), // LOCAL: a load balancer's own health check
+    withNoopTlv(proxyV2Header({ hostname: "192.0.2.8", port: 4000 })),
+  ];
+}
+
+/** A PROXY-port case: bytes, and where the header ends when they start with a whole one. */
+interface ProxyCase {
+  what: string;
+  bytes: Uint8Array;
+  /** The header's length when the bytes start with a valid header (the rest must be echoed), else undefined. */
+  header?: number;
+  /** Send no more and keep the connection open: the server must close it at --proxy-timeout. */
+  hold?: boolean;
+}
+
+const PROXY_TIMEOUT_MS = 300;
+
+/** TLS records in `bytes`, by content type; undefined when they are not TLS records. */
+function tlsRecordTypes(bytes: Uint8Array): number[] | undefined {
+  const types: number[] = [];
+  for (let offset = 0; offset < bytes.length;) {
+    if (offset + 5 > bytes.length || bytes[offset + 1] !== 0x03) return undefined;
+    types.push(bytes[offset]);
+    offset += 5 + ((bytes[offset + 3] << 8) | bytes[offset + 4]);
+    if (offset > bytes.length) return undefined;
+  }
+  return types;
+}
+
+/** The first bytes a real TLS client (Deno's rustls) sends: its whole ClientHello record, caught on a plain socket. */
+async function realClientHello(): Promise<Uint8Array> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const client = await Deno.connectTls({ hostname: "localhost", port: listener.addr.port });
+    const server = await listener.accept();
+    const handshake = client.handshake().catch(() => {});
+    try {
+      const head = await readExactly(server, 5, 10_000);
+      return concatBytes(head, await readExactly(server, (head[3] << 8) | head[4], 10_000));
+    } finally {
+      server.close();
+      await handshake;
+      client.close();
+    }
+  } finally {
+    listener.close();
+  }
+}
+
+/** A metrics-port case: bytes, sent at once or slowly (a byte every `slowMs`), and what must come back. */
+interface MetricsCase {
+  what: string;
+  bytes: Uint8Array;
+  /** Send one byte every this many ms, checking that /healthz answers meanwhile. */
+  slowMs?: number;
+  /** Stop sending after this many bytes and hold the connection (a slowloris), then close. */
+  holdAfter?: number;
+  /** The number of 200 responses that must come back (pipelined valid requests), else any answer or none. */
+  ok?: number;
+}
+
+/** The endpoint answers /metrics (a page with echosrv's counters) and /healthz (200, serving). */
+async function metricsAnswer(port: number): Promise<void> {
+  const page = await within(10_000, "GET /metrics", fetch(`http://127.0.0.1:${port}/metrics`));
+  const text = await page.text();
+  assert.equal(page.status, 200);
+  assert.match(text, /^echosrv_build_info\{/m);
+  const health = await within(10_000, "GET /healthz", fetch(`http://127.0.0.1:${port}/healthz`));
+  assert.deepEqual([health.status, await health.text()], [200, "serving\n"]);
+}
+
+/** A UDP case: a datagram of `size` bytes over IPv4 or IPv6, from an ordinary or a blocked source port. */
+interface UdpCase {
+  size: number;
+  family: 4 | 6;
+  /** 0: an ordinary (ephemeral) source port; else this blocked one. */
+  sourcePort: number;
+}
+
+/** True when this process may bind UDP port `port` on loopback now (ports under 1024 need root). */
+function canBindUdp(port: number): boolean {
+  try {
+    Deno.listenDatagram({ hostname: "127.0.0.1", port, transport: "udp" }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The largest UDP payloads over IPv4 and IPv6 without jumbograms: the most the OS lets a socket send. */
+const UDP_MAX = { 4: 65_507, 6: 65_527 } as const;
+const LOOPBACK = { 4: "127.0.0.1", 6: "::1" } as const;
+
+const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
+  target<Uint8Array>({
+    name: "echo port: every byte comes back exactly",
+    serverArgs: () => [],
+    port: (server) => server.port,
+    cases: (rng) => Array.from({ length: 120 }, () => hostilePayload(rng)),
+    parallel: 12,
+    async probe(run, payload, rng) {
+      await over(run.port, (conn) => exactEcho(conn, payload, rng));
+      run.tally["echosrv_connections_accepted_total"]++;
+      run.tally["echosrv_bytes_echoed_total"] += payload.length;
+    },
+    counts: [
+      "echosrv_connections_accepted_total",
+      "echosrv_bytes_echoed_total",
+      'echosrv_errors_total{kind="unexpected"}',
+    ],
+  }),
+
+  target<ProxyCase>({
+    name: "PROXY protocol: truncated, corrupted and random headers are closed without echo and counted",
+    serverArgs: () => ["--proxy-protocol", "--proxy-from", "127.0.0.1", "--proxy-timeout", `${PROXY_TIMEOUT_MS}ms`],
+    port: (server) => server.port,
+    cases(rng) {
+      const cases: ProxyCase[] = [];
+      const held: ProxyCase[] = [];
+      for (const header of proxyHeaders()) {
+        // Every truncation, then the end of stream; and at two of them the peer waits instead (run last, together).
+        for (let n = 0; n < header.length; n++) {
+          cases.push({ what: `${n} of ${header.length} header bytes`, bytes: header.slice(0, n) });
+        }
+        for (let i = 0; i < 2; i++) {
+          const n = rng.int(0, header.length - 1);
+          held.push({
+            what: `${n} of ${header.length} header bytes, then silence`,
+            bytes: header.slice(0, n),
+            hold: true,
+          });
+        }
+        // Whole: the data after it comes back, never the header; a second header after it is data like any other.
+        for (const data of [randomBytes(rng, rng.logInt(1, 256 * 1024)), concatBytes(header, ascii("again"))]) {
+          cases.push({ what: "a valid header and data", bytes: concatBytes(header, data), header: header.length });
+        }
+        cases.push({ what: "a valid header and nothing", bytes: header, header: header.length });
+        // A byte of the signature changed: not a header at all.
+        const corrupt = header.slice();
+        const at = rng.int(0, header[0] === 0x50 ? 5 : 11);
+        corrupt[at] ^= rng.int(1, 255);
+        cases.push({ what: `header with byte ${at} changed`, bytes: concatBytes(corrupt, randomBytes(rng, 64)) });
+      }
+      // Random and parser-hostile bytes. Whether they start with a whole header is the parser's call (checked
+      // against the specification in tests/proxy_protocol_test.ts); what the server does then is checked here.
+      for (let i = 0; i < 120; i++) {
+        const bytes = hostilePayload(rng);
+        const parsed = parseProxyHeader(bytes);
+        cases.push({
+          what: "hostile payload",
+          bytes,
+          header: parsed.status === "complete" ? parsed.header.length : undefined,
+        });
+      }
+      return [...cases, ...held];
+    },
+    parallel: 24,
+    async probe(run, c, rng) {
+      if (c.header !== undefined) {
+        await over(run.port, (conn) => exactEcho(conn, c.bytes, rng, c.bytes.subarray(c.header)));
+        run.tally["echosrv_connections_accepted_total"]++;
+        run.tally["echosrv_bytes_echoed_total"] += c.bytes.length - c.header!;
+        return;
+      }
+      const back = await refusedExchange(run.port, c.bytes, rng, c.hold);
+      assert.equal(back.length, 0, "nothing echoed");
+      run.tally[`echosrv_connections_rejected_total{reason="${c.hold ? "proxy_timeout" : "proxy_header"}"}`]++;
+    },
+    async stillServing(run, rng) {
+      const header = proxyV2Header({ hostname: "198.51.100.1", port: rng.int(1, 65535) });
+      const data = randomBytes(rng, rng.logInt(1, 64 * 1024));
+      await over(run.port, (conn) => exactEcho(conn, concatBytes(header, data), rng, data));
+      run.tally["echosrv_connections_accepted_total"]++;
+      run.tally["echosrv_bytes_echoed_total"] += data.length;
+    },
+    counts: [
+      "echosrv_connections_accepted_total",
+      "echosrv_bytes_echoed_total",
+      'echosrv_connections_rejected_total{reason="proxy_header"}',
+      'echosrv_connections_rejected_total{reason="proxy_timeout"}',
+      'echosrv_errors_total{kind="unexpected"}',
+    ],
+    expectedWarning: /^refused \d+ connection\(s\): (missing or malformed PROXY header|no PROXY header within)/,
+  }),
+
+  target<Uint8Array>({
+    name: "TLS port: plaintext and random bytes get no echo (at most a TLS alert), counted; TLS clients still served",
+    needs: "openssl",
+    serverArgs: (cert) => ["--tls-cert", cert!.certFile, "--tls-key", cert!.keyFile],
+    port: (server) => server.port,
+    async cases(rng) {
+      const cases: Uint8Array[] = [ascii("hello, is this echo?\r\n"), ascii("GET / HTTP/1.1\r\nHost: x\r\n\r\n")];
+      // A real client's ClientHello cut short at 40 points (all of it would get a ServerHello, not a refusal).
+      const hello = await realClientHello();
+      for (let i = 0; i < 40; i++) cases.push(hello.slice(0, rng.int(0, hello.length - 1)));
+      for (let i = 0; i < 80; i++) cases.push(hostilePayload(rng));
+      return cases;
+    },
+    parallel: 12,
+    async probe(run, bytes, rng) {
+      const back = await refusedExchange(run.port, bytes, rng);
+      const records = tlsRecordTypes(back);
+      assert.ok(records?.every((type) => type === 0x15), `at most TLS alerts came back, not ${back.length} bytes`);
+      run.tally['echosrv_errors_total{kind="tls_handshake"}']++;
+    },
+    async stillServing(run, rng) {
+      const data = randomBytes(rng, rng.logInt(1, 256 * 1024));
+      const conn = await Deno.connectTls({ hostname: "127.0.0.1", port: run.port, caCerts: [run.cert!.cert] });
+      try {
+        await exactEcho(conn, data, rng);
+      } finally {
+        conn.close();
+      }
+      run.tally["echosrv_connections_accepted_total"]++;
+      run.tally["echosrv_bytes_echoed_total"] += data.length;
+    },
+    counts: [
+      "echosrv_connections_accepted_total",
+      "echosrv_bytes_echoed_total",
+      'echosrv_errors_total{kind="tls_handshake"}',
+      'echosrv_errors_total{kind="unexpected"}',
+    ],
+    expectedWarning: /^refused \d+ connection\(s\): TLS handshake failed/,
+  }),
+
+  target<MetricsCase>({
+    name: "metrics port: garbage, malformed HTTP, huge headers and slow clients; /metrics and /healthz keep answering",
+    serverArgs: () => [],
+    port: (_server, metricsPort) => metricsPort,
+    cases(rng) {
+      const request = (path: string) => `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+      const fixed: MetricsCase[] = [
+        { what: "bad version", bytes: ascii("GET /metrics HTTP/9.9\r\n\r\n") },
+        { what: "no version", bytes: ascii("GET /metrics\r\n\r\n") },
+        { what: "bare LF", bytes: ascii("GET /metrics HTTP/1.1\nHost: x\n\n") },
+        { what: "unknown method", bytes: ascii("BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n") },
+        { what: "negative length", bytes: ascii("POST /metrics HTTP/1.1\r\nContent-Length: -1\r\n\r\n") },
+        { what: "two lengths", bytes: ascii("POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab") },
+        { what: "huge length", bytes: ascii("POST /x HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n") },
+        { what: "bad chunk", bytes: ascii("POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n") },
+        { what: "header folding", bytes: ascii("GET /metrics HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n") },
+        { what: "NUL in the path", bytes: ascii("GET /met\0rics HTTP/1.1\r\nHost: x\r\n\r\n") },
+        { what: "traversal", bytes: ascii(request("/../../etc/passwd")) },
+        { what: "absolute URI", bytes: ascii("GET http://evil.example/metrics HTTP/1.1\r\nHost: x\r\n\r\n") },
+        { what: "HTTP/2 preface", bytes: ascii("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0") },
+        { what: "1 MiB header", bytes: ascii(`GET /metrics HTTP/1.1\r\nX-A: ${"a".repeat(1 << 20)}\r\n\r\n`) },
+        { what: "20,000 headers", bytes: ascii(`GET /metrics HTTP/1.1\r\n${"X: y\r\n".repeat(20_000)}\r\n`) },
+        { what: "100 KiB path", bytes: ascii(request(`/${"m".repeat(100 * 1024)}`)) },
+        { what: "500 pipelined requests", bytes: ascii(request("/healthz").repeat(500)), ok: 500 },
+        { what: "a request, then garbage", bytes: concatBytes(ascii(request("/metrics")), randomBytes(rng, 4096)) },
+      ];
+      // Slow clients first, all at once, each checking that others are answered while it dawdles.
+      const slow: MetricsCase[] = Array.from({ length: 6 }, (_, i) => ({
+        what: i % 2 ? "slowloris: part of a request, then silence" : "a request a byte at a time",
+        bytes: ascii(request("/healthz")),
+        slowMs: rng.int(5, 25),
+        holdAfter: i % 2 ? rng.int(1, 30) : undefined,
+        ok: i % 2 ? undefined : 1,
+      }));
+      const noise = Array.from({ length: 60 }, () => ({ what: "hostile payload", bytes: hostilePayload(rng) }));
+      const shuffled = [...fixed, ...noise].map((c) => ({ c, key: rng.float() })).sort((a, b) => a.key - b.key);
+      return [...slow, ...shuffled.map(({ c }) => c)];
+    },
+    parallel: 12,
+    async probe(run, c, rng) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: run.port });
+      let back: Uint8Array;
+      try {
+        const reading = readUntilClosed(conn, 60_000);
+        reading.catch(() => {});
+        try {
+          if (c.slowMs === undefined) {
+            await writeInPieces(conn, c.bytes, rng);
+          } else {
+            const stop = c.holdAfter ?? c.bytes.length;
+            for (let i = 0; i < stop; i++) {
+              await writeAll(conn, c.bytes.subarray(i, i + 1));
+              await sleep(c.slowMs);
+            }
+            // While this client dawdles (or holds its half request), everyone else is still answered.
+            await metricsAnswer(run.port);
+            if (c.holdAfter !== undefined) await sleep(rng.int(200, 800));
+          }
+          await conn.closeWrite();
+        } catch (error) {
+          if (!isPeerClose(error)) throw error;
+        }
+        back = (await reading).bytes;
+      } finally {
+        conn.close();
+      }
+      const text = new TextDecoder().decode(back);
+      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+      assert.ok(statuses.every((s) => s < 500), `no server error answered: ${statuses.join(", ")}`);
+      if (c.ok !== undefined) assert.deepEqual(statuses, new Array(c.ok).fill(200), "every valid request answered");
+    },
+    stillServing: (run) => metricsAnswer(run.port),
+    counts: ["echosrv_connections_accepted_total", 'echosrv_errors_total{kind="unexpected"}'],
+  }),
+
+  target<UdpCase>({
+    name: "UDP: empty, largest, too large and blocked-source datagrams: echoed whole or dropped, and counted",
+    serverArgs: () => ["-H", "::1", "--udp", "--udp-rate", "1000000"],
+    port: (server) => server.port,
+    cases(rng) {
+      // Blocked source ports this process can bind (under 1024 needs root; 0 means "any"); the others are not tried.
+      const blocked = BLOCKED_SOURCE_PORTS.filter((p) => p > 0 && canBindUdp(p));
+      const cases: UdpCase[] = [];
+      for (const family of [4, 6] as const) {
+        for (const size of [0, 0, 1, UDP_MAX[family], UDP_MAX[family], UDP_MAX[family] + 1, 65_535]) {
+          cases.push({ size, family, sourcePort: 0 });
+        }
+        for (const sourcePort of blocked) cases.push({ size: rng.logInt(1, 1500), family, sourcePort });
+      }
+      for (let i = 0; i < 100; i++) {
+        const family = rng.chance(0.5) ? 4 : 6;
+        const size = rng.chance(0.1) ? 0 : rng.logInt(1, UDP_MAX[family]);
+        cases.push({ size, family, sourcePort: rng.chance(0.1) ? blocked[rng.int(0, blocked.length - 1)] : 0 });
+      }
+      return cases;
+    },
+    // One datagram in flight: loopback drops datagrams silently once a socket's receive buffer (about 200 KiB)
+    // is full, and a datagram the server never saw cannot be counted.
+    parallel: 1,
+    async probe(run, c, rng) {
+      let socket: Deno.DatagramConn;
+      try {
+        socket = Deno.listenDatagram({ hostname: LOOPBACK[c.family], port: c.sourcePort, transport: "udp" });
+      } catch (error) {
+        if (error instanceof Deno.errors.AddrInUse) return; // another test holds that port right now: not sent
+        throw error;
+      }
+      try {
+        const data = randomBytes(rng, c.size);
+        const to: Deno.NetAddr = { transport: "udp", hostname: LOOPBACK[c.family], port: run.port };
+        if (c.size > UDP_MAX[c.family]) {
+          // Larger than the largest payload: the OS refuses to send it, so it never reaches echosrv.
+          await assert.rejects(socket.send(data, to), /too long/i);
+          return;
+        }
+        assert.equal(await socket.send(data, to), c.size);
+        if (c.sourcePort !== 0) {
+          run.tally['echosrv_udp_datagrams_dropped_total{reason="source_port"}']++;
+          return;
+        }
+        const [answer, from] = await within(10_000, "the echoed datagram", socket.receive(new Uint8Array(65_536)));
+        assert.equal(sameBytes(answer, data), true, "the datagram comes back whole");
+        assert.equal((from as Deno.NetAddr).port, run.port, "from the echo port");
+        run.tally["echosrv_udp_datagrams_echoed_total"]++;
+        run.tally["echosrv_udp_bytes_echoed_total"] += c.size;
+      } finally {
+        socket.close();
+      }
+    },
+    counts: [
+      "echosrv_udp_datagrams_echoed_total",
+      "echosrv_udp_bytes_echoed_total",
+      'echosrv_udp_datagrams_dropped_total{reason="source_port"}',
+      'echosrv_udp_datagrams_dropped_total{reason="rate_limit"}',
+      'echosrv_errors_total{kind="udp_send"}',
+      'echosrv_errors_total{kind="udp_receive"}',
+    ],
+    expectedWarning: /^UDP: dropped \d+ datagram\(s\): source port of a service that answers back/,
+  }),
+];
+
+/** A case in a failure message: its fields, with bytes shown by length and first bytes. */
+function describeCase(c: unknown): string {
+  const bytes = (b: Uint8Array) =>
+    `${b.length} bytes ${Array.from(b.subarray(0, 24), (x) => x.toString(16).padStart(2, "0")).join("")}`;
+  if (c instanceof Uint8Array) return bytes(c);
+  return JSON.stringify(c, (_key, value) => value instanceof Uint8Array ? bytes(value) : value);
+}
+
+const haveOpenssl = await hasCommand("openssl");
+
+for (const hostile of HOSTILE_TARGETS) {
+  const skip = hostile.needs === "openssl" && !haveOpenssl;
+  if (skip) {
+    console.log(`SKIPPED hostile bytes, ${hostile.name}: openssl is not installed, so no certificate can be made`);
+  }
+  Deno.test({
+    name: `hostile bytes, ${hostile.name}; the server counts them, logs nothing else, stops cleanly`,
+    ignore: skip,
+    async fn() {
+      await using cert = hostile.needs === "openssl" ? await makeTestCertificate() : undefined;
+      await using server = await spawnServer([
+        ...["--port", "0", "-H", "127.0.0.1", "--metrics", "127.0.0.1:0"],
+        ...hostile.serverArgs(cert),
+      ]);
+      const metricsPort = await metricsPortOf(server);
+      const run: HostileRun = {
+        port: hostile.port(server, metricsPort),
+        metricsPort,
+        cert,
+        tally: Object.fromEntries(hostile.counts.map((series) => [series, 0])),
+      };
+      const rng = new Random(0xb17e5);
+      const cases = await hostile.cases(rng);
+      for (let first = 0; first < cases.length; first += hostile.parallel) {
+        const batch = cases.slice(first, first + hostile.parallel);
+        const seeds = batch.map(() => rng.next32());
+        await within(
+          120_000,
+          `cases ${first} to ${first + batch.length - 1}`,
+          Promise.all(batch.map(async (c, i) => {
+            try {
+              await hostile.probe(run, c, new Random(seeds[i]));
+            } catch (error) {
+              throw new Error(`case ${first + i} (${describeCase(c)}): ${(error as Error).message}`, { cause: error });
+            }
+          })),
+        );
+        await hostile.stillServing?.(run, rng);
+      }
+      // What the server counted is what the probes saw (UDP drops are counted after the probe has moved on).
+      let samples = await scrape(metricsPort);
+      const counted = () => Object.fromEntries(hostile.counts.map((series) => [series, samples.get(series)]));
+      for (let i = 0; i < 100 && !isDeepStrictEqual(counted(), run.tally); i++) {
+        await sleep(50);
+        samples = await scrape(metricsPort);
+      }
+      assert.deepEqual(counted(), run.tally, "the server's counters");
+      server.signal("SIGTERM");
+      assert.equal(await server.exited(), 0);
+      const unexpected = server.records().filter((r) =>
+        r.level !== "INFO" && !(r.level === "WARN" && hostile.expectedWarning?.test(r.message))
+      );
+      assert.deepEqual(unexpected.map((r) => `${r.level} ${r.message}`), []);
+      assert.equal(server.stderr, "");
+    },
   });
 }

@@ -589,3 +589,39 @@ export function openDescriptors(pid: number): Record<string, number> | undefined
 export function descriptorCount(pid: number): number | undefined {
   return descriptorTargets(pid)?.length;
 }
+
+/**
+ * Reads until the peer closes, by end of stream or by a reset (bounded by `ms`), keeping what arrived before: for
+ * clients whose connection the server may refuse with their data unread (which makes the kernel send a reset).
+ */
+export async function readUntilClosed(
+  conn: Deno.Conn,
+  ms = 30_000,
+  limit = 64 * 1024 * 1024,
+): Promise<{ bytes: Uint8Array; reset: boolean }> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  let reset = false;
+  await within(
+    ms,
+    "the server to close the connection",
+    (async () => {
+      const buffer = new Uint8Array(64 * 1024);
+      for (;;) {
+        let n: number | null;
+        try {
+          n = await conn.read(buffer);
+        } catch (error) {
+          if (!(error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe)) throw error;
+          reset = true;
+          return;
+        }
+        if (n === null) return;
+        chunks.push(buffer.slice(0, n));
+        total += n;
+        if (total > limit) throw new Error(`received more than ${limit} bytes`);
+      }
+    })(),
+  );
+  return { bytes: concat(chunks, total), reset };
+}

@@ -5,10 +5,12 @@
 // resets and stalls included, against an in-process server that is then stopped, must leave nothing behind.
 
 import assert from "node:assert/strict";
-import type { CopyStrategy } from "../lib/options.ts";
+import { CidrList, parseCidr } from "../lib/access.ts";
+import type { CopyStrategy, ServerConfig } from "../lib/options.ts";
+import { loadTlsFiles } from "../lib/tls.ts";
 import { KINDS, type PlanLimits, planSession } from "../stress/kinds.ts";
-import { endingOf, SessionContext } from "../stress/session.ts";
-import { ROOT, within, withServer } from "./helpers.ts";
+import { endingOf, SessionContext, type Transport } from "../stress/session.ts";
+import { hasCommand, makeTestCertificate, ROOT, within, withServer } from "./helpers.ts";
 
 Deno.test("deno.json turns the ops and resources sanitizers on, and a leaking test really fails", async () => {
   const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
@@ -54,36 +56,63 @@ Deno.test("no test turns Deno's leak sanitizers off without a reason on the same
 
 const LIMITS: PlanLimits = { maxSize: 4 * 1024 * 1024, idleTimeoutMs: 1000, baseDeadlineMs: 30_000 };
 
-for (const copy of ["loop", "pipe"] satisfies CopyStrategy[]) {
-  Deno.test(`[${copy}] every stress session kind against an in-process server leaves no op, resource or timer`, async () => {
-    await withServer({ copy, idleTimeoutMs: LIMITS.idleTimeoutMs }, async (port, server) => {
-      const env = {
-        targets: { echo: { hostname: "127.0.0.1", port }, idle: { hostname: "127.0.0.1", port } },
-        idleTimeoutMs: LIMITS.idleTimeoutMs,
-        stopMode: false,
-      };
-      const sessions = Object.keys(KINDS).flatMap((kind) => {
-        const only = Object.fromEntries(Object.keys(KINDS).map((k) => [k, k === kind ? 1 : 0]));
-        return [1, 2, 3].map((n) => planSession(0x1eac, n, only, LIMITS));
-      });
-      const endings = await within(
-        120_000,
-        "the sessions to end",
-        Promise.all(sessions.map(async (plan) => {
-          const ctx = new SessionContext(env, plan.deadlineMs);
-          let error: unknown;
-          try {
-            await KINDS[plan.kind].run(plan, ctx);
-          } catch (e) {
-            error = e;
-          } finally {
-            ctx.dispose();
-          }
-          return `${plan.kind} ${plan.n}: ${endingOf(error, ctx)}${error ? ` (${error})` : ""}`;
-        })),
-      );
-      assert.deepEqual(endings.filter((e) => !e.endsWith(": ok")), [], "every session ended as planned");
-      assert.ok(server.stats.accepted >= sessions.length);
+/** Every kind, three sessions each, against an in-process server configured by `overrides`; all must end as planned. */
+async function everyKind(overrides: Partial<ServerConfig>, transport?: Transport): Promise<void> {
+  await withServer({ idleTimeoutMs: LIMITS.idleTimeoutMs, ...overrides }, async (port, server) => {
+    const env = {
+      targets: { echo: { hostname: "127.0.0.1", port }, idle: { hostname: "127.0.0.1", port } },
+      idleTimeoutMs: LIMITS.idleTimeoutMs,
+      stopMode: false,
+      transport,
+    };
+    const sessions = Object.keys(KINDS).flatMap((kind) => {
+      const only = Object.fromEntries(Object.keys(KINDS).map((k) => [k, k === kind ? 1 : 0]));
+      return [1, 2, 3].map((n) => planSession(0x1eac, n, only, LIMITS));
     });
+    const endings = await within(
+      120_000,
+      "the sessions to end",
+      Promise.all(sessions.map(async (plan) => {
+        const ctx = new SessionContext(env, plan.deadlineMs);
+        let error: unknown;
+        try {
+          await KINDS[plan.kind].run(plan, ctx);
+        } catch (e) {
+          error = e;
+        } finally {
+          ctx.dispose();
+        }
+        return `${plan.kind} ${plan.n}: ${endingOf(error, ctx)}${error ? ` (${error})` : ""}`;
+      })),
+    );
+    assert.deepEqual(endings.filter((e) => !e.endsWith(": ok")), [], "every session ended as planned");
+    assert.ok(server.stats.accepted >= sessions.length);
+    assert.equal(server.stats.unexpectedErrors, 0);
+    assert.equal(server.stats.tlsHandshakeErrors + server.stats.refusedProxyHeader, 0, "every client was admitted");
   });
 }
+
+for (const copy of ["loop", "pipe"] satisfies CopyStrategy[]) {
+  Deno.test(`[${copy}] every stress session kind against an in-process server leaves no op, resource or timer`, async () => {
+    await everyKind({ copy });
+  });
+}
+
+Deno.test("every stress session kind after a PROXY header (v1 and v2) leaves no op, resource or timer", async () => {
+  await everyKind(
+    { proxyProtocol: { from: new CidrList([parseCidr("127.0.0.1")]), timeoutMs: 5000 } },
+    { proxyHeader: true },
+  );
+});
+
+const openssl = await hasCommand("openssl");
+if (!openssl) console.log("SKIPPED leaks_test.ts over TLS: openssl is not installed, so no certificate can be made");
+
+Deno.test({
+  name: "every stress session kind over TLS leaves no op, resource or timer, on either side",
+  ignore: !openssl,
+  async fn() {
+    await using cert = await makeTestCertificate();
+    await everyKind({ tls: loadTlsFiles(cert!.certFile, cert!.keyFile) }, { tlsCaCert: cert!.cert });
+  },
+});

@@ -1,6 +1,7 @@
-// echosrv under stress: the `deno task stress` swarm for 20 s with a fixed seed, a stop (SIGTERM) while the swarm
-// runs, 10,000 connections open and echoing at once, and proof that the swarm's checks fail on a faulty server
-// and that its failures replay. Every wait is bounded; nothing asserts on speed.
+// echosrv under stress: the `deno task stress` swarm for 20 s with a fixed seed, stops while the swarm runs (SIGTERM,
+// SIGTERM to --workers 2, and STOP from the Windows service manager through the fake SCM), 10,000 connections open
+// and echoing at once, and proof that the swarm's checks fail on a faulty server and that its failures replay.
+// Every wait is bounded; nothing asserts on speed.
 
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
@@ -8,6 +9,7 @@ import { ByteStream, deriveSeed, Verifier } from "../stress/rng.ts";
 import { defaultWeights, KINDS, planSession } from "../stress/kinds.ts";
 import type { CrowdConfig, CrowdMessage } from "../stress/crowd.ts";
 import type { SwarmReport } from "../stress/swarm.ts";
+import { buildFakeAdvapi32 } from "./fake_scm.ts";
 import { descriptorCount, residentKiB, ROOT, sleep, spawnServer, waitUntil, within } from "./helpers.ts";
 
 /** Runs `deno task stress <args>` to completion and reads its JSON report. */
@@ -21,7 +23,7 @@ async function runStress(
       ms,
       `deno task stress ${args.join(" ")}`,
       new Deno.Command(Deno.execPath(), {
-        args: [...denoJson.tasks.stress.split(/\s+/).slice(1), ...args, "--json", json],
+        args: [...denoJson.tasks.stress.split(/\s+/).slice(1), "--json", json, ...args],
         cwd: ROOT,
         stdin: "null",
         env: { NO_COLOR: "1" },
@@ -57,7 +59,16 @@ Deno.test("deno task stress: --help lists the kinds, a bad option exits 2 with a
   assert.equal(help.code, 0, help.stderr);
   for (const kind of Object.keys(KINDS)) assert.ok(help.stdout.includes(kind), kind);
   for (
-    const bad of [["--duration", "soon"], ["--weights", "exact=x"], ["--weights", "nosuch=1"], ["--stop-after", "90"]]
+    const bad of [
+      ["--duration", "soon"],
+      ["--weights", "exact=x"],
+      ["--weights", "nosuch=1"],
+      ["--stop-after", "90"],
+      ["--stop-with", "kill"],
+      ["--tls", "--proxy"],
+      ["--", "--copy", "splice"], // echosrv's own options are checked, with echosrv's message
+      ["--server-args", "--workers many"],
+    ]
   ) {
     const { code, stderr } = await run(bad);
     assert.equal(code, 2, `${bad.join(" ")}: ${stderr}`);
@@ -125,24 +136,17 @@ Deno.test("stress: a 20 s swarm with a fixed seed holds every invariant", async 
   console.log(output.split("\n").filter((l) => /^(echosrv stress:|bytes|peak|memory|descriptors)/.test(l)).join("\n"));
 });
 
-Deno.test("stop under load: SIGTERM mid-swarm drains what finishes, closes the rest cleanly, exits 0", async () => {
-  // Idle-timeout sessions (10 s of silence) outlive the 2 s grace period, so some sessions are always cut.
+/**
+ * Runs a swarm that is stopped 5 s in with a 2 s grace period and checks the stop under load: sessions in flight
+ * finished exactly within the grace period, the rest were closed by the server and seen closed by their clients
+ * (none hung), new connections were refused, the process exited 0. Idle-timeout sessions (10 s of silence) outlive
+ * the grace period, so some sessions are always cut.
+ */
+async function stopUnderLoad(extra: string[]): Promise<SwarmReport> {
   const { code, output, report } = await runStress(
     [
-      "--duration",
-      "60",
-      "--stop-after",
-      "6",
-      "--shutdown-timeout",
-      "2s",
-      "--seed",
-      "7",
-      "--clients",
-      "2",
-      "--concurrency",
-      "24",
-      "--weights",
-      "idle-timeout=15",
+      ...["--duration", "60", "--stop-after", "5", "--shutdown-timeout", "2s", "--seed", "7"],
+      ...["--clients", "2", "--concurrency", "24", "--weights", "idle-timeout=15", ...extra],
     ],
     300_000,
   );
@@ -156,7 +160,34 @@ Deno.test("stop under load: SIGTERM mid-swarm drains what finishes, closes the r
   assert.ok(stop.cut > 0, "clients saw those closes (no client left hanging)");
   assert.ok(stop.refused > 0, "new connections were refused after the signal");
   assert.equal(report.total.failed, 0, "no session hung, none got a wrong byte");
-  console.log(output.split("\n").filter((l) => l.startsWith("stop under load")).join("\n"));
+  console.log(output.split("\n").filter((l) => /^(stop under load|service states)/.test(l)).join("\n"));
+  return report;
+}
+
+Deno.test("stop under load: SIGTERM mid-swarm drains what finishes, closes the rest cleanly, exits 0", async () => {
+  const report = await stopUnderLoad([]);
+  assert.equal(report.server?.workers, 1);
+});
+
+Deno.test("stop under load with --workers 2: SIGTERM mid-swarm, every worker drains and closes the rest", async () => {
+  // Server options after `--` go to echosrv, as for the long run against workers.
+  const report = await stopUnderLoad(["--", "--workers", "2"]);
+  assert.equal(report.server?.workers, 2, "the swarm ran against two workers");
+});
+
+const compiler = await buildFakeAdvapi32();
+if ("reason" in compiler) console.log(`SKIPPED the stop under load through the service manager: ${compiler.reason}`);
+
+Deno.test({
+  name:
+    "stop under load as a Windows service: STOP from the (fake) SCM mid-swarm, STOP_PENDING while it drains, STOPPED",
+  ignore: "reason" in compiler,
+  async fn() {
+    const report = await stopUnderLoad(["--stop-with", "service"]);
+    assert.match(report.stop!.how, /service manager/);
+    assert.match(report.stopCheck ?? "", /^service states: START_PENDING -> RUNNING -> STOP_PENDING -> STOPPED /);
+    assert.match(report.stopCheck!, /STOPPED with NO_ERROR/);
+  },
 });
 
 Deno.test("the swarm's checks fail on a faulty server, and a failure replays from its seed and number", async () => {

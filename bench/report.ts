@@ -19,6 +19,8 @@ export interface Sample {
   client_busy?: number;
   /** The server's CPU time (all threads) over wall time in the same window. */
   server_busy?: number;
+  /** The system (kernel) part of `server_busy`: its system calls and TCP work charged to it. */
+  server_system?: number;
   /** Cores the whole machine kept busy in the same window: client, server and any other work sharing it. */
   machine_busy?: number;
   kib_per_conn?: number;
@@ -149,6 +151,21 @@ function perOpCell(results: BenchResults, test: TestId, id: string, scale: numbe
   const { median, min, max } = stats(values);
   if (!Number.isFinite(median)) return "-";
   return `${median.toFixed(digits)} (${min.toFixed(digits)}-${max.toFixed(digits)})`;
+}
+
+/**
+ * The server's CPU time per unit of work split into user space (the server program: for Deno, V8, the runtime and
+ * the JavaScript) and kernel (system time: system calls and the TCP work charged to the server), as medians.
+ */
+function splitCell(results: BenchResults, test: TestId, id: string, scale: number, digits: number): string {
+  const samples = okSamples(results, test, id).filter((s) =>
+    s.server_busy !== undefined && s.server_system !== undefined && s.server_system >= 0
+  );
+  const rate = (s: Sample) => s[METRIC[test]] as number;
+  const user = stats(samples.map((s) => ((s.server_busy! - s.server_system!) / rate(s)) * scale)).median;
+  const kernel = stats(samples.map((s) => (s.server_system! / rate(s)) * scale)).median;
+  if (!Number.isFinite(user)) return "-";
+  return `${user.toFixed(digits)} + ${kernel.toFixed(digits)}`;
 }
 
 function row(cells: string[]): string {
@@ -297,6 +314,23 @@ export function renderTable(results: BenchResults): string {
       perOpCell(results, "pp1", s.id, 1e6, 1),
       perOpCell(results, "pp50", s.id, 1e6, 2),
       perOpCell(results, "connect", s.id, 1e6, 1),
+    ]));
+  }
+  lines.push("");
+  lines.push(
+    "The same split into user space + kernel (median of each; user space is the server program, for Deno V8, the " +
+      "runtime and the JavaScript; kernel is the system time charged to the server, its system calls and TCP work):",
+  );
+  lines.push("");
+  lines.push(row(["server", "bulk, ns per byte", "ping-pong 1 conn, us", "ping-pong 50, us", "us per connection"]));
+  lines.push(row(["---", "---", "---", "---", "---"]));
+  for (const s of results.servers) {
+    lines.push(row([
+      s.label,
+      splitCell(results, "bulk", s.id, 1e9, 2),
+      splitCell(results, "pp1", s.id, 1e6, 1),
+      splitCell(results, "pp50", s.id, 1e6, 2),
+      splitCell(results, "connect", s.id, 1e6, 1),
     ]));
   }
   const baselines = [["c-epoll", "C"], ["node", "Node.js"]].filter(([id]) => results.servers.some((s) => s.id === id));

@@ -353,6 +353,7 @@ function lastJsonLine(out: Deno.CommandOutput, what: string): Sample {
       return { ok: false, error: new TextDecoder().decode(out.stderr).trim() || `${what} exited ${out.code}` };
     }
     if (sample.server_busy !== undefined && sample.server_busy < 0) delete sample.server_busy;
+    if (sample.server_system !== undefined && sample.server_system < 0) delete sample.server_system;
     return sample;
   } catch {
     return { ok: false, error: `${what} exited ${out.code}: ${new TextDecoder().decode(out.stderr).trim()}` };

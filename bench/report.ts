@@ -364,11 +364,14 @@ export function renderTable(results: BenchResults): string {
     }
   }
   const features = results.servers.filter((s) => s.feature);
-  if (features.length > 0 && results.servers.some((s) => s.id === "echosrv")) {
+  // The operations features' cost, and what several workers give, are both told against the defaults row.
+  const compared = results.servers.filter((s) => s.feature || /^echosrv-w\d+$/.test(s.id));
+  if (compared.length > 0 && results.servers.some((s) => s.id === "echosrv")) {
     lines.push("");
     lines.push(
-      "What the operations features cost: each row against echosrv's defaults in the same rounds (medians of " +
-        "per-round ratios), as server CPU time per operation (above 1 = costlier; steadier than the rates) and as rate:",
+      "Against echosrv's defaults in the same rounds (medians of per-round ratios): what the operations features " +
+        "cost, and what --workers gives. Server CPU time per operation (above 1 = costlier; steadier than the " +
+        "rates), then the rates (above 1 = faster) and memory per idle connection (above 1 = more):",
     );
     lines.push("");
     lines.push(row([
@@ -385,7 +388,7 @@ export function renderTable(results: BenchResults): string {
     ]));
     lines.push(row(Array(10).fill("---")));
     const fixed = (v: number | undefined) => v === undefined ? "-" : v.toFixed(2);
-    for (const s of features) {
+    for (const s of compared) {
       lines.push(row([
         `${s.label} / defaults`,
         ...(["bulk", "pp1", "pp50", "connect"] as TestId[]).map((t) => fixed(cpuRatio(results, t, s.id, "echosrv"))),
@@ -394,7 +397,7 @@ export function renderTable(results: BenchResults): string {
         ),
       ]));
     }
-    lines.push("");
+    if (features.length > 0) lines.push("");
     for (const s of features) lines.push(`- ${s.label}: ${s.feature}`);
   }
   const rows = results.servers.filter((s) => s.echosrv || s.feature);

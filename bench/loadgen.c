@@ -52,10 +52,15 @@ static double now(void) {
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* The server's CPU time (user + system, all threads) from /proc, when LOADGEN_SERVER_PID names it; else -1. */
+/*
+ * The server's CPU time (user + system, all threads) from /proc, when LOADGEN_SERVER_PID names it; else -1. Its
+ * system part (the kernel working for it: system calls and, on loopback, part of the TCP work of both ends) goes
+ * to *system, so a reader can tell the kernel's share of an echo from the server program's own.
+ */
 static int server_pid;
 
-static double server_cpu_seconds(void) {
+static double server_cpu_seconds(double *system) {
+  *system = -1;
   if (server_pid <= 0) return -1;
   char path[64], text[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", server_pid);
@@ -68,6 +73,7 @@ static double server_cpu_seconds(void) {
   unsigned long utime = 0, stime = 0;
   /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime */
   if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return -1;
+  *system = (double)stime / (double)sysconf(_SC_CLK_TCK);
   return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
@@ -181,7 +187,7 @@ static long percentile_us(double p) {
 /* ---- the measured window: warmup, then SECONDS measured, with the client's own CPU use ---- */
 
 struct window {
-  double start, end, cpu_start, cpu_end, server_start, server_end;
+  double start, end, cpu_start, cpu_end, server_start, server_end, server_system_start, server_system_end;
   double machine_busy_start, machine_total_start, machine_busy_end, machine_total_end;
   int measuring, done;
 };
@@ -191,14 +197,14 @@ static void window_tick(struct window *w, double t, double seconds) {
     w->measuring = 1;
     w->start = t;
     w->cpu_start = cpu_seconds();
-    w->server_start = server_cpu_seconds();
+    w->server_start = server_cpu_seconds(&w->server_system_start);
     machine_ticks(&w->machine_busy_start, &w->machine_total_start);
     w->end = t + seconds;
   } else if (w->measuring && t >= w->end) {
     w->done = 1;
     w->end = t;
     w->cpu_end = cpu_seconds();
-    w->server_end = server_cpu_seconds();
+    w->server_end = server_cpu_seconds(&w->server_system_end);
     machine_ticks(&w->machine_busy_end, &w->machine_total_end);
   }
 }
@@ -222,6 +228,12 @@ static double window_machine_busy(const struct window *w) {
 static double window_server_busy(const struct window *w) {
   if (w->server_start < 0 || w->server_end < 0) return -1;
   return (w->server_end - w->server_start) / (w->end - w->start);
+}
+
+/* The system (kernel) part of window_server_busy, or -1 when unknown. */
+static double window_server_system(const struct window *w) {
+  if (w->server_system_start < 0 || w->server_system_end < 0) return -1;
+  return (w->server_system_end - w->server_system_start) / (w->end - w->start);
 }
 
 /* ---- bulk: one connection, write the pattern while reading it back ---- */
@@ -285,9 +297,10 @@ static void run_bulk(double seconds) {
   close(fd);
   double span = w.end - w.start;
   printf("{\"mode\":\"bulk\",\"ok\":true,\"seconds\":%.3f,\"bytes\":%llu,\"verified_bytes\":%llu,"
-         "\"bytes_per_s\":%.0f,\"client_busy\":%.3f,\"server_busy\":%.3f,\"machine_busy\":%.3f}\n",
+         "\"bytes_per_s\":%.0f,\"client_busy\":%.3f,\"server_busy\":%.3f,\"server_system\":%.3f,"
+         "\"machine_busy\":%.3f}\n",
          span, (unsigned long long)measured, (unsigned long long)received, (double)measured / span, window_busy(&w),
-         window_server_busy(&w), window_machine_busy(&w));
+         window_server_busy(&w), window_server_system(&w), window_machine_busy(&w));
 }
 
 /* ---- ping-pong: CONNS connections, one 64-byte message in flight on each ---- */
@@ -359,9 +372,10 @@ static void run_pingpong(double seconds, int conns) {
   for (int i = 0; i < conns; i++) close(peers[i].fd);
   double span = w.end - w.start;
   printf("{\"mode\":\"pingpong\",\"ok\":true,\"conns\":%d,\"seconds\":%.3f,\"round_trips\":%llu,"
-         "\"round_trips_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f,\"machine_busy\":%.3f}\n",
+         "\"round_trips_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f,\"server_system\":%.3f,"
+         "\"machine_busy\":%.3f}\n",
          conns, span, (unsigned long long)trips, (double)trips / span, percentile_us(0.50), percentile_us(0.99),
-         window_busy(&w), window_server_busy(&w), window_machine_busy(&w));
+         window_busy(&w), window_server_busy(&w), window_server_system(&w), window_machine_busy(&w));
 }
 
 /* ---- connect: PARALLEL at a time, connect, echo 64 bytes, close ---- */
@@ -448,9 +462,10 @@ static void run_connect(double seconds, int parallel) {
   for (int i = 0; i < parallel; i++) close(slots[i].fd);
   double span = w.end - w.start;
   printf("{\"mode\":\"connect\",\"ok\":true,\"parallel\":%d,\"seconds\":%.3f,\"connections\":%llu,"
-         "\"connections_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f,\"machine_busy\":%.3f}\n",
+         "\"connections_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f,\"server_system\":%.3f,"
+         "\"machine_busy\":%.3f}\n",
          parallel, span, (unsigned long long)done, (double)done / span, percentile_us(0.50), percentile_us(0.99),
-         window_busy(&w), window_server_busy(&w), window_machine_busy(&w));
+         window_busy(&w), window_server_busy(&w), window_server_system(&w), window_machine_busy(&w));
 }
 
 /* ---- idle: CONNS connections that each echoed once, held open until standard input closes ---- */

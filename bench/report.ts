@@ -1,7 +1,7 @@
 // report: what the benchmark (bench/run.ts) says about its samples. Medians with the min-max of the rounds, the
 // ratios against the C anchor and the Node.js baseline (each the median of per-round ratios, since rounds are
-// interleaved and a round's servers share its conditions), the project's targets, a Markdown table for the
-// terminal and the README, and an SVG chart.
+// interleaved and a round's servers share its conditions), what the operations features cost against echosrv's
+// defaults, the project's targets, a Markdown table for the terminal and the README, and an SVG chart.
 
 /** The measurements, by their short names. */
 export type TestId = "bulk" | "pp1" | "pp50" | "connect" | "memory";
@@ -19,6 +19,8 @@ export interface Sample {
   client_busy?: number;
   /** The server's CPU time (all threads) over wall time in the same window. */
   server_busy?: number;
+  /** The system (kernel) part of `server_busy`: its system calls and TCP work charged to it. */
+  server_system?: number;
   /** Cores the whole machine kept busy in the same window: client, server and any other work sharing it. */
   machine_busy?: number;
   kib_per_conn?: number;
@@ -33,6 +35,8 @@ export interface ServerInfo {
   label: string;
   /** True for echosrv with its defaults: the row the targets are about. */
   echosrv?: boolean;
+  /** For echosrv with operations features on: what is on. Compared with the defaults row, and held to its targets. */
+  feature?: string;
 }
 
 /** Everything bench/results.json holds. */
@@ -149,29 +153,71 @@ function perOpCell(results: BenchResults, test: TestId, id: string, scale: numbe
   return `${median.toFixed(digits)} (${min.toFixed(digits)}-${max.toFixed(digits)})`;
 }
 
+/**
+ * The server's CPU time per unit of work split into user space (the server program: for Deno, V8, the runtime and
+ * the JavaScript) and kernel (system time: system calls and the TCP work charged to the server), as medians.
+ */
+function splitCell(results: BenchResults, test: TestId, id: string, scale: number, digits: number): string {
+  const samples = okSamples(results, test, id).filter((s) =>
+    s.server_busy !== undefined && s.server_system !== undefined && s.server_system >= 0
+  );
+  const rate = (s: Sample) => s[METRIC[test]] as number;
+  const user = stats(samples.map((s) => ((s.server_busy! - s.server_system!) / rate(s)) * scale)).median;
+  const kernel = stats(samples.map((s) => (s.server_system! / rate(s)) * scale)).median;
+  if (!Number.isFinite(user)) return "-";
+  return `${user.toFixed(digits)} + ${kernel.toFixed(digits)}`;
+}
+
 function row(cells: string[]): string {
   return `| ${cells.join(" | ")} |`;
 }
 
-/** The project's targets for echosrv's defaults, each with the measured ratio and whether it holds. */
-export function targets(results: BenchResults): Array<{ what: string; value: number | undefined; holds?: boolean }> {
+/**
+ * The project's targets (issue 4) for one echosrv row, each with the measured ratio and whether it holds. They are
+ * stated for echosrv's defaults; issue 5 asks the same of echosrv with its operations features on.
+ *
+ * @param results the run
+ * @param id the echosrv row (its defaults by default)
+ * @returns one entry per target whose baseline was measured
+ */
+export function targets(
+  results: BenchResults,
+  id = "echosrv",
+): Array<{ what: string; value: number | undefined; holds?: boolean }> {
   const out: Array<{ what: string; value: number | undefined; holds?: boolean }> = [];
   const add = (what: string, value: number | undefined, holds: (v: number) => boolean) =>
     out.push({ what, value, holds: value === undefined ? undefined : holds(value) });
   const has = (id: string) => results.servers.some((s) => s.id === id);
   if (has("c-epoll")) {
-    add("bulk throughput >= 0.95x C", ratio(results, "bulk", "echosrv", "c-epoll"), (v) => v >= 0.95);
-    add("ping-pong 1 conn rate >= 0.95x C", ratio(results, "pp1", "echosrv", "c-epoll"), (v) => v >= 0.95);
-    add("ping-pong 50 conns rate >= 0.95x C", ratio(results, "pp50", "echosrv", "c-epoll"), (v) => v >= 0.95);
-    add("connection rate >= 0.95x C", ratio(results, "connect", "echosrv", "c-epoll"), (v) => v >= 0.95);
-    add("ping-pong 1 conn p99 <= 1.2x C", ratio(results, "pp1", "echosrv", "c-epoll", "p99_us"), (v) => v <= 1.2);
-    add("ping-pong 50 conns p99 <= 1.2x C", ratio(results, "pp50", "echosrv", "c-epoll", "p99_us"), (v) => v <= 1.2);
+    add("bulk throughput >= 0.95x C", ratio(results, "bulk", id, "c-epoll"), (v) => v >= 0.95);
+    add("ping-pong 1 conn rate >= 0.95x C", ratio(results, "pp1", id, "c-epoll"), (v) => v >= 0.95);
+    add("ping-pong 50 conns rate >= 0.95x C", ratio(results, "pp50", id, "c-epoll"), (v) => v >= 0.95);
+    add("connection rate >= 0.95x C", ratio(results, "connect", id, "c-epoll"), (v) => v >= 0.95);
+    add("ping-pong 1 conn p99 <= 1.2x C", ratio(results, "pp1", id, "c-epoll", "p99_us"), (v) => v <= 1.2);
+    add("ping-pong 50 conns p99 <= 1.2x C", ratio(results, "pp50", id, "c-epoll", "p99_us"), (v) => v <= 1.2);
   }
   if (has("node")) {
-    add("ping-pong 50 conns rate >= 1.3x Node.js", ratio(results, "pp50", "echosrv", "node"), (v) => v >= 1.3);
-    add("memory per idle conn <= Node.js", ratio(results, "memory", "echosrv", "node"), (v) => v <= 1);
+    add("ping-pong 50 conns rate >= 1.3x Node.js", ratio(results, "pp50", id, "node"), (v) => v >= 1.3);
+    add("memory per idle conn <= Node.js", ratio(results, "memory", id, "node"), (v) => v <= 1);
   }
   return out;
+}
+
+/**
+ * The server's CPU time per unit of work of server `a` over that of `b`, the median of the per-round ratios: what
+ * a feature costs, independent of how fast the client was (above 1 = costlier).
+ */
+export function cpuRatio(results: BenchResults, test: TestId, a: string, b: string): number | undefined {
+  const as = results.samples[test]?.[a] ?? [];
+  const bs = results.samples[test]?.[b] ?? [];
+  const perOp = (s: Sample) => s.server_busy! / (s[METRIC[test]] as number);
+  const per: number[] = [];
+  for (let i = 0; i < Math.min(as.length, bs.length); i++) {
+    const x = as[i], y = bs[i];
+    if (x.ok && y.ok && x.server_busy !== undefined && y.server_busy !== undefined) per.push(perOp(x) / perOp(y));
+  }
+  const { median } = stats(per);
+  return Number.isFinite(median) ? median : undefined;
 }
 
 /** The whole report as Markdown: machine, medians (min-max), CPU use, ratios, targets. */
@@ -181,15 +227,27 @@ export function renderTable(results: BenchResults): string {
   lines.push(
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.kernel}; Deno ${m.deno}, Node.js ${m.node ?? "-"}, ${m.cc ?? "no cc"}.`,
   );
+  const priority = [
+    method.nice ? `nice ${method.nice}` : "",
+    typeof method.autogroup === "string" && !/ nice 0$/.test(method.autogroup) ? `${method.autogroup}` : "",
+  ].filter(Boolean).join(", ");
   lines.push(
     `Load average before/after: ${m.loadavgBefore} / ${m.loadavgAfter ?? "?"}${
-      method.nice ? ` (benchmark run at nice ${method.nice})` : ""
+      priority ? ` (benchmark run at ${priority})` : ""
     }. ${method.rounds} interleaved ` +
       `round(s) of ${method.seconds} s per test and server (after ${method.warmup} s warm-up), ` +
       `${method.memoryRounds} fresh-server memory round(s) with ${method.idleConnections} idle connections. ` +
       "Medians, with the min-max of the rounds in parentheses.",
   );
   const restarts = (method.restarts ?? []) as Array<{ server: string; round: number; test: string; how: string }>;
+  const scraped = (method.scrapes ?? {}) as Record<string, { ok: number; failed: number }>;
+  for (const [id, tally] of Object.entries(scraped)) {
+    const label = results.servers.find((s) => s.id === id)?.label ?? id;
+    lines.push(
+      `${label}: /metrics read ${tally.ok + tally.failed} times, every ${method.scrapeIntervalMs ?? 1000} ms ` +
+        `while it ran (${tally.failed} failed).`,
+    );
+  }
   for (const r of restarts) {
     lines.push(
       `Note: ${r.server} ended during the run (before ${r.test} of round ${r.round}; ${r.how.split("\n")[0]}) ` +
@@ -258,6 +316,23 @@ export function renderTable(results: BenchResults): string {
       perOpCell(results, "connect", s.id, 1e6, 1),
     ]));
   }
+  lines.push("");
+  lines.push(
+    "The same split into user space + kernel (median of each; user space is the server program, for Deno V8, the " +
+      "runtime and the JavaScript; kernel is the system time charged to the server, its system calls and TCP work):",
+  );
+  lines.push("");
+  lines.push(row(["server", "bulk, ns per byte", "ping-pong 1 conn, us", "ping-pong 50, us", "us per connection"]));
+  lines.push(row(["---", "---", "---", "---", "---"]));
+  for (const s of results.servers) {
+    lines.push(row([
+      s.label,
+      splitCell(results, "bulk", s.id, 1e9, 2),
+      splitCell(results, "pp1", s.id, 1e6, 1),
+      splitCell(results, "pp50", s.id, 1e6, 2),
+      splitCell(results, "connect", s.id, 1e6, 1),
+    ]));
+  }
   const baselines = [["c-epoll", "C"], ["node", "Node.js"]].filter(([id]) => results.servers.some((s) => s.id === id));
   if (baselines.length > 0) {
     lines.push("");
@@ -288,15 +363,60 @@ export function renderTable(results: BenchResults): string {
       }
     }
   }
-  const goals = targets(results);
-  if (goals.length > 0) {
+  const features = results.servers.filter((s) => s.feature);
+  // The operations features' cost, and what several workers give, are both told against the defaults row.
+  const compared = results.servers.filter((s) => s.feature || /^echosrv-w\d+$/.test(s.id));
+  if (compared.length > 0 && results.servers.some((s) => s.id === "echosrv")) {
     lines.push("");
-    lines.push("Targets for echosrv's defaults:");
+    lines.push(
+      "Against echosrv's defaults in the same rounds (medians of per-round ratios): what the operations features " +
+        "cost, and what --workers gives. Server CPU time per operation (above 1 = costlier; steadier than the " +
+        "rates), then the rates (above 1 = faster) and memory per idle connection (above 1 = more):",
+    );
     lines.push("");
-    for (const g of goals) {
-      const verdict = g.holds === undefined ? "not measured" : g.holds ? "holds" : "MISSED";
-      lines.push(`- ${g.what}: ${g.value === undefined ? "-" : g.value.toFixed(2)} (${verdict})`);
+    lines.push(row([
+      "",
+      "bulk CPU/byte",
+      "pp 1 CPU/rt",
+      "pp 50 CPU/rt",
+      "CPU/conn",
+      "bulk rate",
+      "pp 1 rate",
+      "pp 50 rate",
+      "conns/s",
+      "memory",
+    ]));
+    lines.push(row(Array(10).fill("---")));
+    const fixed = (v: number | undefined) => v === undefined ? "-" : v.toFixed(2);
+    for (const s of compared) {
+      lines.push(row([
+        `${s.label} / defaults`,
+        ...(["bulk", "pp1", "pp50", "connect"] as TestId[]).map((t) => fixed(cpuRatio(results, t, s.id, "echosrv"))),
+        ...(["bulk", "pp1", "pp50", "connect", "memory"] as TestId[]).map((t) =>
+          fixed(ratio(results, t, s.id, "echosrv"))
+        ),
+      ]));
     }
+    if (features.length > 0) lines.push("");
+    for (const s of features) lines.push(`- ${s.label}: ${s.feature}`);
+  }
+  const rows = results.servers.filter((s) => s.echosrv || s.feature);
+  const goals = rows.map((s) => targets(results, s.id));
+  if (goals[0]?.length > 0) {
+    lines.push("");
+    lines.push("Targets (issue 4: for echosrv's defaults; issue 5: the same with the operations features on):");
+    lines.push("");
+    lines.push(row(["target", ...rows.map((s) => s.label)]));
+    lines.push(row(Array(rows.length + 1).fill("---")));
+    goals[0].forEach((goal, i) => {
+      lines.push(row([
+        goal.what,
+        ...goals.map((g) => {
+          const { value, holds } = g[i];
+          return value === undefined ? "not measured" : `${value.toFixed(2)} ${holds ? "holds" : "MISSED"}`;
+        }),
+      ]));
+    });
   }
   return lines.join("\n");
 }
@@ -309,6 +429,7 @@ function colour(s: ServerInfo): string {
   if (s.id === "c-epoll") return "#7f7f7f";
   if (s.id === "node") return "#3c873a";
   if (s.echosrv) return "#1f5fbf";
+  if (s.feature) return "#4f86d9";
   return s.id.startsWith("echosrv") ? "#7fa7e0" : "#c08a2f";
 }
 

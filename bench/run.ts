@@ -1,6 +1,7 @@
 // bench: `deno task bench`, echosrv's benchmark. It starts each server as its own process on loopback (echosrv
-// with its defaults and with each other copy strategy, echosrv with two workers, a Node.js `socket.pipe(socket)`
-// baseline and, when a C compiler is present, a single-threaded C epoll server as the anchor), drives them with
+// with its defaults, with its metrics endpoint on (scraped once a second, as Prometheus would), with the operations
+// limits on, with each other copy strategy and with two workers, a Node.js `socket.pipe(socket)` baseline and, when
+// a C compiler is present, a single-threaded C epoll server as the anchor), drives them with
 // bench/loadgen.c in its own process, and runs every measurement in interleaved rounds (each round visits every
 // server, in a rotated order) so that a noisy neighbour slows all servers alike. It prints a table of medians with
 // the min-max of the rounds and the ratios the project's targets are stated in, and writes bench/results.json and
@@ -37,7 +38,8 @@ function usage(): never {
   --seconds S        measured seconds per test and server (default 1; plus a 0.5 s warm-up)
   --idle N           idle connections for the memory test (default 5000)
   --tests LIST       comma-separated subset of ${ALL_TESTS.join(",")}
-  --servers LIST     comma-separated subset of server ids (see the table)
+  --servers LIST     comma-separated subset of server ids: c-epoll, node, deno-bare, echosrv, echosrv-metrics,
+                     echosrv-limits, echosrv-pipe, echosrv-wN (default: all)
   --extra ID=CMD     also benchmark another echo server (CMD prints "port N" once listening; PORT in CMD is 0)
   --workers N        the worker count of the multi-worker echosrv row (default 2; 0 = no such row)
   --out DIR          where results.json and results.svg go (default bench/)
@@ -156,6 +158,8 @@ interface RunningServer {
   port: number;
   /** The copy strategy an echosrv reported at startup (undefined for other servers). */
   copy?: string;
+  /** The port of its /metrics, when it serves them (scraped until stopped). */
+  metricsPort?: number;
   /** Set when the process has ended on its own: how, and its last lines of output. */
   exited?: string;
   stop(): Promise<void>;
@@ -163,6 +167,70 @@ interface RunningServer {
 
 interface ServerSpec extends ServerInfo {
   command: string[];
+  /** The server serves Prometheus metrics (it logs their address); the bench scrapes them while it runs. */
+  scrape?: boolean;
+}
+
+/**
+ * The operations limits of the `echosrv-limits` row: every per-connection check on (access rules, the per-client
+ * count, the byte limit, the age limit and its sweep), with values no measurement reaches (a 1 s bulk run echoes a
+ * few GB; the memory test opens 5000 connections from one address), so they cost their checks and close nothing.
+ */
+const OPERATIONS_LIMITS = [
+  "--allow",
+  "127.0.0.0/8",
+  "--allow",
+  "::1/128",
+  "--max-connections-per-ip",
+  "100000",
+  "--max-bytes-per-connection",
+  "1TiB",
+  "--max-connection-duration",
+  "1h",
+];
+
+/** How often the bench reads /metrics from a server that serves them: Prometheus's usual interval is 1 s to 1 min. */
+const SCRAPE_INTERVAL_MS = 1000;
+
+/** What the scrapes of one server's /metrics came to over the whole run. */
+interface ScrapeTally {
+  ok: number;
+  failed: number;
+  lastError?: string;
+}
+
+/** Scrape tallies by server id (for results.json and the report). */
+const scrapes: Record<string, ScrapeTally> = {};
+
+/**
+ * Reads `http://127.0.0.1:PORT/metrics` now and then every {@link SCRAPE_INTERVAL_MS}, as Prometheus would (one
+ * keep-alive connection, a timeout, no overlapping scrapes), checking that each answer is the metrics text.
+ *
+ * @returns a function that stops the scraping (and waits for a scrape in flight)
+ */
+function startScraper(port: number, tally: ScrapeTally): () => Promise<void> {
+  let inFlight: Promise<void> | undefined;
+  const scrape = async () => {
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
+      const text = await response.text();
+      if (response.status !== 200 || !/^echosrv_connections_accepted_total \d+$/m.test(text)) {
+        throw new Error(`HTTP ${response.status}, ${text.length} bytes without echosrv_connections_accepted_total`);
+      }
+      tally.ok++;
+    } catch (error) {
+      tally.failed++;
+      tally.lastError = String(error);
+    } finally {
+      inFlight = undefined;
+    }
+  };
+  inFlight = scrape();
+  const timer = setInterval(() => inFlight ??= scrape(), SCRAPE_INTERVAL_MS);
+  return async () => {
+    clearInterval(timer);
+    await inFlight;
+  };
 }
 
 /**
@@ -181,6 +249,9 @@ async function startServer(spec: ServerSpec): Promise<RunningServer> {
   const output: string[] = [];
   let found: ((line: string) => void) | undefined;
   const portLine = new Promise<string>((resolve) => found = resolve);
+  // echosrv logs "serving metrics on http://127.0.0.1:PORT/metrics ..." after its echo port.
+  let foundMetrics: ((line: string) => void) | undefined;
+  const metricsLine = new Promise<string>((resolve) => foundMetrics = resolve);
   const pump = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder();
     let partial = "";
@@ -190,13 +261,14 @@ async function startServer(spec: ServerSpec): Promise<RunningServer> {
       for (const line of lines) {
         if (output.length < 200) output.push(line);
         if (/\bport \d+/.test(line)) found?.(line);
+        if (/serving metrics on http:\/\/\S+:\d+\/metrics/.test(line)) foundMetrics?.(line);
       }
     }
   };
   const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const line = await Promise.race([
-    portLine,
+    spec.scrape ? Promise.all([portLine, metricsLine]).then(([port]) => port) : portLine,
     child.status.then((s) => {
       throw new Error(`${spec.id} exited (${s.code}) before listening:\n${output.join("\n")}`);
     }),
@@ -206,11 +278,15 @@ async function startServer(spec: ServerSpec): Promise<RunningServer> {
   ]).finally(() => clearTimeout(timer));
   const port = Number(/\bport (\d+)/.exec(line)![1]);
   const copy = /\(copy (\w+)/.exec(line)?.[1];
+  const metricsPort = spec.scrape ? Number(/:(\d+)\/metrics/.exec(await metricsLine)![1]) : undefined;
+  const stopScraping = metricsPort ? startScraper(metricsPort, scrapes[spec.id] ??= { ok: 0, failed: 0 }) : undefined;
   const server: RunningServer = {
     pid: child.pid,
     port,
     copy,
+    metricsPort,
     async stop() {
+      await stopScraping?.();
       try {
         child.kill("SIGTERM");
       } catch {
@@ -277,6 +353,7 @@ function lastJsonLine(out: Deno.CommandOutput, what: string): Sample {
       return { ok: false, error: new TextDecoder().decode(out.stderr).trim() || `${what} exited ${out.code}` };
     }
     if (sample.server_busy !== undefined && sample.server_busy < 0) delete sample.server_busy;
+    if (sample.server_system !== undefined && sample.server_system < 0) delete sample.server_system;
     return sample;
   } catch {
     return { ok: false, error: `${what} exited ${out.code}: ${new TextDecoder().decode(out.stderr).trim()}` };
@@ -359,6 +436,14 @@ async function niceness(): Promise<number | undefined> {
   return text === undefined || !Number.isFinite(n) ? undefined : n;
 }
 
+/**
+ * This process's scheduling group and its niceness ("/autogroup-42 nice -10"): a run started as the README shows
+ * (`setsid`, then `echo -10 > /proc/self/autogroup`) gets the CPU ahead of other sessions' work.
+ */
+async function autogroup(): Promise<string | undefined> {
+  return await versionOf("cat", [`/proc/${Deno.pid}/autogroup`]);
+}
+
 /** The 1, 5 and 15 minute load averages: how busy the machine was around the run (other work shares it). */
 function loadAverage(): string {
   return Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
@@ -407,6 +492,20 @@ async function main(): Promise<number> {
     command: [Deno.execPath(), "run", "--allow-net", `${BENCH}deno_bare_echo.ts`],
   });
   specs.push({ id: "echosrv", label: "echosrv (defaults)", command: echosrvCommand([]), echosrv: true });
+  // The operations features' cost on the hot path (issue 5): each row is echosrv's defaults plus one set of them.
+  specs.push({
+    id: "echosrv-metrics",
+    label: "echosrv --metrics (scraped 1/s)",
+    command: echosrvCommand(["--metrics", "127.0.0.1:0"]),
+    scrape: true,
+    feature: "--metrics 127.0.0.1:0, /metrics read once a second by the bench",
+  });
+  specs.push({
+    id: "echosrv-limits",
+    label: "echosrv --allow + limits",
+    command: echosrvCommand(OPERATIONS_LIMITS),
+    feature: OPERATIONS_LIMITS.join(" "),
+  });
   for (const name of Object.keys(COPY_STRATEGIES)) {
     specs.push({ id: `echosrv-${name}`, label: `echosrv --copy ${name}`, command: echosrvCommand(["--copy", name]) });
   }
@@ -457,8 +556,10 @@ async function main(): Promise<number> {
       smoke: plan.smoke,
       client: "bench/loadgen.c: one process, one thread, epoll; every echoed byte verified",
       nice: await niceness(),
+      autogroup: await autogroup(),
+      scrapeIntervalMs: SCRAPE_INTERVAL_MS,
     },
-    servers: selected.map(({ id, label, echosrv }) => ({ id, label, echosrv })),
+    servers: selected.map(({ id, label, echosrv, feature }) => ({ id, label, echosrv, feature })),
     samples: {},
   };
   const record = (test: TestId, id: string, sample: Sample) => {
@@ -503,6 +604,15 @@ async function main(): Promise<number> {
     }
   }
   results.machine.loadavgAfter = loadAverage();
+  results.method.scrapes = scrapes;
+  for (const [id, tally] of Object.entries(scrapes)) {
+    if (tally.failed > 0) {
+      failures++;
+      console.error(
+        `  ${id}: ${tally.failed} of ${tally.ok + tally.failed} scrapes of /metrics failed (${tally.lastError})`,
+      );
+    }
+  }
 
   console.log(renderTable(results));
   await Deno.mkdir(plan.out, { recursive: true });

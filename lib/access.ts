@@ -79,6 +79,9 @@ export function parseCidr(text: string): Cidr {
   return { text: `${address}/${bits}`, address, bits };
 }
 
+/** A dotted-quad IPv4 address without leading zeros, alone or IPv4-mapped (`::ffff:192.0.2.1`). */
+const DOTTED_QUAD = /^(?:::ffff:)?(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})$/;
+
 /**
  * Reads a client address as Deno or a PROXY header reports it, unwrapping IPv4-mapped IPv6 addresses.
  *
@@ -86,6 +89,19 @@ export function parseCidr(text: string): Cidr {
  * @returns the address, or undefined when `hostname` is not an IP address
  */
 export function parseClientAddress(hostname: string): Address | undefined {
+  // The common case first, without ipaddr.js's general parser: an IPv4 peer as Deno reports it, plain or
+  // IPv4-mapped (every IPv4 client of the dual-stack [::] listener). With access rules on this runs for every new
+  // connection, and the general parse (which tries each IPv4 and IPv6 form in turn, twice: isValid, then parse)
+  // measured 0.9 us for 127.0.0.1 and 3.9 us for ::ffff:127.0.0.1 in a loop, against 0.1 us here. Measured with
+  // `deno task bench` (15 interleaved rounds of new connections, --allow on, server on [::]): this path takes 11%
+  // off the server's CPU time per connection for IPv4 clients of the dual-stack listener (no round slower); for
+  // plain IPv4 listeners the gain is within the noise.
+  // Anything this pattern does not take (leading zeros, an octet over 255, other forms) goes the general way.
+  const quad = DOTTED_QUAD.exec(hostname);
+  if (quad) {
+    const octets = [Number(quad[1]), Number(quad[2]), Number(quad[3]), Number(quad[4])];
+    if (octets[0] <= 255 && octets[1] <= 255 && octets[2] <= 255 && octets[3] <= 255) return new ipaddr.IPv4(octets);
+  }
   if (!ipaddr.isValid(hostname)) return undefined;
   const address = ipaddr.parse(hostname);
   return address instanceof ipaddr.IPv6 && address.isIPv4MappedAddress() ? address.toIPv4Address() : address;

@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { Admission, CidrError, CidrList, clientKey, parseCidr, parseClientAddress } from "../lib/access.ts";
+import ipaddr from "ipaddr.js";
 
 const list = (...rules: string[]) => new CidrList(rules.map(parseCidr));
 
@@ -54,6 +55,44 @@ Deno.test("CidrList matches by family; IPv4-mapped client addresses match IPv4 r
   assert.equal(list("::/0").has(parseClientAddress("::ffff:10.1.2.3")), false, "::/0 is IPv6 only");
   assert.equal(list("0.0.0.0/0").has(parseClientAddress("::ffff:10.1.2.3")), true);
   assert.equal(list("::ffff:10.0.0.0/104").has(parseClientAddress("10.9.9.9")), true);
+});
+
+Deno.test("parseClientAddress reads IPv4 peers, plain and IPv4-mapped, exactly as ipaddr.js's general parser does", () => {
+  // parseClientAddress takes dotted quads by a quicker path (it runs for every new connection under access rules);
+  // its answers must be those of the general reading, edge cases included.
+  const general = (hostname: string) => {
+    if (!ipaddr.isValid(hostname)) return undefined;
+    const address = ipaddr.parse(hostname);
+    return address instanceof ipaddr.IPv6 && address.isIPv4MappedAddress() ? address.toIPv4Address() : address;
+  };
+  const cases = [
+    "127.0.0.1",
+    "0.0.0.0",
+    "255.255.255.255",
+    "10.1.2.3",
+    "::ffff:127.0.0.1",
+    "::ffff:192.0.2.255",
+    "::ffff:0.0.0.0",
+    "256.0.0.1",
+    "1.2.3.256",
+    "::ffff:1.2.3.999",
+    "1.2.3",
+    "1.2.3.4.5",
+    "1.2.3.4 ",
+    "::FFFF:10.1.2.3",
+    "::ffff:0:10.1.2.3",
+    "2001:db8::1",
+    "::1",
+    "",
+    "not an address",
+  ];
+  for (const hostname of cases) {
+    const fast = parseClientAddress(hostname);
+    const slow = general(hostname);
+    assert.equal(fast?.kind(), slow?.kind(), hostname);
+    assert.equal(fast?.toString(), slow?.toString(), hostname);
+  }
+  assert.equal(parseClientAddress("::ffff:10.1.2.3")?.toString(), "10.1.2.3");
 });
 
 Deno.test("Admission: deny wins over allow; any allow rule denies the rest; no rule allows all", () => {

@@ -39,7 +39,9 @@ Deno.test("bench --smoke runs every server and measurement and writes the JSON a
     assert.equal(run.code, 0, `${stdout}\n${stderr}`);
     const results = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
     const ids = results.servers.map((s: { id: string }) => s.id);
-    for (const id of ["c-epoll", "echosrv", "echosrv-pipe", "echosrv-w2"]) assert.ok(ids.includes(id), id);
+    for (const id of ["c-epoll", "echosrv", "echosrv-metrics", "echosrv-limits", "echosrv-pipe", "echosrv-w2"]) {
+      assert.ok(ids.includes(id), id);
+    }
     for (const test of ["bulk", "pp1", "pp50", "connect", "memory"]) {
       for (const id of ids) {
         const samples = results.samples[test][id];
@@ -47,6 +49,20 @@ Deno.test("bench --smoke runs every server and measurement and writes the JSON a
         assert.equal(samples[0].ok, true, `${test} ${id}: ${samples[0].error}`);
       }
     }
+    await t.step("the metrics row was scraped while it ran, and every scrape read the metrics", () => {
+      const tally = results.method.scrapes["echosrv-metrics"];
+      assert.ok(tally.ok > 0, JSON.stringify(tally));
+      assert.equal(tally.failed, 0, JSON.stringify(tally));
+      assert.match(stdout, /echosrv --metrics .*: \/metrics read \d+ times/);
+    });
+    await t.step("the features are compared with the defaults, and held to the same targets", () => {
+      assert.match(stdout, /^\| echosrv --metrics .* \/ defaults \|/m);
+      assert.match(stdout, /^\| echosrv --allow \+ limits \/ defaults \|/m);
+      assert.match(
+        stdout,
+        /^\| target \| echosrv \(defaults.* \| echosrv --metrics .* \| echosrv --allow \+ limits \|$/m,
+      );
+    });
     await t.step("the table names the machine and shows every server", () => {
       assert.match(stdout, /^Machine: .+ cores/m);
       for (const s of results.servers) assert.ok(stdout.includes(`| ${s.label} |`), s.label);

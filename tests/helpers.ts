@@ -176,15 +176,25 @@ export async function spawnServer(args: string[], options: SpawnOptions = {}): P
 }
 
 /** Runs echosrv to completion with `args` (for option errors, help, version) and returns what it printed. */
-export async function runEchosrv(
+export function runEchosrv(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runTask("start", args, env, 30_000);
+}
+
+/** Runs a deno.json task's command line plus `args` to completion (bounded by `ms`); returns what it printed. */
+async function runTask(
+  task: keyof typeof denoJson.tasks,
+  args: string[],
+  env: Record<string, string>,
+  ms: number,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await within(
-    30_000,
-    `echosrv ${args.join(" ")}`,
+    ms,
+    `deno task ${task} ${args.join(" ")}`,
     new Deno.Command(Deno.execPath(), {
-      args: [...startTaskArgs(), ...args],
+      args: [...taskArgs(task), ...args],
       cwd: ROOT,
       stdin: "null",
       env: { NO_COLOR: "1", ...env },
@@ -499,22 +509,11 @@ export function taskArgs(task: keyof typeof denoJson.tasks): string[] {
 }
 
 /** Runs `echosrv service <args>` to completion as `deno task service <args>` does; returns what it printed. */
-export async function runServiceTask(
+export function runServiceTask(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await within(
-    60_000,
-    `echosrv service ${args.join(" ")}`,
-    new Deno.Command(Deno.execPath(), {
-      args: [...taskArgs("service"), ...args],
-      cwd: ROOT,
-      stdin: "null",
-      env: { NO_COLOR: "1", ...env },
-    }).output(),
-  );
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+  return runTask("service", args, env, 60_000);
 }
 
 /** The text of a file that a `--dry-run` plan would write (between its begin and end lines). */

@@ -9,7 +9,7 @@
 // either is missing, echosrv says why and runs one server in the main thread.
 
 import { getLogger, type LogRecord } from "@logtape/logtape";
-import { ListenError } from "./listen.ts";
+import { ListenError, listenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
 import type { LogConfig, RunConfig } from "./options.ts";
@@ -375,12 +375,7 @@ function probePort(hosts: readonly string[], port: number): void {
     try {
       probe = Deno.listen({ hostname, port, transport: "tcp" });
     } catch (error) {
-      if (error instanceof Deno.errors.AddrInUse) {
-        throw new ListenError(
-          `port ${port} on ${hostname.includes(":") ? `[${hostname}]` : hostname} is already in use (another ` +
-            "echosrv or program holds it); choose another --port",
-        );
-      }
+      if (error instanceof Deno.errors.AddrInUse) throw listenError(error, hostname, port, "TCP");
       continue; // other failures (no IPv6, no such address) are for the workers' own listeners to report
     }
     probe.close();

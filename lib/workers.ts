@@ -170,7 +170,6 @@ interface Member {
 export class WorkerPool implements Server {
   readonly #config: RunConfig;
   readonly #open = new SharedArrayBuffer(4);
-  readonly #gate: SharedConnectionGate;
   #members: Member[] = [];
   #stopping: Promise<void> | undefined;
   #finished = Promise.withResolvers<void>();
@@ -178,12 +177,6 @@ export class WorkerPool implements Server {
   /** @param config the configuration; `config.workers` workers are started */
   constructor(config: RunConfig) {
     this.#config = config;
-    this.#gate = new SharedConnectionGate(this.#open, config.server.maxConnections);
-  }
-
-  /** Open connections across all workers. */
-  get activeConnections(): number {
-    return this.#gate.open;
   }
 
   /** The workers' counters, summed; complete once {@link finished} has resolved (each worker reports at its end). */

@@ -173,6 +173,8 @@ export class WorkerPool implements Server {
   #members: Member[] = [];
   #stopping: Promise<void> | undefined;
   #finished = Promise.withResolvers<void>();
+  /** The number of the last metrics reading asked of a worker. */
+  #requests = 0;
 
   /** @param config the configuration; `config.workers` workers are started */
   constructor(config: RunConfig) {
@@ -203,18 +205,13 @@ export class WorkerPool implements Server {
   }
 
   #snapshot(member: Member): Promise<MetricsSnapshot> {
-    if (member.stats) {
-      const stats = member.stats;
-      return Promise.resolve({ connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats });
-    }
+    if (member.stats) return Promise.resolve(finalSnapshot(member.stats));
     const request = ++this.#requests;
     const { promise, resolve } = Promise.withResolvers<MetricsSnapshot>();
     member.snapshots.set(request, resolve);
     post(member, { kind: "snapshot", request });
     return promise;
   }
-
-  #requests = 0;
 
   /**
    * Starts the workers: the first listens on the configured port (picking one when it is 0), then the others join
@@ -333,13 +330,16 @@ export class WorkerPool implements Server {
     member.listening.reject(new Error(`worker ${member.id} ended before it listened`));
     // Readings still awaited get the final counters (or zeros, for a worker that died).
     const stats = member.stats ?? emptyStats();
-    for (const answer of member.snapshots.values()) {
-      answer({ connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats });
-    }
+    for (const answer of member.snapshots.values()) answer(finalSnapshot(stats));
     member.snapshots.clear();
     member.worker.terminate();
     member.stopped.resolve();
   }
+}
+
+/** The reading of a worker that has ended: its last counters, no open connection, draining. */
+function finalSnapshot(stats: ServerStats): MetricsSnapshot {
+  return { connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats };
 }
 
 function post(member: Member, message: ToWorker): void {

@@ -143,6 +143,17 @@ function busyCell(results: BenchResults, id: string, field: "client_busy" | "ser
   }).join(" / ");
 }
 
+/**
+ * The columns of the two tables of server CPU time per operation, in order: the test, the scale of its unit (ns per
+ * byte for bulk, us per round trip or connection for the others) and the digits shown. Both tables use these.
+ */
+const PER_OP_COLUMNS: Array<[test: TestId, scale: number, digits: number]> = [
+  ["bulk", 1e9, 2],
+  ["pp1", 1e6, 1],
+  ["pp50", 1e6, 2],
+  ["connect", 1e6, 1],
+];
+
 /** The server's CPU time per unit of work (byte, round trip, connection), scaled, as median (min-max). */
 function perOpCell(results: BenchResults, test: TestId, id: string, scale: number, digits: number): string {
   const values = okSamples(results, test, id)
@@ -308,13 +319,9 @@ export function renderTable(results: BenchResults): string {
   );
   lines.push(row(["---", "---", "---", "---", "---"]));
   for (const s of results.servers) {
-    lines.push(row([
-      s.label,
-      perOpCell(results, "bulk", s.id, 1e9, 2),
-      perOpCell(results, "pp1", s.id, 1e6, 1),
-      perOpCell(results, "pp50", s.id, 1e6, 2),
-      perOpCell(results, "connect", s.id, 1e6, 1),
-    ]));
+    lines.push(
+      row([s.label, ...PER_OP_COLUMNS.map(([test, scale, digits]) => perOpCell(results, test, s.id, scale, digits))]),
+    );
   }
   lines.push("");
   lines.push(
@@ -325,13 +332,9 @@ export function renderTable(results: BenchResults): string {
   lines.push(row(["server", "bulk, ns per byte", "ping-pong 1 conn, us", "ping-pong 50, us", "us per connection"]));
   lines.push(row(["---", "---", "---", "---", "---"]));
   for (const s of results.servers) {
-    lines.push(row([
-      s.label,
-      splitCell(results, "bulk", s.id, 1e9, 2),
-      splitCell(results, "pp1", s.id, 1e6, 1),
-      splitCell(results, "pp50", s.id, 1e6, 2),
-      splitCell(results, "connect", s.id, 1e6, 1),
-    ]));
+    lines.push(
+      row([s.label, ...PER_OP_COLUMNS.map(([test, scale, digits]) => splitCell(results, test, s.id, scale, digits))]),
+    );
   }
   const baselines = [["c-epoll", "C"], ["node", "Node.js"]].filter(([id]) => results.servers.some((s) => s.id === id));
   if (baselines.length > 0) {

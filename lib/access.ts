@@ -154,6 +154,21 @@ export class CidrList {
   }
 }
 
+/**
+ * The --allow/--deny rule for one address: a denied network never gets in (deny wins over allow); otherwise an
+ * empty or absent allow list lets everyone in, and a non-empty one only its networks. TCP admission and the UDP echo
+ * both ask this.
+ *
+ * @param address the client, parsed by {@link parseClientAddress} (undefined, not an IP address, matches no network)
+ * @param allow the `--allow` networks; absent = everyone
+ * @param deny the `--deny` networks; absent = no one
+ * @returns true when the rules let the address in
+ */
+export function allowedByRules(address: Address | undefined, allow?: CidrList, deny?: CidrList): boolean {
+  if (deny?.has(address)) return false;
+  return !allow || allow.empty || allow.has(address);
+}
+
 /** Why a client is refused. */
 export type RefusalReason = "access_rule" | "per_client_cap";
 
@@ -202,8 +217,7 @@ export class Admission {
   admit(hostname: string): RefusalReason | undefined {
     const { allow, deny, maxPerClient } = this.#rules;
     if (!allow.empty || !deny.empty) {
-      const address = parseClientAddress(hostname);
-      if (deny.has(address) || (!allow.empty && !allow.has(address))) return "access_rule";
+      if (!allowedByRules(parseClientAddress(hostname), allow, deny)) return "access_rule";
     }
     if (maxPerClient > 0) {
       const key = clientKey(hostname);

@@ -64,6 +64,16 @@ export type GateRefusal =
   | "proxy_timeout"
   | "tls_handshake";
 
+/** The counter each refusal adds to. */
+const COUNTER_OF: Record<GateRefusal, keyof AdmissionCounters> = {
+  per_client_cap: "refusedPerClient",
+  access_rule: "refusedAccessRule",
+  proxy_untrusted: "refusedProxyUntrusted",
+  proxy_header: "refusedProxyHeader",
+  proxy_timeout: "refusedProxyTimeout",
+  tls_handshake: "tlsHandshakeErrors",
+};
+
 const EMPTY = new Uint8Array(0);
 
 /**
@@ -165,26 +175,7 @@ export class Gate {
   }
 
   #refuse(session: GatedSession, reason: GateRefusal, detail?: string): null {
-    switch (reason) {
-      case "per_client_cap":
-        this.#counters.refusedPerClient++;
-        break;
-      case "access_rule":
-        this.#counters.refusedAccessRule++;
-        break;
-      case "proxy_untrusted":
-        this.#counters.refusedProxyUntrusted++;
-        break;
-      case "proxy_header":
-        this.#counters.refusedProxyHeader++;
-        break;
-      case "proxy_timeout":
-        this.#counters.refusedProxyTimeout++;
-        break;
-      case "tls_handshake":
-        this.#counters.tlsHandshakeErrors++;
-        break;
-    }
+    this.#counters[COUNTER_OF[reason]]++;
     const { hostname, port } = reason === "proxy_untrusted" ? session.conn.remoteAddr : session.client;
     const peer = formatAddress(clientKey(hostname), port);
     let log = this.#logs.get(reason);

@@ -143,7 +143,7 @@ function bindEach<T extends { addr: Deno.Addr; close(): void }>(
           });
           continue;
         }
-        throw describe(error, host, port, kind);
+        throw listenError(error, host, port, kind);
       }
       bound.push(socket);
       const addr = socket.addr as Deno.NetAddr;
@@ -177,7 +177,17 @@ function listenOne(
   return Deno.listen({ hostname, port, transport: "tcp" });
 }
 
-function describe(error: unknown, host: string, port: number, kind: "TCP" | "TLS" | "UDP"): ListenError {
+/**
+ * The {@link ListenError} for a bind that failed, in words a user can act on ("port 40007 on 0.0.0.0 is already in
+ * use ...", "permission denied", "no such address").
+ *
+ * @param error what the bind threw
+ * @param host the address it bound
+ * @param port the port
+ * @param kind the transport, named in the message for UDP
+ * @returns the error to throw
+ */
+export function listenError(error: unknown, host: string, port: number, kind: "TCP" | "TLS" | "UDP"): ListenError {
   const where = `${kind === "UDP" ? "UDP " : ""}port ${port} on ${host.includes(":") ? `[${host}]` : host}`;
   if (error instanceof Deno.errors.AddrInUse) {
     return new ListenError(`${where} is already in use (another echosrv or program holds it); choose another --port`);

@@ -152,13 +152,12 @@ export class RateLimitedLog {
   #count = 0;
   #lastEmit = -Infinity;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #detail = "";
 
   /**
    * @param intervalMs the least time between two lines
    * @param emit writes one line for `count` events (with the latest detail)
    */
-  #detail = "";
-
   constructor(private readonly intervalMs: number, private readonly emit: (count: number, detail: string) => void) {}
 
   /**

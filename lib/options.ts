@@ -291,10 +291,7 @@ function addServerOptions(command: Command): Command {
     )
     .addOption(
       new Option("--log-file <path>", "also append the log lines to this file").env(ENV_VARS.logFile)
-        .argParser((t) => {
-          if (t.trim() === "") throw new InvalidArgumentError("the path is empty");
-          return t;
-        }),
+        .argParser(nonEmptyPath),
     )
     .addOption(
       new Option("--copy <strategy>", "how bytes are copied back: loop (read/write loop) or pipe (readable.pipeTo)")
@@ -382,6 +379,7 @@ function addOperationsOptions(command: Command): Command {
     );
 }
 
+/** Reads a file path option (--log-file, --tls-cert, --tls-key): any text but an empty or blank one. */
 function nonEmptyPath(text: string): string {
   if (text.trim() === "") throw new InvalidArgumentError("the path is empty");
   return text;

@@ -26,8 +26,6 @@ export const V2_SIGNATURE: Uint8Array = Uint8Array.of(
 );
 /** The longest version 1 header, CRLF included (the specification's limit). */
 export const V1_MAX_LENGTH = 107;
-/** The longest version 2 header: 16 fixed bytes and a 16-bit length. */
-export const V2_MAX_LENGTH = 16 + 0xffff;
 const V1_PREFIX = new TextEncoder().encode("PROXY ");
 
 /** An address and port carried by the header. */

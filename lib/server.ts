@@ -124,6 +124,11 @@ function peerOf({ hostname, port }: { hostname: string; port: number }): string 
   return formatAddress(clientKey(hostname), port);
 }
 
+/** How often a sweep that enforces a limit of `limitMs` ticks: a tenth of it, from 10 ms to 1 s. */
+function sweepPeriod(limitMs: number): number {
+  return Math.min(Math.max(Math.floor(limitMs / 10), 10), 1000);
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -391,11 +396,10 @@ export class EchoServer {
   #classify(error: unknown): EndReason {
     // A TLS client that closes without close_notify (many do): an ordinary end, not an error.
     if (error instanceof Deno.errors.UnexpectedEof) return "closed by peer";
-    if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe) {
-      this.stats.resets++;
-      return "reset by peer";
-    }
-    if (error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected) {
+    if (
+      error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
+      error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected
+    ) {
       this.stats.resets++;
       return "reset by peer";
     }
@@ -412,7 +416,7 @@ export class EchoServer {
    * closed before it has been quiet for the full timeout, and at most one tick after.
    */
   #startIdleSweep(timeoutMs: number): void {
-    const period = Math.min(Math.max(Math.floor(timeoutMs / 10), 10), 1000);
+    const period = sweepPeriod(timeoutMs);
     this.#sweepTimer = setInterval(() => {
       const now = activityClock.now = performance.now();
       for (const session of this.#sessions) {
@@ -440,7 +444,7 @@ export class EchoServer {
       this.#config.tls ? TLS_HANDSHAKE_TIMEOUT_MS : 0,
     ].filter((ms) => ms > 0);
     if (limits.length === 0) return;
-    const period = Math.min(Math.max(Math.floor(Math.min(...limits) / 10), 10), 1000);
+    const period = sweepPeriod(Math.min(...limits));
     this.#limitSweepTimer = setInterval(() => {
       const now = performance.now();
       for (const session of this.#sessions) {

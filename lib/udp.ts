@@ -5,7 +5,7 @@
 // the --allow/--deny rules apply; and each source address has a token bucket (`--udp-rate` per second, a burst of
 // one second), kept in a table of bounded size. Off by default.
 
-import { type CidrList, clientKey, parseClientAddress } from "./access.ts";
+import { allowedByRules, type CidrList, clientKey, parseClientAddress } from "./access.ts";
 import { formatAddress, openDatagramSockets } from "./listen.ts";
 import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
 
@@ -152,11 +152,7 @@ export class UdpEcho {
   constructor(options: UdpEchoOptions) {
     this.#options = options;
     const { allow, deny } = options;
-    const admits = (hostname: string) => {
-      const address = parseClientAddress(hostname);
-      if (deny?.has(address)) return false;
-      return !allow || allow.empty || allow.has(address);
-    };
+    const admits = (hostname: string) => allowedByRules(parseClientAddress(hostname), allow, deny);
     this.#sources = new SourceTable(options.ratePerSource, MAX_UDP_SOURCES, admits);
     const dropLog = (reason: string) =>
       new RateLimitedLog(

@@ -9,7 +9,7 @@
 // either is missing, echosrv says why and runs one server in the main thread.
 
 import { getLogger, type LogRecord } from "@logtape/logtape";
-import { ListenError } from "./listen.ts";
+import { ListenError, listenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
 import type { LogConfig, RunConfig } from "./options.ts";
@@ -170,20 +170,15 @@ interface Member {
 export class WorkerPool implements Server {
   readonly #config: RunConfig;
   readonly #open = new SharedArrayBuffer(4);
-  readonly #gate: SharedConnectionGate;
   #members: Member[] = [];
   #stopping: Promise<void> | undefined;
   #finished = Promise.withResolvers<void>();
+  /** The number of the last metrics reading asked of a worker. */
+  #requests = 0;
 
   /** @param config the configuration; `config.workers` workers are started */
   constructor(config: RunConfig) {
     this.#config = config;
-    this.#gate = new SharedConnectionGate(this.#open, config.server.maxConnections);
-  }
-
-  /** Open connections across all workers. */
-  get activeConnections(): number {
-    return this.#gate.open;
   }
 
   /** The workers' counters, summed; complete once {@link finished} has resolved (each worker reports at its end). */
@@ -210,18 +205,13 @@ export class WorkerPool implements Server {
   }
 
   #snapshot(member: Member): Promise<MetricsSnapshot> {
-    if (member.stats) {
-      const stats = member.stats;
-      return Promise.resolve({ connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats });
-    }
+    if (member.stats) return Promise.resolve(finalSnapshot(member.stats));
     const request = ++this.#requests;
     const { promise, resolve } = Promise.withResolvers<MetricsSnapshot>();
     member.snapshots.set(request, resolve);
     post(member, { kind: "snapshot", request });
     return promise;
   }
-
-  #requests = 0;
 
   /**
    * Starts the workers: the first listens on the configured port (picking one when it is 0), then the others join
@@ -340,13 +330,16 @@ export class WorkerPool implements Server {
     member.listening.reject(new Error(`worker ${member.id} ended before it listened`));
     // Readings still awaited get the final counters (or zeros, for a worker that died).
     const stats = member.stats ?? emptyStats();
-    for (const answer of member.snapshots.values()) {
-      answer({ connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats });
-    }
+    for (const answer of member.snapshots.values()) answer(finalSnapshot(stats));
     member.snapshots.clear();
     member.worker.terminate();
     member.stopped.resolve();
   }
+}
+
+/** The reading of a worker that has ended: its last counters, no open connection, draining. */
+function finalSnapshot(stats: ServerStats): MetricsSnapshot {
+  return { connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats };
 }
 
 function post(member: Member, message: ToWorker): void {
@@ -375,12 +368,7 @@ function probePort(hosts: readonly string[], port: number): void {
     try {
       probe = Deno.listen({ hostname, port, transport: "tcp" });
     } catch (error) {
-      if (error instanceof Deno.errors.AddrInUse) {
-        throw new ListenError(
-          `port ${port} on ${hostname.includes(":") ? `[${hostname}]` : hostname} is already in use (another ` +
-            "echosrv or program holds it); choose another --port",
-        );
-      }
+      if (error instanceof Deno.errors.AddrInUse) throw listenError(error, hostname, port, "TCP");
       continue; // other failures (no IPv6, no such address) are for the workers' own listeners to report
     }
     probe.close();

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { parseCommandLine } from "../lib/options.ts";
-import { readAll, readExactly, sleep, within, withServer, writeAll } from "./helpers.ts";
+import { hasCommand, readAll, readExactly, sleep, within, withServer, writeAll } from "./helpers.ts";
 
 Deno.test("the idle timeout never closes a connection before it has been silent for the full timeout", async () => {
   // Found by `deno task stress` (kind idle-timeout): with --idle-timeout 10s a connection was closed after 7.9 s of
@@ -88,9 +88,7 @@ Deno.test("[pipe] a slow reader that half-closes gets its whole echo (the end of
   // server logged "Interrupted: operation canceled". conn.readable closes the connection the moment it reads the
   // peer's end of stream, and since Deno 2.9 that cancels the write still in flight to a peer that reads slowly.
   // Deno cannot shrink a socket's receive buffer, so the slow peer is a Python socket.
-  const python = await new Deno.Command("python3", { args: ["--version"], stdout: "null", stderr: "null" }).output()
-    .then((o) => o.success, () => false);
-  if (!python) {
+  if (!(await hasCommand("python3", ["--version"]))) {
     console.log("skipped: python3 is not installed; this test's slow peer is a Python socket (SO_RCVBUF 4096)");
     return;
   }

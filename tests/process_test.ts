@@ -7,6 +7,7 @@ import {
   connectWhenUp,
   echoSession,
   freePort,
+  hasCommand,
   pseudoRandomBytes,
   readAll,
   readExactly,
@@ -184,9 +185,7 @@ Deno.test("the text format is one readable line per record", async () => {
 });
 
 Deno.test("out of file descriptors (EMFILE), the server keeps serving and accepts again when clients leave", async () => {
-  const prlimit = await new Deno.Command("prlimit", { args: ["--version"], stdout: "null", stderr: "null" }).output()
-    .then((o) => o.success, () => false);
-  if (!prlimit) {
+  if (!(await hasCommand("prlimit", ["--version"]))) {
     console.log("skipped: prlimit (util-linux) is not installed");
     return;
   }

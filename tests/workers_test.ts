@@ -24,6 +24,8 @@ import {
 } from "./helpers.ts";
 
 const LOOPBACK = ["-H", "127.0.0.1", "-H", "::1"];
+/** Two workers on a port the OS picks, on IPv4 loopback: how most tests here start the server. */
+const TWO_WORKERS = ["--port", "0", "-H", "127.0.0.1", "--workers", "2"];
 const linuxOnly = Deno.build.os !== "linux";
 
 /** The "opened" lines of the workers (they need --log-level debug). */
@@ -49,6 +51,14 @@ async function spreadOverBothWorkers<T>(server: ServerProcess, least: number, op
     if (made.length >= least && workersThatServed(server).size === 2) return made;
   }
   throw new Error("64 connections all landed on one worker");
+}
+
+/** Waits until both workers have logged that they stopped accepting (the drain has begun in each). */
+async function bothDraining(server: ServerProcess): Promise<void> {
+  await server.waitFor(
+    () => server.records().filter((r) => /^worker \d+: stopped accepting/.test(r.message)).length === 2,
+    "both workers to begin draining",
+  );
 }
 
 Deno.test({
@@ -87,16 +97,7 @@ Deno.test({
   name: "--workers 2: the connection cap counts the connections of all workers together",
   ignore: linuxOnly,
   async fn() {
-    await using server = await spawnServer([
-      "--port",
-      "0",
-      "-H",
-      "127.0.0.1",
-      "--workers",
-      "2",
-      "--max-connections",
-      "4",
-    ]);
+    await using server = await spawnServer([...TWO_WORKERS, "--max-connections", "4"]);
     const open = [];
     try {
       for (let i = 0; i < 4; i++) open.push(await servedConnection(server.port));
@@ -125,18 +126,7 @@ Deno.test({
   name: "--workers 2: the idle timeout closes silent connections on every worker",
   ignore: linuxOnly,
   async fn() {
-    await using server = await spawnServer([
-      "--port",
-      "0",
-      "-H",
-      "127.0.0.1",
-      "--workers",
-      "2",
-      "--idle-timeout",
-      "500ms",
-      "--log-level",
-      "debug",
-    ]);
+    await using server = await spawnServer([...TWO_WORKERS, "--idle-timeout", "500ms", "--log-level", "debug"]);
     const conns = await spreadOverBothWorkers(server, 4, () => servedConnection(server.port));
     try {
       const ends = await Promise.all(conns.map((conn) => readAll(conn, 15_000)));
@@ -157,18 +147,7 @@ Deno.test({
   name: "--workers 2: SIGTERM stops every worker gracefully; in-flight sessions finish, new connections are refused",
   ignore: linuxOnly,
   async fn() {
-    await using server = await spawnServer([
-      "--port",
-      "0",
-      "-H",
-      "127.0.0.1",
-      "--workers",
-      "2",
-      "--shutdown-timeout",
-      "30s",
-      "--log-level",
-      "debug",
-    ]);
+    await using server = await spawnServer([...TWO_WORKERS, "--shutdown-timeout", "30s", "--log-level", "debug"]);
     let seed = 10;
     const sessions = await spreadOverBothWorkers(server, 4, async () => {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
@@ -180,10 +159,7 @@ Deno.test({
     });
     try {
       server.signal("SIGTERM");
-      await server.waitFor(
-        () => server.records().filter((r) => /^worker \d+: stopped accepting/.test(r.message)).length === 2,
-        "both workers to begin draining",
-      );
+      await bothDraining(server);
       const attempt = await Deno.connect({ hostname: "127.0.0.1", port: server.port })
         .then((c) => (c.close(), "connected"), (e: Error) => e.name);
       assert.ok(["ConnectionRefused", "ConnectionReset"].includes(attempt), `refused while draining: ${attempt}`);
@@ -208,25 +184,11 @@ Deno.test({
   name: "--workers 2: a second signal closes the sessions of every worker at once",
   ignore: linuxOnly,
   async fn() {
-    await using server = await spawnServer([
-      "--port",
-      "0",
-      "-H",
-      "127.0.0.1",
-      "--workers",
-      "2",
-      "--shutdown-timeout",
-      "1h",
-      "--log-level",
-      "debug",
-    ]);
+    await using server = await spawnServer([...TWO_WORKERS, "--shutdown-timeout", "1h", "--log-level", "debug"]);
     const conns = await spreadOverBothWorkers(server, 2, () => servedConnection(server.port));
     try {
       server.signal("SIGTERM");
-      await server.waitFor(
-        () => server.records().filter((r) => /^worker \d+: stopped accepting/.test(r.message)).length === 2,
-        "both workers to begin draining",
-      );
+      await bothDraining(server);
       server.signal("SIGTERM");
       assert.equal(await server.exited(15_000), 0);
       for (const conn of conns) assert.equal((await readAll(conn, 10_000)).length, 0, "closed by the server");
@@ -241,7 +203,7 @@ Deno.test({
   ignore: linuxOnly,
   async fn() {
     const withoutFlag = startTaskArgs().filter((arg) => arg !== "--unstable-net");
-    await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1", "--workers", "2"], {
+    await using server = await spawnServer(TWO_WORKERS, {
       runArgs: withoutFlag,
     });
     const warning = server.records().find((r) => r.level === "WARN" && r.message.includes("--workers 2"));

@@ -5,7 +5,8 @@
 // stop, start, restart, uninstall and an install onto a port already in use are checked as a user sees them (exit
 // codes, status text, echoed bytes, journal lines). The container is powered off and its copy removed whatever
 // happens. Skipped, with the reason printed, when not root on Linux, when systemd-nspawn or debootstrap is missing,
-// or when the root file system cannot be built. Every wait is bounded.
+// or when the root file system cannot be built. Every wait is bounded. ECHOSRV_SYSTEMD_CACHE moves the cache,
+// ECHOSRV_DEBIAN_MIRROR names another Debian mirror.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";

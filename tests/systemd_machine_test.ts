@@ -221,10 +221,18 @@ class Machine {
   }
 }
 
-/** The copy the container boots and the files it is given, in one folder removed afterwards. */
-async function prepareRun(): Promise<string> {
-  const dir = join(CACHE, `run-${Deno.pid}`);
-  await Deno.remove(dir, { recursive: true }).catch(() => {});
+/** Removes the folders of earlier runs that were killed before their cleanup (their process is gone). */
+async function removeStaleRuns(): Promise<void> {
+  for await (const entry of Deno.readDir(CACHE)) {
+    const pid = /^run-(\d+)$/.exec(entry.name)?.[1];
+    if (pid === undefined) continue;
+    const alive = (await run(["ps", "-p", pid], { ms: 10_000 })).code === 0 && pid !== String(Deno.pid);
+    if (!alive) await Deno.remove(join(CACHE, entry.name), { recursive: true }).catch(() => {});
+  }
+}
+
+/** Fills `dir` with the copy the container boots and the files it is given (the caller removes it afterwards). */
+async function prepareRun(dir: string): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   const copy = await run(["cp", "-a", "--reflink=auto", ROOTFS, join(dir, "rootfs")], { ms: 300_000 });
   assert.equal(copy.code, 0, `copying the root file system: ${copy.stderr}`);
@@ -250,7 +258,6 @@ async function prepareRun(): Promise<string> {
   );
   assert.equal(cached.code, 0, `deno cache main.ts: ${cached.stderr}`);
   await run(["chmod", "-R", "a+rX", join(dir, "project"), join(dir, "deno-dir")], { ms: 60_000 });
-  return dir;
 }
 
 /** Python inside the container: connect to HOST:PORT, send standard input, half-close, print what came back. */
@@ -279,8 +286,10 @@ Deno.test({
   name: "under a real systemd (nspawn container): install, status, echo, stop, start, restart, uninstall",
   ignore: whyNot !== undefined,
   async fn(t) {
-    const dir = await prepareRun();
+    await removeStaleRuns();
+    const dir = join(CACHE, `run-${Deno.pid}`);
     try {
+      await prepareRun(dir);
       await using machine = new Machine(dir);
       await machine.booted();
       const version = (await machine.sh(["systemctl", "--version"])).stdout.split("\n")[0];

@@ -212,7 +212,29 @@ export function judgeStart(
   return now - since.at >= STAY_UP_MS ? { verdict: "up" } : { verdict: "wait", since };
 }
 
-/** A step that waits until the service has stayed up, and fails with systemd's own account when it does not. */
+/**
+ * The journal of one run of a unit (one invocation): what the program printed and what systemd said about it,
+ * from start to exit, at most `lines` lines. `systemctl status` is no use for this: while a unit waits to be
+ * restarted it shows only systemd's own lines, not the program's account of why it exited (such as "port 17007 is
+ * already in use").
+ *
+ * @param unit the unit, e.g. echosrv.service
+ * @param invocationId its InvocationID (as `systemctl show` gives it); empty for the unit's latest lines
+ * @param lines the most lines to return
+ * @returns the journal lines, or "" when the journal cannot be read
+ */
+export async function journalOfRun(unit: string, invocationId: string, lines = 12): Promise<string> {
+  // Lines written before this moment are in the journal once --sync returns (a root-only request; best effort).
+  await runTool(["journalctl", "--sync"]).catch(() => undefined);
+  const match = /^[0-9a-f]{32}$/.test(invocationId)
+    ? [`_SYSTEMD_INVOCATION_ID=${invocationId}`, "+", `INVOCATION_ID=${invocationId}`]
+    : ["--unit", unit];
+  const shown = await runTool(["journalctl", "--no-pager", "--quiet", "--output=short", `--lines=${lines}`, ...match])
+    .catch(() => undefined);
+  return shown?.code === 0 ? shown.stdout.trim() : "";
+}
+
+/** A step that waits until the service has stayed up, and fails with the journal of the run that did not. */
 function waitUntilServing(name: string): Step {
   const unit = `${name}.service`;
   let since: { pid: string; at: number } | undefined;
@@ -224,17 +246,22 @@ function waitUntilServing(name: string): Step {
       const shown = await runTool([
         "systemctl",
         "show",
-        "--property=ActiveState,SubState,MainPID,Result",
+        "--property=ActiveState,SubState,MainPID,Result,InvocationID",
         unit,
       ]);
-      const judged = judgeStart(parseProperties(shown.stdout), since, performance.now());
+      const props = parseProperties(shown.stdout);
+      const judged = judgeStart(props, since, performance.now());
       if (judged.verdict === "up") return true;
       if (judged.verdict === "wait") {
         since = judged.since ?? since;
         return false;
       }
-      const recent = (await runTool(["systemctl", "status", "--no-pager", "--lines=5", unit])).stdout.trim();
-      throw new ServiceError(`${unit} did not stay up: ${judged.why}. systemd says:\n${recent}`);
+      const journal = await journalOfRun(unit, props.InvocationID ?? "");
+      const account = journal ||
+        (await runTool(["systemctl", "status", "--no-pager", "--lines=5", unit])).stdout.trim();
+      throw new ServiceError(
+        `${unit} did not stay up: ${judged.why}. ${journal ? "The journal of that run" : "systemd says"}:\n${account}`,
+      );
     },
   };
 }
@@ -363,13 +390,22 @@ export class SystemdManager implements ServiceManager {
     const shown = await runTool([
       "systemctl",
       "show",
-      "--property=LoadState,ActiveState,SubState,MainPID,UnitFileState",
+      "--property=LoadState,ActiveState,SubState,MainPID,UnitFileState,InvocationID",
       unit,
     ]);
     if (shown.code !== 0) throw new ServiceError(`systemctl show ${unit} failed: ${shown.stderr.trim()}`);
     const props = parseProperties(shown.stdout);
     if (props.LoadState === "not-found") return { installed: false, state: "not installed", detail: "" };
-    const detail = (await runTool(["systemctl", "status", "--no-pager", "--lines=5", unit])).stdout.trim();
+    let detail = (await runTool(["systemctl", "status", "--no-pager", "--lines=5", unit])).stdout.trim();
+    // A unit that exited with an error and waits to be restarted is "activating" to systemd: not starting, to a user.
+    const crashed = props.SubState === "auto-restart" || props.ActiveState === "failed";
+    if (crashed) {
+      const journal = await journalOfRun(unit, props.InvocationID ?? "");
+      if (journal) detail += `\nThe journal of its last run:\n${journal}`;
+    }
+    if (props.SubState === "auto-restart") {
+      return { installed: true, state: "exited with an error, restarting", detail };
+    }
     const states: Record<string, string> = {
       active: "running",
       inactive: "stopped",

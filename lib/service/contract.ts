@@ -85,6 +85,28 @@ export interface ServiceDefinition {
   config: RunConfig;
 }
 
+/**
+ * The file descriptors a service may open, for the managers that set a limit (systemd's LimitNOFILE, launchd's
+ * NumberOfFiles): the connection cap plus room for listeners, logs and the runtime.
+ *
+ * @param maxConnections `--max-connections` (0 = no limit)
+ * @returns the descriptor limit
+ */
+export function fileLimit(maxConnections: number): number {
+  return maxConnections === 0 ? 1_048_576 : Math.max(65_536, maxConnections + 1024);
+}
+
+/**
+ * How long a manager waits for the service to stop before it kills it: `--shutdown-timeout` plus 5 s, so that a
+ * graceful stop is never cut short.
+ *
+ * @param config the service's configuration
+ * @returns the wait in whole seconds
+ */
+export function stopGraceSeconds(config: RunConfig): number {
+  return Math.ceil(config.server.shutdownTimeoutMs / 1000) + 5;
+}
+
 /** What a manager reports about a service. */
 export interface ServiceStatus {
   /** False when no service of that name is registered. */

@@ -5,6 +5,7 @@
 
 import { join } from "node:path";
 import {
+  fileLimit,
   launchArgs,
   type Plan,
   runTool,
@@ -13,8 +14,8 @@ import {
   type ServiceManager,
   type ServiceStatus,
   shellQuote,
+  stopGraceSeconds,
 } from "./contract.ts";
-import { fileLimit } from "./systemd.ts";
 import { VERSION } from "../version.ts";
 
 /** Where system-wide daemons are defined. */
@@ -93,7 +94,7 @@ export function launchdPlist(definition: ServiceDefinition): string {
     "  <key>ThrottleInterval</key>",
     "  <integer>5</integer>",
     "  <key>ExitTimeOut</key>",
-    `  <integer>${Math.ceil(config.server.shutdownTimeoutMs / 1000) + 5}</integer>`,
+    `  <integer>${stopGraceSeconds(config)}</integer>`,
     "  <key>SoftResourceLimits</key>",
     "  <dict>",
     "    <key>NumberOfFiles</key>",

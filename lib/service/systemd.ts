@@ -6,6 +6,7 @@
 
 import { dirname, isAbsolute, join } from "node:path";
 import {
+  fileLimit,
   launchArgs,
   type Plan,
   runTool,
@@ -15,16 +16,12 @@ import {
   type ServiceStatus,
   shellQuote,
   type Step,
+  stopGraceSeconds,
 } from "./contract.ts";
 import { VERSION } from "../version.ts";
 
 /** Where units written by the administrator live. */
 export const UNIT_DIR = "/etc/systemd/system";
-
-/** File descriptors the service may open: the connection cap plus room for listeners, logs and the runtime. */
-export function fileLimit(maxConnections: number): number {
-  return maxConnections === 0 ? 1_048_576 : Math.max(65_536, maxConnections + 1024);
-}
 
 /**
  * Quotes one ExecStart= argument by systemd's rules: plain words stay as they are, others go in double quotes with
@@ -59,18 +56,13 @@ export function quoteSystemdProgram(path: string): string {
   return /\s/.test(literal) ? `"${literal}"` : literal;
 }
 
-/** Writes a path of a setting such as ReadWritePaths=: `%` doubled, quoted when it has spaces or quotes. */
-function quoteSystemdPath(path: string): string {
-  if (/[\n\r]/.test(path)) throw new ServiceError(`a path cannot contain a line break: ${path}`);
-  const literal = path.replaceAll("%", "%%");
-  if (!/[\s"'\\]/.test(literal)) return literal;
-  return `"${literal.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
-}
-
-/** Quotes an Environment= assignment: `%` doubled (specifiers), quoted when it has spaces or quotes. */
-function quoteSystemdEnv(assignment: string): string {
-  if (/[\n\r]/.test(assignment)) throw new ServiceError(`an environment value cannot contain a line break`);
-  const literal = assignment.replaceAll("%", "%%");
+/**
+ * Writes the value of a setting such as ReadWritePaths= or Environment=: `%` doubled (specifiers), quoted when it
+ * has spaces, quotes or backslashes.
+ */
+function quoteSystemdValue(value: string): string {
+  if (/[\n\r]/.test(value)) throw new ServiceError(`a value in the unit cannot contain a line break: ${value}`);
+  const literal = value.replaceAll("%", "%%");
   if (!/[\s"'\\]/.test(literal)) return literal;
   return `"${literal.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
 }
@@ -112,7 +104,7 @@ export function systemdUnit(definition: ServiceDefinition): string {
   const logFile = config.log.file ?? defaultLogFile(name);
   const extraWritable = dirname(logFile) === `/var/log/${name}` ? [] : [dirname(logFile)];
   // Let the stop take its course: systemd's default would kill after 90 s, whatever --shutdown-timeout says.
-  const stopSeconds = Math.ceil(config.server.shutdownTimeoutMs / 1000) + 5;
+  const stopSeconds = stopGraceSeconds(config);
   const oneLine = (text: string) => text.replace(/[\r\n]+/g, " ").replaceAll("%", "%%");
   const lines = [
     `# ${name}.service: written by \`echosrv service install\` (echosrv ${VERSION}); remove it with`,
@@ -127,7 +119,7 @@ export function systemdUnit(definition: ServiceDefinition): string {
     `ExecStart=${[quoteSystemdProgram(argv[0]), ...argv.slice(1).map(quoteSystemdArg)].join(" ")}`,
     ...(launcher.kind === "source"
       ? [
-        ...(launcher.denoDir ? [`Environment=${quoteSystemdEnv(`DENO_DIR=${launcher.denoDir}`)}`] : []),
+        ...(launcher.denoDir ? [`Environment=${quoteSystemdValue(`DENO_DIR=${launcher.denoDir}`)}`] : []),
         "Environment=DENO_NO_UPDATE_CHECK=1",
       ]
       : []),
@@ -137,7 +129,7 @@ export function systemdUnit(definition: ServiceDefinition): string {
     `LimitNOFILE=${fileLimit(config.server.maxConnections)}`,
     "DynamicUser=yes",
     `LogsDirectory=${name}`,
-    ...extraWritable.map((dir) => `ReadWritePaths=${quoteSystemdPath(dir)}`),
+    ...extraWritable.map((dir) => `ReadWritePaths=${quoteSystemdValue(dir)}`),
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
     `ProtectHome=${reads.some(underHome) || underHome(logFile) ? "read-only" : "yes"}`,

@@ -10,12 +10,11 @@ import { startProgram } from "./lib/program.ts";
 import { runStats } from "./lib/stats.ts";
 import { windowsServiceProgram } from "./lib/service/windows_program.ts";
 import { runServiceCommand } from "./lib/service/commands.ts";
-
-/** The signals that ask for a stop: Ctrl+C everywhere, SIGTERM on Unix, Ctrl+Break on Windows. */
-const STOP_SIGNALS: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
+import { describeStopSource, listenForStopRequests } from "./lib/stop_requests.ts";
 
 /**
- * Runs the server in the foreground until a stop signal: the first stops gracefully, a second at once.
+ * Runs the server in the foreground until asked to stop (see lib/stop_requests.ts): the first request stops
+ * gracefully, a deliberate second one (a second or more later) at once.
  *
  * @param config the validated configuration
  * @returns the process exit code
@@ -27,21 +26,33 @@ export async function runForeground(config: RunConfig): Promise<number> {
     return started.exitCode;
   }
   const program = started.program;
-
-  let signals = 0;
-  const onSignal = () => {
-    signals++;
-    if (signals === 1) {
-      serverLog.info("stop requested; a second Ctrl+C or SIGTERM stops at once");
+  const stopListening = listenForStopRequests((decision, source) => {
+    if (decision === "graceful") {
+      serverLog.info(
+        "stop requested ({source}); to stop at once, press Ctrl+C or send SIGTERM again a second or more later",
+        {
+          source: describeStopSource(source),
+        },
+      );
       program.stop();
-    } else {
-      serverLog.info("second stop request: closing every connection now");
+    } else if (decision === "immediate") {
+      serverLog.info("second stop request ({source}): closing every connection now", {
+        source: describeStopSource(source),
+      });
       program.stop(0);
+    } else if (decision === "ignored") {
+      serverLog.info("SIGHUP ignored: echosrv has no terminal to lose; stop it with SIGTERM or Ctrl+C");
+    } else {
+      serverLog.debug(
+        "{source} again: the same stop request (a process group gets each signal twice under deno task)",
+        {
+          source: describeStopSource(source),
+        },
+      );
     }
-  };
-  for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, onSignal);
+  });
   await program.finished;
-  for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, onSignal);
+  stopListening();
   await closeLogging();
   return 0;
 }

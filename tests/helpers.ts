@@ -150,6 +150,11 @@ export interface SpawnOptions {
   noWait?: boolean;
   /** Deno's arguments before the server's own, instead of the start task's (e.g. without `--unstable-net`). */
   runArgs?: string[];
+  /**
+   * The whole command line before the server's own arguments, instead of `deno run` with the start task's flags
+   * (e.g. `setsid deno task start`, to run it the way a terminal does).
+   */
+  command?: string[];
 }
 
 /**
@@ -158,7 +163,11 @@ export interface SpawnOptions {
  */
 export async function spawnServer(args: string[], options: SpawnOptions = {}): Promise<ServerProcess> {
   const argv = [...(options.runArgs ?? startTaskArgs()), "--log-format", "json", ...args];
-  const [cmd, ...rest] = options.wrapper ? [...options.wrapper, Deno.execPath(), ...argv] : [Deno.execPath(), ...argv];
+  const [cmd, ...rest] = options.command
+    ? [...options.command, "--log-format", "json", ...args]
+    : options.wrapper
+    ? [...options.wrapper, Deno.execPath(), ...argv]
+    : [Deno.execPath(), ...argv];
   const child = new Deno.Command(cmd, {
     args: rest,
     cwd: ROOT,

@@ -43,17 +43,22 @@ export function admissionCounters(): AdmissionCounters {
   };
 }
 
-/** What the gate needs of a session (lib/server.ts's Session has it). */
+/** The deadlines admission sets, by what they bound. */
+export type AdmissionDeadline = "proxy header timeout" | "TLS handshake timeout";
+
+/** What the gate needs of a connection (lib/connection.ts's Connection has it). */
 export interface GatedSession {
   readonly conn: EchoConn;
   /** The client: the TCP peer, or the address a PROXY header carried. Logs and rules use it. */
   client: { hostname: string; port: number };
   /** Set when the server closed the connection (stop, sweep), with the reason. */
   readonly closedBecause: string | undefined;
-  /** performance.now() time at which the server's sweep closes the connection, with `closeAtReason`. */
-  closeAt: number;
-  closeAtReason: string;
+  /** When the server's limit sweep closes the connection (performance.now() time, ms), and why. */
+  deadline: { at: number; reason: AdmissionDeadline | "duration limit" };
 }
+
+/** The deadline of a connection that has none. */
+const NONE = { at: Infinity, reason: "duration limit" } as const;
 
 /** Why a connection was refused, as the `reason` label of the metrics shows it. */
 export type GateRefusal =
@@ -113,7 +118,7 @@ export class Gate {
   }
 
   /**
-   * Runs the admission steps for one new connection. The caller's sweep enforces `closeAt` (header and handshake
+   * Runs the admission steps for one new connection. The caller's sweep enforces `deadline` (header and handshake
    * deadlines) by closing the connection, which ends a pending read here.
    *
    * @param session the new connection
@@ -126,8 +131,7 @@ export class Gate {
     if (proxy) {
       const peer = session.conn.remoteAddr;
       if (!proxy.from.has(parseClientAddress(peer.hostname))) return this.#refuse(session, "proxy_untrusted");
-      session.closeAt = performance.now() + proxy.timeoutMs;
-      session.closeAtReason = "proxy header timeout";
+      session.deadline = { at: performance.now() + proxy.timeoutMs, reason: "proxy header timeout" };
       try {
         const read = await readProxyHeader(session.conn);
         rest = read.rest;
@@ -138,7 +142,7 @@ export class Gate {
         const detail = error instanceof ProxyHeaderError ? error.message : `${(error as Error).name}`;
         return this.#refuse(session, "proxy_header", detail);
       }
-      session.closeAt = Infinity;
+      session.deadline = NONE;
     }
     if (this.#admission) {
       const refusal = this.#admission.admit(session.client.hostname);
@@ -146,8 +150,7 @@ export class Gate {
     }
     const conn = session.conn;
     if (this.#config.tls && "handshake" in conn) {
-      session.closeAt = performance.now() + TLS_HANDSHAKE_TIMEOUT_MS;
-      session.closeAtReason = "TLS handshake timeout";
+      session.deadline = { at: performance.now() + TLS_HANDSHAKE_TIMEOUT_MS, reason: "TLS handshake timeout" };
       try {
         await conn.handshake();
       } catch (error) {
@@ -155,7 +158,7 @@ export class Gate {
         if (session.closedBecause && session.closedBecause !== "TLS handshake timeout") return null;
         return this.#refuse(session, "tls_handshake", (error as Error).message ?? String(error));
       }
-      session.closeAt = Infinity;
+      session.deadline = NONE;
     }
     return rest;
   }

@@ -5,21 +5,19 @@
 // Both stop reading while a write is blocked, so a client that never reads stalls only its own connection. Both
 // throw what the socket throws (reset, broken pipe, closed by us); the caller (lib/server.ts) sorts that out.
 
+import type { CoarseClock } from "./clock.ts";
+
 /** What a copy reports while it runs, read by the server for logs, the idle sweep and the counters. */
 export interface CopyProgress {
   /** Bytes received and written back so far. */
   bytes: number;
-  /** {@link activityClock}`.now` at the last byte moved in either direction. */
+  /** {@link clock}`.now` at the last byte moved in either direction. */
   lastActive: number;
   /** `--max-bytes-per-connection`: the copy echoes this many bytes at most, then ends; absent = no limit. */
   byteLimit?: number;
+  /** The coarse clock of the per-byte path (lib/clock.ts). */
+  readonly clock: CoarseClock;
 }
-
-/**
- * A coarse clock in milliseconds that the idle sweep advances; the hot path copies it instead of asking the
- * system for the time on every read.
- */
-export const activityClock = { now: performance.now() };
 
 /**
  * The smallest read buffer, and the first of every connection. Most connections are idle most of the time, and an
@@ -72,7 +70,7 @@ export type Copy = (conn: Deno.Conn, progress: CopyProgress) => Promise<void>;
  * ```ts
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const conn = await listener.accept();
- * await copyLoop(conn, { bytes: 0, lastActive: 0 });
+ * await copyLoop(conn, { bytes: 0, lastActive: 0, clock: new CoarseClock() });
  * conn.close();
  * ```
  */
@@ -85,7 +83,7 @@ export async function copyLoop(conn: Deno.Conn, progress: CopyProgress): Promise
   for (;;) {
     const n = await conn.read(buffer);
     if (n === null) return;
-    progress.lastActive = activityClock.now;
+    progress.lastActive = progress.clock.now;
     if (progress.bytes + n >= (progress.byteLimit ?? Infinity)) return await echoLast(conn, buffer, progress);
     if (view.length !== n) view = n === buffer.length ? buffer : buffer.subarray(0, n);
     // Nagle's algorithm would hold a small echo back while an earlier one is unacknowledged, so TCP_NODELAY goes
@@ -100,7 +98,7 @@ export async function copyLoop(conn: Deno.Conn, progress: CopyProgress): Promise
     let written = await conn.write(view);
     while (written < n) written += await conn.write(buffer.subarray(written, n));
     progress.bytes += n;
-    progress.lastActive = activityClock.now;
+    progress.lastActive = progress.clock.now;
     const size = nextBufferSize(buffer.length, n);
     if (size !== buffer.length) view = buffer = new Uint8Array(size);
   }
@@ -148,7 +146,7 @@ export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise
         return;
       }
       progress.bytes += chunk.byteLength;
-      progress.lastActive = activityClock.now;
+      progress.lastActive = progress.clock.now;
       controller.enqueue(chunk);
     },
   });

@@ -5,51 +5,17 @@
 // issue 5 (bytes: a comparison per read in lib/echo.ts; age, PROXY header and TLS handshake deadlines: a sweep)
 // arm no timer per connection.
 
-import { type AdmissionCounters, admissionCounters, Gate, TLS_HANDSHAKE_TIMEOUT_MS } from "./admission.ts";
-import { clientKey } from "./access.ts";
-import { activityClock, type Copy, COPY_STRATEGIES, type CopyProgress } from "./echo.ts";
-import { type EchoConn, type EchoListener, formatAddress, openListeners } from "./listen.ts";
-import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
+import { Gate, TLS_HANDSHAKE_TIMEOUT_MS } from "./admission.ts";
+import { CoarseClock } from "./clock.ts";
+import { closeQuietly, Connection, type ConnectionContext, peerOf, type Permit } from "./connection.ts";
+import { emptyStats, type ServerStats } from "./counters.ts";
+import { COPY_STRATEGIES } from "./echo.ts";
+import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
+import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./options.ts";
 import { formatDuration } from "./units.ts";
 
-/** Counters of a server's life so far, plain numbers cheap to bump on the hot path. */
-export interface ServerStats extends AdmissionCounters {
-  /** Connections accepted and served (not counting those refused). */
-  accepted: number;
-  /** Connections closed at once because the cap was reached. */
-  refusedOverCap: number;
-  /** Connections closed by the idle timeout. */
-  closedIdle: number;
-  /** Connections that ended with a reset or broken pipe from the peer. */
-  resets: number;
-  /** Bytes echoed by connections that have ended. */
-  bytesEchoed: number;
-  /** accept() failures (EMFILE and the like), each followed by a short back-off. */
-  acceptErrors: number;
-  /** Connections closed after echoing --max-bytes-per-connection bytes. */
-  closedMaxBytes: number;
-  /** Connections closed at --max-connection-duration. */
-  closedMaxDuration: number;
-  /** Connections that ended with an error nothing above explains (logged as "unexpected"). */
-  unexpectedErrors: number;
-}
-
-/** Fresh counters, all zero. */
-export function emptyStats(): ServerStats {
-  return {
-    accepted: 0,
-    refusedOverCap: 0,
-    closedIdle: 0,
-    resets: 0,
-    bytesEchoed: 0,
-    acceptErrors: 0,
-    closedMaxBytes: 0,
-    closedMaxDuration: 0,
-    unexpectedErrors: 0,
-    ...admissionCounters(),
-  };
-}
+export { emptyStats, type ServerStats };
 
 /**
  * Admits connections under the `--max-connections` cap when several servers share one cap (the workers of
@@ -68,60 +34,8 @@ export interface EchoServerOptions {
   gate?: ConnectionGate;
   /** Listen with SO_REUSEPORT, so other servers can listen on the same port (Linux; needs `--unstable-net`). */
   reusePort?: boolean;
-}
-
-/** Why a session ended, as logged. */
-type EndReason =
-  | "closed by peer"
-  | "reset by peer"
-  | "idle timeout"
-  | "server stopping"
-  | "error"
-  | "byte limit"
-  | "duration limit"
-  | "proxy header timeout"
-  | "TLS handshake timeout";
-
-/** One open connection: the socket, its counters, and why the server closed it (if it did). */
-class Session implements CopyProgress {
-  bytes = 0;
-  lastActive = activityClock.now;
-  /** Set when the server closes the connection itself, before it does. */
-  closedBecause: EndReason | undefined;
-  /** The idle sweep's last look at {@link lastActive}, and the sweep tick from which nothing has moved since. */
-  sweptActive = NaN;
-  quietSince = 0;
-  readonly openedAt = performance.now();
-  byteLimit: number = Infinity;
-  /** The limit sweep closes the connection at this performance.now() time, for `closeAtReason`. */
-  closeAt: number = Infinity;
-  closeAtReason: EndReason = "duration limit";
-  /** The client the logs name: the TCP peer, or the one a PROXY header carried. */
-  client: { hostname: string; port: number };
-
-  constructor(readonly conn: EchoConn) {
-    this.client = conn.remoteAddr;
-  }
-
-  /** Closes the connection from our side; the copy then fails with Interrupted/BadResource and the session ends. */
-  close(reason: EndReason): void {
-    if (this.closedBecause) return;
-    this.closedBecause = reason;
-    closeQuietly(this.conn);
-  }
-}
-
-function closeQuietly(closer: { close(): void }): void {
-  try {
-    closer.close();
-  } catch {
-    // Already closed (the pipe strategy closes at end of stream; a stop may race a peer's close).
-  }
-}
-
-/** An IPv4 peer of a dual-stack listener shows as ::ffff:a.b.c.d; people expect a.b.c.d. */
-function peerOf({ hostname, port }: { hostname: string; port: number }): string {
-  return formatAddress(clientKey(hostname), port);
+  /** The clock of the per-byte path (lib/clock.ts); tests pass their own. */
+  clock?: CoarseClock;
 }
 
 /** How often a sweep that enforces a limit of `limitMs` ticks: a tenth of it, from 10 ms to 1 s. */
@@ -150,13 +64,16 @@ export class EchoServer {
 
   readonly #config: ServerConfig;
   readonly #options: EchoServerOptions;
-  readonly #copy: Copy;
+  /** What every connection of this server shares (lib/connection.ts). */
+  readonly #context: ConnectionContext;
+  /** The coarse clock of the per-byte path, advanced by the idle sweep. */
+  readonly #clock: CoarseClock;
   /** The open listeners; closed first when stopping, so new connections are refused at once. */
   #listeners: EchoListener[] = [];
   /** One accept loop per listener; a stop waits for them so the port is really free afterwards. */
   #acceptLoops: Promise<void>[] = [];
-  /** The open sessions: the cap counts them, the idle sweep and the stop walk them. */
-  readonly #sessions = new Set<Session>();
+  /** The open connections: the cap counts them, the sweeps and the stop walk them. */
+  readonly #sessions = new Set<Connection>();
   /** Set once a stop begins; from then on, the last session to end resolves {@link #drained}. */
   #stopping: Promise<void> | undefined;
   #drained = Promise.withResolvers<void>();
@@ -194,8 +111,17 @@ export class EchoServer {
   constructor(config: ServerConfig, options: EchoServerOptions = {}) {
     this.#config = config;
     this.#options = options;
-    this.#copy = COPY_STRATEGIES[config.copy];
     this.#gate = Gate.for(config, this.stats);
+    this.#clock = options.clock ?? new CoarseClock();
+    this.#context = {
+      stats: this.stats,
+      clock: this.#clock,
+      copy: COPY_STRATEGIES[config.copy],
+      gate: this.#gate,
+      byteLimit: config.maxBytesPerConnection || Infinity,
+      maxDurationMs: config.maxConnectionDurationMs ?? 0,
+      unexpected: this.#unexpected,
+    };
   }
 
   /** Open connections right now. */
@@ -321,10 +247,10 @@ export class EchoServer {
     }
   }
 
-  /** Serves one connection from accept to close. Never throws: every failure ends this connection only. */
-  async #serve(conn: EchoConn): Promise<void> {
+  /** Serves one connection from accept to close (lib/connection.ts). Never throws. */
+  #serve(conn: EchoConn): void {
     const max = this.#config.maxConnections;
-    // The cap shared by every worker (lib/workers.ts), or this server's own count of its sessions.
+    // The cap shared by every worker (lib/workers.ts), or this server's own count of its connections.
     const cap = this.#options.gate;
     if (cap ? !cap.tryEnter() : max > 0 && this.#sessions.size >= max) {
       this.stats.refusedOverCap++;
@@ -332,85 +258,22 @@ export class EchoServer {
       closeQuietly(conn);
       return;
     }
-    // TCP_NODELAY is the copy's business (lib/echo.ts): the loop sets it only once a connection echoes twice.
-    const session = new Session(conn);
-    this.#sessions.add(session);
-    let rest: Uint8Array | null = null;
-    if (this.#gate) {
-      rest = await this.#gate.admit(session);
-      if (rest === null) {
+    // The permit: the connection's place in the set (and under a shared cap), released once when it ends.
+    const permit: Permit = {
+      release: () => {
+        this.#sessions.delete(connection);
         cap?.leave();
-        return this.#endRefused(session);
-      }
-    }
-    this.stats.accepted++;
-    session.byteLimit = this.#config.maxBytesPerConnection || Infinity;
-    if (this.#config.maxConnectionDurationMs) {
-      session.closeAt = session.openedAt + this.#config.maxConnectionDurationMs;
-      session.closeAtReason = "duration limit";
-    }
-    const logEvents = connectionEventsEnabled();
-    if (logEvents) connLog.debug("opened {peer}", { peer: peerOf(session.client) });
-    let reason: EndReason = "closed by peer";
-    try {
-      if (rest && rest.length > 0) await this.#echoFirst(session, rest);
-      if (session.bytes < session.byteLimit) await this.#copy(conn, session);
-      if (session.bytes >= session.byteLimit) {
-        reason = "byte limit";
-        this.stats.closedMaxBytes++;
-      }
-    } catch (error) {
-      reason = session.closedBecause ?? this.#classify(error);
-    }
-    closeQuietly(conn);
-    this.#sessions.delete(session);
-    this.#gate?.release(session);
-    cap?.leave();
-    this.stats.bytesEchoed += session.bytes;
-    if (logEvents) {
-      connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
-        peer: peerOf(session.client),
-        durationMs: Math.round(performance.now() - session.openedAt),
-        bytes: session.bytes,
-        reason,
-      });
-    }
-    if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
-  }
-
-  /** Ends a session the gate refused (already counted and logged). */
-  #endRefused(session: Session): void {
-    closeQuietly(session.conn);
-    this.#sessions.delete(session);
-    if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
-  }
-
-  /** Echoes the client's bytes that arrived with its PROXY header, within the byte limit. */
-  async #echoFirst(session: Session, rest: Uint8Array): Promise<void> {
-    const first = rest.subarray(0, Math.min(rest.length, session.byteLimit));
-    for (let written = 0; written < first.length;) written += await session.conn.write(first.subarray(written));
-    session.bytes += first.length;
-    session.lastActive = activityClock.now;
-  }
-
-  #classify(error: unknown): EndReason {
-    // A TLS client that closes without close_notify (many do): an ordinary end, not an error.
-    if (error instanceof Deno.errors.UnexpectedEof) return "closed by peer";
-    if (
-      error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
-      error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected
-    ) {
-      this.stats.resets++;
-      return "reset by peer";
-    }
-    this.stats.unexpectedErrors++;
-    this.#unexpected.add(`${(error as Error)?.name}: ${(error as Error)?.message}`);
-    return "error";
+        if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
+      },
+    };
+    const connection = new Connection(conn, this.#context, permit);
+    this.#sessions.add(connection);
+    void connection.run();
   }
 
   /**
    * Closes connections that moved no byte for `timeoutMs`. One timer for all connections, ticking at a tenth of
-   * the timeout (10 ms to 1 s), so the hot path only copies {@link activityClock} and arms no timer per read.
+   * the timeout (10 ms to 1 s), so the hot path only copies the coarse clock (lib/clock.ts) and arms no timer.
    * That copy can be a whole tick stale (more before the first tick), so it only tells whether anything moved
    * since the last tick; silence is counted from the first tick that saw nothing new. A connection is never
    * closed before it has been quiet for the full timeout, and at most one tick after.
@@ -418,7 +281,7 @@ export class EchoServer {
   #startIdleSweep(timeoutMs: number): void {
     const period = sweepPeriod(timeoutMs);
     this.#sweepTimer = setInterval(() => {
-      const now = activityClock.now = performance.now();
+      const now = this.#clock.advance();
       for (const session of this.#sessions) {
         if (session.lastActive !== session.sweptActive) {
           session.sweptActive = session.lastActive;
@@ -433,7 +296,7 @@ export class EchoServer {
   }
 
   /**
-   * Closes sessions past their `closeAt`: --max-connection-duration, and the deadlines of the PROXY header and the
+   * Closes connections past their deadline: --max-connection-duration, and the deadlines of the PROXY header and the
    * TLS handshake. Like the idle sweep, one timer for all, ticking at a tenth of the shortest of these limits
    * (10 ms to 1 s); started only when one of them is configured.
    */
@@ -448,9 +311,9 @@ export class EchoServer {
     this.#limitSweepTimer = setInterval(() => {
       const now = performance.now();
       for (const session of this.#sessions) {
-        if (now >= session.closeAt && !session.closedBecause) {
-          if (session.closeAtReason === "duration limit") this.stats.closedMaxDuration++;
-          session.close(session.closeAtReason);
+        if (now >= session.deadline.at && !session.closedBecause) {
+          if (session.deadline.reason === "duration limit") this.stats.closedMaxDuration++;
+          session.close(session.deadline.reason);
         }
       }
     }, period);

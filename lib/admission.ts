@@ -51,8 +51,8 @@ export interface GatedSession {
   readonly conn: EchoConn;
   /** The client: the TCP peer, or the address a PROXY header carried. Logs and rules use it. */
   client: { hostname: string; port: number };
-  /** Set when the server closed the connection (stop, sweep), with the reason. */
-  readonly closedBecause: string | undefined;
+  /** Set when the server closes the connection (stop, sweep), with the reason. */
+  readonly closing: string | undefined;
   /** When the server's limit sweep closes the connection (performance.now() time, ms), and why. */
   deadline: { at: number; reason: AdmissionDeadline | "duration limit" };
 }
@@ -137,8 +137,8 @@ export class Gate {
         rest = read.rest;
         if (read.header.command === "proxy" && read.header.source) session.client = read.header.source;
       } catch (error) {
-        if (session.closedBecause === "proxy header timeout") return this.#refuse(session, "proxy_timeout");
-        if (session.closedBecause) return null; // the server is stopping
+        if (session.closing === "proxy header timeout") return this.#refuse(session, "proxy_timeout");
+        if (session.closing) return null; // the server is stopping
         const detail = error instanceof ProxyHeaderError ? error.message : `${(error as Error).name}`;
         return this.#refuse(session, "proxy_header", detail);
       }
@@ -155,7 +155,7 @@ export class Gate {
         await conn.handshake();
       } catch (error) {
         this.release(session);
-        if (session.closedBecause && session.closedBecause !== "TLS handshake timeout") return null;
+        if (session.closing && session.closing !== "TLS handshake timeout") return null;
         return this.#refuse(session, "tls_handshake", (error as Error).message ?? String(error));
       }
       session.deadline = NONE;

@@ -3,11 +3,19 @@
 // rules, per-client cap, TLS handshake, each with its deadline), echoed (lib/echo.ts), and closed, by the peer or by
 // the server (a limit, a timeout, a stop). Its deadlines and end reasons are typed, its permit is released in exactly
 // one place, and its counters are what the metrics and the closing log line report.
+//
+// Every close the server starts after admission is a lingering close, because closing a TCP socket that still holds
+// unread input makes the kernel send a reset, and a reset makes the peer's kernel discard the echo it has not read
+// yet: the write side is shut down behind the last counted byte (FIN), what keeps arriving is read and discarded
+// until the peer ends its stream or stays quiet for LINGER_QUIET_MS (bounded in all), and only then is the socket
+// closed. This is what HTTP servers do before closing (Apache's lingering close, nginx's lingering_close). A
+// refusal lingers briefly too; a deadline during admission (a PROXY header or TLS handshake that never came) closes
+// at once: nothing was echoed, and those deadlines exist to free the socket.
 
 import type { AdmissionDeadline, Gate } from "./admission.ts";
 import { clientKey } from "./access.ts";
 import type { CoarseClock } from "./clock.ts";
-import type { Copy, CopyProgress } from "./echo.ts";
+import type { Copy, CopyProgress, Phase } from "./echo.ts";
 import { type EchoConn, formatAddress } from "./listen.ts";
 import { connectionEventsEnabled, connLog, type RateLimitedLog } from "./log.ts";
 import type { ServerStats } from "./counters.ts";
@@ -15,6 +23,7 @@ import type { ServerStats } from "./counters.ts";
 /** Why the server closes a connection itself before its peer does. */
 export type CloseReason =
   | "idle timeout"
+  | "send timeout"
   | "server stopping"
   | "byte limit"
   | "duration limit"
@@ -71,7 +80,46 @@ export function closeQuietly(closer: { close(): void }): void {
   try {
     closer.close();
   } catch {
-    // Already closed (the pipe strategy closes at end of stream; a stop may race a peer's close).
+    // Already closed (a stop may race a peer's close).
+  }
+}
+
+/** A lingering close ends once the peer has sent nothing (and taken none of our echo) for this long (ms). */
+export const LINGER_QUIET_MS = 2_000;
+/** A lingering close lasts at most this long (ms), however much the peer keeps sending (as nginx's lingering_time). */
+export const LINGER_MAX_MS = 30_000;
+/** During a stop, whose grace period is already over, a lingering close lasts at most this long (ms). */
+export const STOP_LINGER_MS = 2_000;
+/** A refused connection lingers at most this long (ms). */
+export const REFUSAL_LINGER_MS = 1_000;
+/** Refused connections lingering at once, at most; past that a refusal closes at once (a flood must not pile up). */
+export const MAX_LINGERING_REFUSALS = 64;
+
+/** Where discarded input goes: shared, since nobody reads it. */
+const DISCARD = new Uint8Array(64 * 1024);
+
+let lingeringRefusals = 0;
+
+/**
+ * Refuses a connection without echoing: shuts the write side down (the peer reads end of stream, not a reset, even
+ * if it had sent something), discards what arrives for up to {@link REFUSAL_LINGER_MS}, then closes.
+ *
+ * @param conn the connection
+ * @returns resolves once the socket is closed
+ */
+export async function refuse(conn: EchoConn): Promise<void> {
+  if (lingeringRefusals >= MAX_LINGERING_REFUSALS) return closeQuietly(conn);
+  lingeringRefusals++;
+  const timer = setTimeout(() => closeQuietly(conn), REFUSAL_LINGER_MS);
+  try {
+    await conn.closeWrite();
+    while (await conn.read(DISCARD) !== null);
+  } catch {
+    // reset by the peer, or closed by the timer
+  } finally {
+    clearTimeout(timer);
+    lingeringRefusals--;
+    closeQuietly(conn);
   }
 }
 
@@ -79,21 +127,34 @@ export function closeQuietly(closer: { close(): void }): void {
 export class Connection implements CopyProgress {
   bytes = 0;
   lastActive: number;
-  readonly clock: CoarseClock;
   byteLimit: number;
-  /** The idle sweep's last look at {@link lastActive}, and the sweep tick from which nothing has moved since. */
+  phase: Phase = "admitting";
+  /** Set when the server begins to close the connection itself, with why. */
+  closing: CloseReason | undefined;
+  peerEnded = false;
+  readonly clock: CoarseClock;
+  /** The sweeps' last look at {@link lastActive}, and the sweep tick from which nothing has moved since. */
   sweptActive = NaN;
   quietSince = 0;
   readonly openedAt = performance.now();
   /** When the limit sweep closes this connection, and why. */
   deadline: Deadline = NO_DEADLINE;
-  /** Set when the server closes the connection itself, before it does. */
-  closedBecause: CloseReason | undefined;
   /** The client the logs and rules name: the TCP peer, or the one a PROXY header carried. */
   client: { hostname: string; port: number };
 
   readonly #context: ConnectionContext;
   readonly #permit: Permit;
+  /** The FIN behind the last counted byte, once asked for. */
+  #finSent: Promise<void> | undefined;
+  /** The discarding of input during the lingering close, once begun. */
+  #discarding: Promise<void> | undefined;
+  /** performance.now() times bounding the lingering close: the last sign of life from the peer, the hard end. */
+  #heardAt = 0;
+  #lingerEnd = Infinity;
+  #bytesAtCheck = 0;
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Closed at once (the socket is gone), not lingering. */
+  #aborted = false;
 
   /**
    * @param conn the accepted socket
@@ -109,10 +170,30 @@ export class Connection implements CopyProgress {
     this.byteLimit = context.byteLimit;
   }
 
-  /** Closes the connection from our side; the copy then fails with Interrupted/BadResource and the session ends. */
-  close(reason: CloseReason): void {
-    if (this.closedBecause) return;
-    this.closedBecause = reason;
+  /**
+   * Begins closing the connection from the server's side. During admission the socket is closed at once. After,
+   * it is a lingering close: with nothing of ours in flight, the FIN goes now and the pending read becomes the
+   * discard; with a write in flight, input is discarded from now and the FIN follows the write. A second call only
+   * shortens a lingering close to {@link STOP_LINGER_MS} when the server stops.
+   *
+   * @param reason why (the closing log line and the metrics say it)
+   */
+  end(reason: CloseReason): void {
+    const lingerMs = reason === "server stopping" ? STOP_LINGER_MS : LINGER_MAX_MS;
+    if (this.closing) {
+      if (reason === "server stopping") this.#lingerEnd = Math.min(this.#lingerEnd, performance.now() + lingerMs);
+      return;
+    }
+    this.closing = reason;
+    if (this.phase === "admitting") return this.abort();
+    this.#linger(lingerMs);
+    if (this.phase === "reading") this.#sendFin();
+    else this.#discarding ??= this.#discard();
+  }
+
+  /** Closes the socket now, lingering no more (a deliberate second stop request, or a lingering close that ran out). */
+  abort(): void {
+    this.#aborted = true;
     closeQuietly(this.conn);
   }
 
@@ -127,7 +208,9 @@ export class Connection implements CopyProgress {
     if (context.gate) {
       rest = await context.gate.admit(this);
       if (rest === null) {
-        closeQuietly(this.conn);
+        // A deadline closed it already; other refusals close gently.
+        if (this.closing) closeQuietly(this.conn);
+        else await refuse(this.conn);
         this.#permit.release();
         return;
       }
@@ -139,18 +222,24 @@ export class Connection implements CopyProgress {
     let reason: EndReason = "closed by peer";
     try {
       if (rest && rest.length > 0) await this.#echoFirst(rest);
-      if (this.bytes < this.byteLimit) await context.copy(this.conn, this);
-      if (this.bytes >= this.byteLimit) {
-        reason = "byte limit";
+      if (this.bytes < this.byteLimit && !this.closing) await context.copy(this.conn, this);
+      if (!this.closing && this.bytes >= this.byteLimit) {
         context.stats.closedMaxBytes++;
+        this.end("byte limit");
+      }
+      if (this.closing) {
+        reason = this.closing;
+        await this.#lingeringClose();
       }
     } catch (error) {
-      reason = this.closedBecause ?? this.#classify(error);
+      reason = this.closing ?? this.#classify(error);
     }
+    clearTimeout(this.#lingerTimer);
+    this.phase = "closing";
     closeQuietly(this.conn);
     context.gate?.release(this);
-    this.#permit.release();
     context.stats.bytesEchoed += this.bytes;
+    this.#permit.release();
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
         peer: peerOf(this.client),
@@ -164,11 +253,64 @@ export class Connection implements CopyProgress {
   /** Echoes the client's bytes that arrived with its PROXY header, within the byte limit. */
   async #echoFirst(rest: Uint8Array): Promise<void> {
     const first = rest.subarray(0, Math.min(rest.length, this.byteLimit));
-    for (let written = 0; written < first.length;) written += await this.conn.write(first.subarray(written));
-    this.bytes += first.length;
-    this.lastActive = this.#context.clock.now;
+    this.phase = "writing";
+    for (let written = 0; written < first.length && !this.closing;) {
+      const n = await this.conn.write(first.subarray(written));
+      written += n;
+      this.bytes += n;
+      this.lastActive = this.clock.now;
+    }
   }
 
+  /** The end of a close the server started: FIN behind the last counted byte, then discard until the peer is done. */
+  async #lingeringClose(): Promise<void> {
+    if (this.#aborted) return;
+    this.phase = "closing";
+    await this.#sendFin();
+    if (!this.peerEnded) await (this.#discarding ??= this.#discard());
+  }
+
+  #sendFin(): Promise<void> {
+    return this.#finSent ??= this.conn.closeWrite().catch(() => {});
+  }
+
+  /** Reads and drops input until the peer ends its stream (or resets it, or the linger runs out). */
+  async #discard(): Promise<void> {
+    try {
+      for (;;) {
+        const n = await this.conn.read(DISCARD);
+        if (n === null) {
+          this.peerEnded = true;
+          return;
+        }
+        this.#heardAt = performance.now();
+      }
+    } catch {
+      // a reset, or the close that ended the linger
+    }
+  }
+
+  /**
+   * Bounds the lingering close: it ends (the socket is closed) once the peer has been quiet for
+   * {@link LINGER_QUIET_MS} (sent nothing, and taken none of a write in flight) or after `maxMs` in all.
+   */
+  #linger(maxMs: number): void {
+    const now = performance.now();
+    this.#heardAt = now;
+    this.#lingerEnd = now + maxMs;
+    this.#bytesAtCheck = this.bytes;
+    const check = () => {
+      const at = performance.now();
+      if (this.bytes !== this.#bytesAtCheck) {
+        this.#bytesAtCheck = this.bytes;
+        this.#heardAt = at;
+      }
+      const quietEnd = this.#heardAt + LINGER_QUIET_MS;
+      if (at >= quietEnd || at >= this.#lingerEnd) return this.abort();
+      this.#lingerTimer = setTimeout(check, Math.min(quietEnd, this.#lingerEnd) - at);
+    };
+    this.#lingerTimer = setTimeout(check, Math.min(LINGER_QUIET_MS, maxMs));
+  }
   #classify(error: unknown): EndReason {
     const stats = this.#context.stats;
     // A TLS client that closes without close_notify (many do): an ordinary end, not an error.

@@ -11,6 +11,8 @@ export interface ServerStats extends AdmissionCounters {
   refusedOverCap: number;
   /** Connections closed by the idle timeout. */
   closedIdle: number;
+  /** Connections closed by the send timeout: our echo in flight and none of it taken by the peer. */
+  closedSendTimeout: number;
   /** Connections that ended with a reset or broken pipe from the peer. */
   resets: number;
   /** Bytes echoed by connections that have ended. */
@@ -31,6 +33,7 @@ export function emptyStats(): ServerStats {
     accepted: 0,
     refusedOverCap: 0,
     closedIdle: 0,
+    closedSendTimeout: 0,
     resets: 0,
     bytesEchoed: 0,
     acceptErrors: 0,

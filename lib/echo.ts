@@ -7,14 +7,31 @@
 
 import type { CoarseClock } from "./clock.ts";
 
-/** What a copy reports while it runs, read by the server for logs, the idle sweep and the counters. */
+/** Where a connection is in its life, as the server's sweeps and its close need to know. */
+export type Phase =
+  /** Between accept and the first echo: PROXY header, access rules, TLS handshake. */
+  | "admitting"
+  /** Waiting for the peer's next bytes, with nothing of ours left to send. */
+  | "reading"
+  /** A write is in flight: the peer has not yet made room for our echo. */
+  | "writing"
+  /** The echo is over; the connection is being closed. */
+  | "closing";
+
+/** What a copy reports while it runs, read by the server for logs, the sweeps, the close and the counters. */
 export interface CopyProgress {
-  /** Bytes received and written back so far. */
+  /** Bytes written back so far: handed to the kernel, counted write by write (partial writes included). */
   bytes: number;
   /** {@link clock}`.now` at the last byte moved in either direction. */
   lastActive: number;
   /** `--max-bytes-per-connection`: the copy echoes this many bytes at most, then ends; absent = no limit. */
   byteLimit?: number;
+  /** Kept current by the copy: reading or writing. */
+  phase: Phase;
+  /** Set by the server when it closes the connection: the copy then ends at its next step, echoing nothing more. */
+  readonly closing: unknown;
+  /** Set by the copy when the peer ended its stream (a close or a half-close). */
+  peerEnded: boolean;
   /** The coarse clock of the per-byte path (lib/clock.ts). */
   readonly clock: CoarseClock;
 }
@@ -61,8 +78,10 @@ export type Copy = (conn: Deno.Conn, progress: CopyProgress) => Promise<void>;
 /**
  * The read/write loop, echosrv's default: one read, then writes until all of it is back, then the next read. It is
  * the fewest Deno operations per echoed chunk the public API allows (one `read`, usually one `write`), which is
- * what the benchmark shows matters most. The buffer follows {@link nextBufferSize}. At the peer's end of stream (a
- * close or a half-close) everything read has been written, so the caller may close the connection at once.
+ * what the benchmark shows matters most. The buffer follows {@link nextBufferSize}. It returns at the peer's end of
+ * stream (everything read has then been written back), when the byte limit has been echoed, or at its next step
+ * after the server set `progress.closing`; in every case nothing it counted is still in flight, so the caller can
+ * shut the write side down behind the last counted byte.
  *
  * @param conn the connection
  * @param progress counters updated as bytes move
@@ -70,21 +89,29 @@ export type Copy = (conn: Deno.Conn, progress: CopyProgress) => Promise<void>;
  * ```ts
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const conn = await listener.accept();
- * await copyLoop(conn, { bytes: 0, lastActive: 0, clock: new CoarseClock() });
+ * const progress = { bytes: 0, lastActive: 0, phase: "reading" as const, closing: undefined, peerEnded: false };
+ * await copyLoop(conn, { ...progress, clock: new CoarseClock() });
  * conn.close();
  * ```
  */
 export async function copyLoop(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
+  const limit = progress.byteLimit ?? Infinity;
   let buffer = new Uint8Array(MIN_BUFFER);
   // What the first write sends: the buffer itself when a read fills it, else a view of the part read. The view is
   // kept while reads keep the same length (request/response traffic), sparing an allocation per echo.
   let view = buffer;
   let nagleOff = false;
   for (;;) {
-    const n = await conn.read(buffer);
-    if (n === null) return;
+    progress.phase = "reading";
+    const read = await conn.read(buffer);
+    if (read === null) {
+      progress.peerEnded = true;
+      return;
+    }
+    // Bytes read after the server began to close are not echoed (its lingering close discards them).
+    if (progress.closing) return;
     progress.lastActive = progress.clock.now;
-    if (progress.bytes + n >= (progress.byteLimit ?? Infinity)) return await echoLast(conn, buffer, progress);
+    const n = Math.min(read, limit - progress.bytes);
     if (view.length !== n) view = n === buffer.length ? buffer : buffer.subarray(0, n);
     // Nagle's algorithm would hold a small echo back while an earlier one is unacknowledged, so TCP_NODELAY goes
     // on before the second echo. Not at accept: the first echo has nothing unacknowledged ahead of it, and a
@@ -95,63 +122,77 @@ export async function copyLoop(conn: Deno.Conn, progress: CopyProgress): Promise
       setNoDelay(conn);
     }
     // Waiting for each write before reading again is the backpressure: a peer that does not read stalls here.
+    progress.phase = "writing";
     let written = await conn.write(view);
-    while (written < n) written += await conn.write(buffer.subarray(written, n));
-    progress.bytes += n;
+    progress.bytes += written;
     progress.lastActive = progress.clock.now;
-    const size = nextBufferSize(buffer.length, n);
+    while (written < n) {
+      if (progress.closing) return;
+      const more = await conn.write(buffer.subarray(written, n));
+      written += more;
+      progress.bytes += more;
+      progress.lastActive = progress.clock.now;
+    }
+    if (progress.bytes >= limit || progress.closing) return;
+    const size = nextBufferSize(buffer.length, read);
     if (size !== buffer.length) view = buffer = new Uint8Array(size);
   }
-}
-
-/** Writes back what is left of the byte limit from `buffer` and counts it: the end of a limited copy. */
-async function echoLast(conn: Deno.Conn, buffer: Uint8Array, progress: CopyProgress): Promise<void> {
-  const last = buffer.subarray(0, progress.byteLimit! - progress.bytes);
-  for (let written = 0; written < last.length;) written += await conn.write(last.subarray(written));
-  progress.bytes += last.length;
 }
 
 /** The pipe strategy's read size: a fresh buffer per read, as Deno's own `conn.readable` allocates. */
 const PIPE_CHUNK = 64 * 1024;
 
 /**
- * The design card's shape: the connection's readable side piped into `conn.writable`, through a pass-through that
- * keeps the counters. Each read goes into a fresh 64 KiB buffer, as Deno's own `conn.readable` does; at the end
- * of stream `pipeTo` closes the connection (through `conn.writable`) once the last write is done.
+ * The design card's shape: the connection's readable side piped into a writable side (`readable.pipeTo(writable)`).
+ * Each read goes into a fresh 64 KiB buffer, as Deno's own `conn.readable` does. It ends as {@link copyLoop} does,
+ * and leaves the connection open for the caller to close.
  *
- * The readable side is not `conn.readable`: that one closes the whole connection the moment it reads the peer's
- * end of stream, and since Deno 2.9 closing cancels a write still in flight, so a peer that half-closed while its
- * echo was still queued (a slow reader) lost the tail of it.
+ * Neither side is the connection's own stream: `conn.readable` closes the whole connection the moment it reads the
+ * peer's end of stream (since Deno 2.9 that cancels a write still in flight, so a slow reader that half-closed lost
+ * the tail of its echo), and `conn.writable` neither counts a partial write nor leaves the close to the server,
+ * whose close must be a lingering one (lib/connection.ts).
  *
  * @param conn the connection
  * @param progress counters updated as bytes move
  */
 export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
   setNoDelay(conn);
+  const limit = progress.byteLimit ?? Infinity;
+  let writing = false;
   const source = new ReadableStream<Uint8Array>({
     async pull(controller) {
+      if (!writing) progress.phase = "reading";
       const buffer = new Uint8Array(PIPE_CHUNK);
       const n = await conn.read(buffer);
-      if (n === null) controller.close();
-      else controller.enqueue(buffer.subarray(0, n));
+      if (n === null) progress.peerEnded = true;
+      if (n === null || progress.closing) return controller.close();
+      progress.lastActive = progress.clock.now;
+      controller.enqueue(buffer.subarray(0, n));
     },
   }, { highWaterMark: 0 });
-  const count = new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      const limit = progress.byteLimit ?? Infinity;
-      if (progress.bytes + chunk.byteLength >= limit) {
-        controller.enqueue(chunk.subarray(0, limit - progress.bytes));
-        progress.bytes = limit;
-        controller.terminate(); // ends the writes after this chunk and stops reading
-        return;
+  const sink = new WritableStream<Uint8Array>({
+    async write(chunk, controller) {
+      writing = true;
+      progress.phase = "writing";
+      const n = Math.min(chunk.length, limit - progress.bytes);
+      for (let written = 0; written < n && !progress.closing;) {
+        const more = await conn.write(chunk.subarray(written, n));
+        written += more;
+        progress.bytes += more;
+        progress.lastActive = progress.clock.now;
       }
-      progress.bytes += chunk.byteLength;
-      progress.lastActive = progress.clock.now;
-      controller.enqueue(chunk);
+      writing = false;
+      progress.phase = "reading";
+      if (progress.bytes >= limit || progress.closing) controller.error(DONE);
     },
   });
-  await source.pipeThrough(count).pipeTo(conn.writable);
+  await source.pipeTo(sink).catch((error) => {
+    if (error !== DONE) throw error;
+  });
 }
+
+/** Ends a pipe from its writable side (the byte limit reached, or the server closing). */
+const DONE = Symbol("done");
 
 /** Turns Nagle's algorithm off, so small echoes leave at once. */
 function setNoDelay(conn: Deno.Conn): void {

@@ -152,6 +152,7 @@ export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: numbe
   ]);
   family("echosrv_connections_closed_total", "counter", "Connections the server closed because of a limit.", [
     [{ reason: "idle_timeout" }, stats.closedIdle],
+    [{ reason: "send_timeout" }, stats.closedSendTimeout],
     [{ reason: "max_bytes" }, stats.closedMaxBytes],
     [{ reason: "max_duration" }, stats.closedMaxDuration],
   ]);

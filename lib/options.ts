@@ -9,6 +9,13 @@ import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./
 import { VERSION } from "./version.ts";
 import { addServiceCommand, type ServiceRequest } from "./service/cli.ts";
 
+/**
+ * `--send-timeout`'s default (ms). Linux wakes a writer blocked on a full send buffer only once about a third of the
+ * buffer is free; with the largest automatic send buffer (4 MiB) a peer reading 10 KB/s frees that in about 140 s,
+ * and must never be cut: 5 minutes leaves room for twice that.
+ */
+export const DEFAULT_SEND_TIMEOUT_MS = 5 * 60_000;
+
 /** The port the WSK sample listened on, kept as the default. */
 export const DEFAULT_PORT = 40007;
 /** The addresses bound when no `--host` is given: IPv6 and IPv4 wildcards (see lib/listen.ts). */
@@ -29,8 +36,13 @@ export interface ServerConfig {
   hosts: string[];
   /** Cap on open connections; 0 = no cap. */
   maxConnections: number;
-  /** A connection that moves no byte for this long is closed; 0 = never. */
+  /** A connection with nothing to echo that receives nothing for this long is closed; 0 = never. */
   idleTimeoutMs: number;
+  /**
+   * A connection whose echo is in flight and whose peer takes none of it for this long is closed; 0 = never.
+   * Optional, so that code building a ServerConfig by hand may leave it out (absent means never).
+   */
+  sendTimeoutMs?: number;
   /** How long a graceful stop waits for open sessions before closing them. */
   shutdownTimeoutMs: number;
   /** The copy strategy of each connection. */
@@ -130,6 +142,7 @@ export const ENV_VARS = {
   host: "ECHOSRV_HOST",
   maxConnections: "ECHOSRV_MAX_CONNECTIONS",
   idleTimeout: "ECHOSRV_IDLE_TIMEOUT",
+  sendTimeout: "ECHOSRV_SEND_TIMEOUT",
   shutdownTimeout: "ECHOSRV_SHUTDOWN_TIMEOUT",
   logLevel: "ECHOSRV_LOG_LEVEL",
   traceFlags: "ECHOSRV_TRACE_FLAGS",
@@ -267,8 +280,16 @@ function addServerOptions(command: Command): Command {
         .default(10000).env(ENV_VARS.maxConnections).argParser(reader((t) => parseInteger(t, 0, 10_000_000))),
     )
     .addOption(
-      new Option("--idle-timeout <duration>", "close a connection that moves no byte for this long; 0 = never")
-        .default(5 * 60_000, "5m").env(ENV_VARS.idleTimeout).argParser(duration),
+      new Option(
+        "--idle-timeout <duration>",
+        "close a connection that has nothing to echo and receives nothing for this long; 0 = never",
+      ).default(5 * 60_000, "5m").env(ENV_VARS.idleTimeout).argParser(duration),
+    )
+    .addOption(
+      new Option(
+        "--send-timeout <duration>",
+        "close a connection whose peer takes none of its echo for this long (it does not read); 0 = never",
+      ).default(DEFAULT_SEND_TIMEOUT_MS, "5m").env(ENV_VARS.sendTimeout).argParser(duration),
     )
     .addOption(
       new Option("--shutdown-timeout <duration>", "on stop, how long open sessions may finish before they are closed")
@@ -404,6 +425,7 @@ interface RawServerOptions {
   host?: string[];
   maxConnections: number;
   idleTimeout: number;
+  sendTimeout: number;
   shutdownTimeout: number;
   logLevel: LogLevelName;
   traceFlags: number;
@@ -478,6 +500,7 @@ function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
       hosts: raw.host && raw.host.length > 0 ? [...new Set(raw.host)] : [...DEFAULT_HOSTS],
       maxConnections: raw.maxConnections,
       idleTimeoutMs: raw.idleTimeout,
+      sendTimeoutMs: raw.sendTimeout,
       shutdownTimeoutMs: raw.shutdownTimeout,
       copy: raw.copy,
       ...operationsConfig(raw),

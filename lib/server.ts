@@ -7,7 +7,7 @@
 
 import { Gate, TLS_HANDSHAKE_TIMEOUT_MS } from "./admission.ts";
 import { CoarseClock } from "./clock.ts";
-import { closeQuietly, Connection, type ConnectionContext, peerOf, type Permit } from "./connection.ts";
+import { closeQuietly, Connection, type ConnectionContext, peerOf, type Permit, refuse } from "./connection.ts";
 import { emptyStats, type ServerStats } from "./counters.ts";
 import { COPY_STRATEGIES } from "./echo.ts";
 import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
@@ -161,15 +161,17 @@ export class EchoServer {
     });
     this.#listeners = listeners;
     this.#acceptLoops = listeners.map((l) => this.#acceptLoop(l));
-    if (this.#config.idleTimeoutMs > 0) this.#startIdleSweep(this.#config.idleTimeoutMs);
+    this.#startQuietSweep(this.#config.idleTimeoutMs, this.#config.sendTimeoutMs ?? 0);
     this.#startLimitSweep();
     serverLog.info(
-      "echoing on port {port} (copy {copy}, max connections {maxConnections}, idle timeout {idleTimeout})",
+      "echoing on port {port} (copy {copy}, max connections {maxConnections}, idle timeout {idleTimeout}, " +
+        "send timeout {sendTimeout})",
       {
         port,
         copy: this.#config.copy,
         maxConnections: this.#config.maxConnections || "unlimited",
         idleTimeout: this.#config.idleTimeoutMs ? formatDuration(this.#config.idleTimeoutMs) : "never",
+        sendTimeout: this.#config.sendTimeoutMs ? formatDuration(this.#config.sendTimeoutMs) : "never",
       },
     );
     return { port };
@@ -207,8 +209,11 @@ export class EchoServer {
       clearTimeout(timer);
     }
     if (this.#sessions.size > 0) {
+      // A lingering close for each (lib/connection.ts), bounded by STOP_LINGER_MS; a second stop request cuts it.
       serverLog.info("closing {count} connection(s) still open", { count: this.#sessions.size });
-      for (const session of this.#sessions) session.close("server stopping");
+      for (const connection of this.#sessions) connection.end("server stopping");
+      await Promise.race([this.#drained.promise, this.#graceCut.promise]);
+      for (const connection of this.#sessions) connection.abort();
       await this.#drained.promise;
     }
     clearInterval(this.#sweepTimer);
@@ -255,7 +260,7 @@ export class EchoServer {
     if (cap ? !cap.tryEnter() : max > 0 && this.#sessions.size >= max) {
       this.stats.refusedOverCap++;
       this.#refusals.add(peerOf(conn.remoteAddr));
-      closeQuietly(conn);
+      void refuse(conn);
       return;
     }
     // The permit: the connection's place in the set (and under a shared cap), released once when it ends.
@@ -272,23 +277,34 @@ export class EchoServer {
   }
 
   /**
-   * Closes connections that moved no byte for `timeoutMs`. One timer for all connections, ticking at a tenth of
-   * the timeout (10 ms to 1 s), so the hot path only copies the coarse clock (lib/clock.ts) and arms no timer.
-   * That copy can be a whole tick stale (more before the first tick), so it only tells whether anything moved
-   * since the last tick; silence is counted from the first tick that saw nothing new. A connection is never
-   * closed before it has been quiet for the full timeout, and at most one tick after.
+   * Closes connections on which nothing has moved for too long: `idleMs` (--idle-timeout) when the connection waits
+   * for its peer with nothing of ours to send, `sendMs` (--send-timeout, as nginx's send_timeout) when our echo is
+   * in flight and the peer takes none of it. A peer that reads at all resets the send timeout with each write, so a
+   * slow reader is never idle. One timer for all connections, ticking at a tenth of the shorter timeout (10 ms to
+   * 1 s), so the hot path only copies the coarse clock (lib/clock.ts) and arms no timer. That copy can be a whole
+   * tick stale, so it only tells whether anything moved since the last tick; silence is counted from the first tick
+   * that saw nothing new. A connection is never closed before it has been quiet for the full timeout, and at most
+   * one tick after.
    */
-  #startIdleSweep(timeoutMs: number): void {
-    const period = sweepPeriod(timeoutMs);
+  #startQuietSweep(idleMs: number, sendMs: number): void {
+    if (idleMs <= 0 && sendMs <= 0) return;
+    const period = sweepPeriod(Math.min(idleMs > 0 ? idleMs : Infinity, sendMs > 0 ? sendMs : Infinity));
     this.#sweepTimer = setInterval(() => {
       const now = this.#clock.advance();
-      for (const session of this.#sessions) {
-        if (session.lastActive !== session.sweptActive) {
-          session.sweptActive = session.lastActive;
-          session.quietSince = now;
-        } else if (now - session.quietSince >= timeoutMs) {
+      for (const connection of this.#sessions) {
+        if (connection.closing) continue;
+        if (connection.lastActive !== connection.sweptActive) {
+          connection.sweptActive = connection.lastActive;
+          connection.quietSince = now;
+          continue;
+        }
+        const quiet = now - connection.quietSince;
+        if (connection.phase === "reading" && idleMs > 0 && quiet >= idleMs) {
           this.stats.closedIdle++;
-          session.close("idle timeout");
+          connection.end("idle timeout");
+        } else if (connection.phase === "writing" && sendMs > 0 && quiet >= sendMs) {
+          this.stats.closedSendTimeout++;
+          connection.end("send timeout");
         }
       }
     }, period);
@@ -311,9 +327,9 @@ export class EchoServer {
     this.#limitSweepTimer = setInterval(() => {
       const now = performance.now();
       for (const session of this.#sessions) {
-        if (now >= session.deadline.at && !session.closedBecause) {
+        if (now >= session.deadline.at && !session.closing) {
           if (session.deadline.reason === "duration limit") this.stats.closedMaxDuration++;
-          session.close(session.deadline.reason);
+          session.end(session.deadline.reason);
         }
       }
     }, period);

@@ -234,6 +234,7 @@ Deno.test("parseCommandLine: defaults, `run`, repeated and bracketed hosts", () 
     hosts: ["::", "0.0.0.0"],
     maxConnections: 10000,
     idleTimeoutMs: 300_000,
+    sendTimeoutMs: 300_000,
     shutdownTimeoutMs: 10_000,
     copy: "loop",
   });

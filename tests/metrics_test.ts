@@ -154,6 +154,7 @@ Deno.test("sumSnapshots adds several servers up (a multi-worker process); stats 
     accepted: 2,
     refusedOverCap: 1,
     closedIdle: 0,
+    closedSendTimeout: 0,
     resets: 0,
     bytesEchoed: 10,
     acceptErrors: 0,

@@ -12,8 +12,15 @@ import type { ServerConfig } from "./options.ts";
 import { ProxyHeaderError, readProxyHeader } from "./proxy_protocol.ts";
 import { formatDuration } from "./units.ts";
 
-/** How long a TLS client may take to finish its handshake (the idle timeout may be off; this bound never is). */
-export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * How long a TLS client may take to finish its handshake (the idle timeout may be off; this bound never is).
+ *
+ * @param config the server configuration
+ * @returns milliseconds: `--tls-handshake-timeout`, 10 s unless given
+ */
+export function tlsHandshakeTimeout(config: ServerConfig): number {
+  return config.tlsHandshakeTimeoutMs ?? 10_000;
+}
 
 /** The counters admission keeps, part of the server's `stats` (plain numbers, read by the metrics). */
 export interface AdmissionCounters {
@@ -150,7 +157,7 @@ export class Gate {
     }
     const conn = session.conn;
     if (this.#config.tls && "handshake" in conn) {
-      session.deadline = { at: performance.now() + TLS_HANDSHAKE_TIMEOUT_MS, reason: "TLS handshake timeout" };
+      session.deadline = { at: performance.now() + tlsHandshakeTimeout(this.#config), reason: "TLS handshake timeout" };
       try {
         await conn.handshake();
       } catch (error) {

@@ -72,8 +72,16 @@ export function nextBufferSize(size: number, n: number): number {
   return Math.min(fit, size);
 }
 
+/** What a copy needs of a connection: a Deno.TcpConn, or lib/tls.ts's TlsConnection. */
+export interface EchoStream {
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(data: Uint8Array): Promise<number>;
+  /** Turns Nagle's algorithm off (both kinds of connection have it). */
+  setNoDelay(noDelay?: boolean): void;
+}
+
 /** A copy strategy: resolves when the peer has closed and every byte it sent has been written back. */
-export type Copy = (conn: Deno.Conn, progress: CopyProgress) => Promise<void>;
+export type Copy = (conn: EchoStream, progress: CopyProgress) => Promise<void>;
 
 /**
  * The read/write loop, echosrv's default: one read, then writes until all of it is back, then the next read. It is
@@ -94,7 +102,7 @@ export type Copy = (conn: Deno.Conn, progress: CopyProgress) => Promise<void>;
  * conn.close();
  * ```
  */
-export async function copyLoop(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
+export async function copyLoop(conn: EchoStream, progress: CopyProgress): Promise<void> {
   const limit = progress.byteLimit ?? Infinity;
   let buffer = new Uint8Array(MIN_BUFFER);
   // What the first write sends: the buffer itself when a read fills it, else a view of the part read. The view is
@@ -155,7 +163,7 @@ const PIPE_CHUNK = 64 * 1024;
  * @param conn the connection
  * @param progress counters updated as bytes move
  */
-export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise<void> {
+export async function copyPipe(conn: EchoStream, progress: CopyProgress): Promise<void> {
   setNoDelay(conn);
   const limit = progress.byteLimit ?? Infinity;
   let writing = false;
@@ -194,11 +202,10 @@ export async function copyPipe(conn: Deno.Conn, progress: CopyProgress): Promise
 /** Ends a pipe from its writable side (the byte limit reached, or the server closing). */
 const DONE = Symbol("done");
 
-/** Turns Nagle's algorithm off, so small echoes leave at once. */
-function setNoDelay(conn: Deno.Conn): void {
+/** Turns Nagle's algorithm off, so small echoes leave at once (on every kind of connection: plain and TLS). */
+function setNoDelay(conn: EchoStream): void {
   try {
-    // TLS connections have no such method (the option stays with the TCP socket underneath).
-    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+    conn.setNoDelay(true);
   } catch {
     // The peer may already be gone; the next read or write will find out.
   }

@@ -5,16 +5,17 @@
 // on alone.
 
 import { serverLog } from "./log.ts";
+import { listenTls, type TlsConnection, type TlsListener } from "./tls.ts";
 
 /** Thrown when the listeners cannot be opened; the message names the address, the port and the reason. */
 export class ListenError extends Error {
   override name = "ListenError";
 }
 
-/** An accepted connection: plain TCP, or TLS when `--tls-cert` is given. */
-export type EchoConn = Deno.TcpConn | Deno.TlsConn;
+/** An accepted connection: plain TCP, or TLS when `--tls-cert` is given (lib/tls.ts). */
+export type EchoConn = Deno.TcpConn | TlsConnection;
 /** A listener of {@link EchoConn}s. */
-export type EchoListener = Deno.TcpListener | Deno.TlsListener;
+export type EchoListener = Deno.TcpListener | TlsListener;
 
 /** The outcome of {@link openListeners}: the open listeners and the port they share. */
 export interface Listeners {
@@ -30,7 +31,7 @@ export interface ListenOptions {
   port: number;
   /** SO_REUSEPORT, for several workers on one port (Linux; needs `--unstable-net`). */
   reusePort?: boolean;
-  /** Serve TLS with this PEM certificate chain and key (Deno.listenTls) instead of plain TCP. */
+  /** Serve TLS with this PEM certificate chain and key (lib/tls.ts's TlsListener) instead of plain TCP. */
   tls?: { cert: string; key: string };
 }
 
@@ -67,13 +68,13 @@ function isNoIPv6(error: unknown): boolean {
  * @throws {ListenError} naming the address and port, e.g. "port 40007 on 0.0.0.0 is already in use"
  * @example
  * ```ts
- * const { listeners, port } = openListeners({ hosts: ["127.0.0.1"], port: 0 });
+ * const { listeners, port } = await openListeners({ hosts: ["127.0.0.1"], port: 0 });
  * console.log(port); // the port the OS picked
  * for (const l of listeners) l.close();
  * ```
  */
-export function openListeners(options: ListenOptions): Listeners {
-  const { bound, port } = bindEach(
+export async function openListeners(options: ListenOptions): Promise<Listeners> {
+  const { bound, port } = await bindEach(
     options.hosts,
     options.port,
     options.tls ? "TLS" : "TCP",
@@ -91,13 +92,15 @@ export function openListeners(options: ListenOptions): Listeners {
  * @returns the sockets and their port
  * @throws {ListenError} naming the address and port, or saying that `--unstable-net` is missing
  */
-export function openDatagramSockets(options: ListenOptions): { sockets: Deno.DatagramConn[]; port: number } {
+export async function openDatagramSockets(
+  options: ListenOptions,
+): Promise<{ sockets: Deno.DatagramConn[]; port: number }> {
   if (typeof Deno.listenDatagram !== "function") {
     throw new ListenError(
       "UDP needs Deno's --unstable-net flag (deno task start has it; with deno run, add --unstable-net)",
     );
   }
-  const { bound, port } = bindEach(
+  const { bound, port } = await bindEach(
     options.hosts,
     options.port,
     "UDP",
@@ -111,13 +114,13 @@ export function openDatagramSockets(options: ListenOptions): { sockets: Deno.Dat
  * Binds each host in turn on one port (the first bind picks it when it is 0), applying the dual-stack and
  * no-IPv6 rules above; closes what was opened and throws {@link ListenError} on any other failure.
  */
-function bindEach<T extends { addr: Deno.Addr; close(): void }>(
+async function bindEach<T extends { addr: Deno.Addr; close(): void }>(
   hosts: readonly string[],
   firstPort: number,
   kind: "TCP" | "TLS" | "UDP",
-  open: (hostname: string, port: number) => T,
+  open: (hostname: string, port: number) => T | Promise<T>,
   v4CoveredByDualStack: boolean,
-): { bound: T[]; port: number } {
+): Promise<{ bound: T[]; port: number }> {
   const bound: T[] = [];
   let port = firstPort;
   const suffix = kind === "TCP" ? "" : ` (${kind})`;
@@ -126,7 +129,7 @@ function bindEach<T extends { addr: Deno.Addr; close(): void }>(
     for (const host of hosts) {
       let socket: T;
       try {
-        socket = open(host, port);
+        socket = await open(host, port);
       } catch (error) {
         // Not on Windows: there `[::]` is v6-only, so AddrInUse on 0.0.0.0 means another program holds the port.
         if (
@@ -168,13 +171,12 @@ function listenOne(
   port: number,
   reusePort?: boolean,
   tls?: { cert: string; key: string },
-): EchoListener {
-  if (tls) return Deno.listenTls({ hostname, port, transport: "tcp", reusePort, ...tls });
-  if (reusePort) {
-    // Only in Deno's unstable types, hence the cast; the caller checks `--unstable-net` first.
-    return Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions);
-  }
-  return Deno.listen({ hostname, port, transport: "tcp" });
+): EchoListener | Promise<EchoListener> {
+  if (tls) return listenTls(hostname, port, reusePort, tls);
+  // reusePort is only in Deno's unstable types, hence the cast; the caller checks `--unstable-net` first.
+  return reusePort
+    ? Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions)
+    : Deno.listen({ hostname, port, transport: "tcp" });
 }
 
 /**

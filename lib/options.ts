@@ -16,6 +16,13 @@ import { addServiceCommand, type ServiceRequest } from "./service/cli.ts";
  */
 export const DEFAULT_SEND_TIMEOUT_MS = 5 * 60_000;
 
+/**
+ * `--tls-handshake-timeout`'s default (ms): a handshake takes a few round trips, so 10 s is generous for a slow
+ * network and short for a client that opens connections and never speaks (as nginx's ssl_handshake_timeout, 60 s,
+ * and HAProxy's `timeout client-hs` bound the same thing).
+ */
+export const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 /** The port the WSK sample listened on, kept as the default. */
 export const DEFAULT_PORT = 40007;
 /** The addresses bound when no `--host` is given: IPv6 and IPv4 wildcards (see lib/listen.ts). */
@@ -59,6 +66,8 @@ export interface ServerConfig {
   proxyProtocol?: ProxyProtocolConfig;
   /** `--tls-cert`/`--tls-key`: serve echo over TLS instead of plain TCP. */
   tls?: TlsMaterial;
+  /** `--tls-handshake-timeout`: how long a TLS client may take to finish its handshake (default 10 s). */
+  tlsHandshakeTimeoutMs?: number;
   /** `--udp`: also echo UDP datagrams (RFC 862) on the same port and addresses. */
   udp?: UdpConfig;
 }
@@ -159,6 +168,7 @@ export const ENV_VARS = {
   udpRate: "ECHOSRV_UDP_RATE",
   tlsCert: "ECHOSRV_TLS_CERT",
   tlsKey: "ECHOSRV_TLS_KEY",
+  tlsHandshakeTimeout: "ECHOSRV_TLS_HANDSHAKE_TIMEOUT",
   proxyProtocol: "ECHOSRV_PROXY_PROTOCOL",
   proxyFrom: "ECHOSRV_PROXY_FROM",
   proxyTimeout: "ECHOSRV_PROXY_TIMEOUT",
@@ -381,6 +391,16 @@ function addOperationsOptions(command: Command): Command {
       new Option("--tls-key <file>", "the PEM private key of --tls-cert").env(ENV_VARS.tlsKey).argParser(nonEmptyPath),
     )
     .addOption(
+      new Option("--tls-handshake-timeout <duration>", "close a TLS connection whose handshake takes longer than this")
+        .default(DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS, "10s").env(ENV_VARS.tlsHandshakeTimeout).argParser(
+          reader((t) => {
+            const ms = parseDuration(t);
+            if (ms === 0) throw new UnitError(`"${t}" would wait forever: give a duration such as 10s`);
+            return ms;
+          }),
+        ),
+    )
+    .addOption(
       new Option(
         "--proxy-protocol",
         `connections start with a PROXY v1/v2 header from a load balancer (env: ${ENV_VARS.proxyProtocol}=1)`,
@@ -442,6 +462,7 @@ interface RawServerOptions {
   udpRate: number;
   tlsCert?: string;
   tlsKey?: string;
+  tlsHandshakeTimeout: number;
   proxyProtocol?: boolean;
   proxyFrom?: string[];
   proxyTimeout: number;
@@ -467,6 +488,7 @@ function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   if (raw.tlsCert !== undefined && raw.tlsKey !== undefined) {
     try {
       out.tls = loadTlsFiles(raw.tlsCert, raw.tlsKey);
+      out.tlsHandshakeTimeoutMs = raw.tlsHandshakeTimeout;
     } catch (error) {
       if (error instanceof TlsFileError) throw new UsageError(`option '${error.option} <file>': ${error.message}`);
       throw error;

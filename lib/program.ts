@@ -88,7 +88,7 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
   let metrics: MetricsServer | undefined;
   try {
     const { port } = await server.start();
-    udp?.start(port);
+    await udp?.start(port);
     if (config.metrics) metrics = serveMetrics(config.metrics, metricsSources(server, udp));
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;

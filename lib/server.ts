@@ -5,7 +5,7 @@
 // issue 5 (bytes: a comparison per read in lib/echo.ts; age, PROXY header and TLS handshake deadlines: a sweep)
 // arm no timer per connection.
 
-import { Gate, TLS_HANDSHAKE_TIMEOUT_MS } from "./admission.ts";
+import { Gate, tlsHandshakeTimeout } from "./admission.ts";
 import { CoarseClock } from "./clock.ts";
 import { closeQuietly, Connection, type ConnectionContext, peerOf, type Permit, refuse } from "./connection.ts";
 import { emptyStats, type ServerStats } from "./counters.ts";
@@ -53,7 +53,7 @@ function sleep(ms: number): Promise<void> {
  * @example
  * ```ts
  * const server = new EchoServer({ ...config.server, port: 0, hosts: ["127.0.0.1"] });
- * const { port } = server.start();
+ * const { port } = await server.start();
  * // ... clients connect to port ...
  * await server.stop(); // graceful: stop accepting, let sessions finish, close the rest
  * ```
@@ -152,8 +152,8 @@ export class EchoServer {
    * @returns the port listened on (the one picked by the OS when the configured port is 0)
    * @throws {ListenError} when the port cannot be listened on
    */
-  start(): { port: number } {
-    const { listeners, port } = openListeners({
+  async start(): Promise<{ port: number }> {
+    const { listeners, port } = await openListeners({
       hosts: this.#config.hosts,
       port: this.#config.port,
       tls: this.#config.tls,
@@ -320,7 +320,7 @@ export class EchoServer {
     const limits = [
       this.#config.maxConnectionDurationMs ?? 0,
       this.#config.proxyProtocol?.timeoutMs ?? 0,
-      this.#config.tls ? TLS_HANDSHAKE_TIMEOUT_MS : 0,
+      this.#config.tls ? tlsHandshakeTimeout(this.#config) : 0,
     ].filter((ms) => ms > 0);
     if (limits.length === 0) return;
     const period = sweepPeriod(Math.min(...limits));

@@ -1,9 +1,12 @@
 // tls: the certificate and key of --tls-cert/--tls-key, read and checked when the options are read, so that a
 // missing file, a file that is not PEM, a key that does not belong to the certificate or an expired certificate
-// is reported as a usage error naming the option, not as a failure deep inside Deno.listenTls. The TLS itself is
-// Deno's (rustls), opened by lib/listen.ts.
+// is reported as a usage error naming the option, not as a failure deep inside the TLS stack; and the TLS listener
+// and connections (see TlsListener for why they are node:tls sessions over Deno's TCP, not Deno.listenTls).
 
+import type { Buffer } from "node:buffer";
 import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createServer, type Server, type Socket } from "node:net";
+import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
 
 /** The PEM text Deno.listenTls takes, and what the log says about it. */
 export interface TlsMaterial {
@@ -67,4 +70,327 @@ export function loadTlsFiles(certFile: string, keyFile: string, now: Date = new 
     throw new TlsFileError("--tls-cert", `the certificate in ${certFile} expired on ${leaf.validTo}`);
   }
   return { cert, key, certFile, keyFile, subject: leaf.subject.replaceAll("\n", ", "), validTo: leaf.validTo };
+}
+
+/**
+ * Opens a TLS listener: a TCP server of node:net (which Deno provides) whose connections are server-side TLS sessions
+ * of node:tls. Not Deno.listenTls, because Deno's TLS connection drives its handshake in a task of its own that
+ * keeps the TCP socket open until the handshake ends, whatever the program does: closing a connection whose client
+ * never finished its handshake left the socket ESTABLISHED until the client went away (an unauthenticated way to
+ * hold the server's descriptors, unseen by the limits), and a Deno TLS connection offers no TCP_NODELAY. With
+ * node:net the TCP socket is the program's own: destroying it frees it at once, and Nagle's algorithm can be turned
+ * off. (Deno.listen under node:tls through a stream wrapper was tried too: it never sends close_notify.)
+ *
+ * @param hostname the address to listen on
+ * @param port the port (0: the OS picks one)
+ * @param reusePort SO_REUSEPORT, for --workers (Linux)
+ * @param material the certificate chain and key
+ * @returns the listener, listening
+ * @throws Deno.errors.AddrInUse, PermissionDenied or AddrNotAvailable as Deno.listen would (lib/listen.ts words
+ *   them), or an Error with the system's code
+ */
+export async function listenTls(
+  hostname: string,
+  port: number,
+  reusePort: boolean | undefined,
+  material: Pick<TlsMaterial, "cert" | "key">,
+): Promise<TlsListener> {
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error) => reject(denoListenError(error)));
+    // Windows' IPv6 sockets are v6-only, as Deno.listen leaves them; elsewhere [::] is dual-stack (lib/listen.ts).
+    server.listen({ host: hostname, port, reusePort, ipv6Only: Deno.build.os === "windows" }, () => resolve());
+  });
+  server.removeAllListeners("error");
+  return new TlsListener(server, createSecureContext({ cert: material.cert, key: material.key }));
+}
+
+/** A listen failure of node:net as the Deno error Deno.listen throws for it. */
+function denoListenError(error: Error): Error {
+  const code = (error as { code?: string }).code;
+  if (code === "EADDRINUSE") return new Deno.errors.AddrInUse(error.message);
+  if (code === "EACCES") return new Deno.errors.PermissionDenied(error.message);
+  if (code === "EADDRNOTAVAIL") return new Deno.errors.AddrNotAvailable(error.message);
+  return error;
+}
+
+/** Accepted TCP connections waiting for {@link TlsListener.accept}, at most (more are closed at once). */
+const ACCEPT_QUEUE_LIMIT = 4096;
+
+/** A listening TLS server with the accept-loop interface of a Deno.Listener (see {@link listenTls}). */
+export class TlsListener {
+  readonly #server: Server;
+  readonly #context: SecureContext;
+  readonly #ready: Socket[] = [];
+  #waiting: PromiseWithResolvers<Socket> | undefined;
+  #failure: Error | undefined;
+  #closed = false;
+
+  /**
+   * @param server a listening node:net server (pauseOnConnect, allowHalfOpen)
+   * @param context the certificate and key
+   */
+  constructor(server: Server, context: SecureContext) {
+    this.#server = server;
+    this.#context = context;
+    server.on("connection", (socket: Socket) => {
+      if (this.#waiting) {
+        this.#waiting.resolve(socket);
+        this.#waiting = undefined;
+      } else if (this.#ready.length < ACCEPT_QUEUE_LIMIT) this.#ready.push(socket);
+      else socket.destroy();
+    });
+    // Accept failures (EMFILE and the like) reach the accept loop, which logs them and backs off.
+    server.on("error", (error: Error) => {
+      if (this.#waiting) {
+        this.#waiting.reject(error);
+        this.#waiting = undefined;
+      } else this.#failure = error;
+    });
+  }
+
+  /** The address listened on. */
+  get addr(): Deno.NetAddr {
+    const address = this.#server.address();
+    if (!address || typeof address === "string") return { transport: "tcp", hostname: "", port: 0 };
+    return { transport: "tcp", hostname: address.address, port: address.port };
+  }
+
+  /**
+   * Waits for the next TCP connection and begins its TLS handshake (await {@link TlsConnection.handshake}).
+   *
+   * @returns the connection
+   * @throws Deno.errors.BadResource once the listener is closed; an accept failure (EMFILE, ...)
+   */
+  async accept(): Promise<TlsConnection> {
+    if (this.#closed) throw new Deno.errors.BadResource("the TLS listener is closed");
+    if (this.#failure) {
+      const failure = this.#failure;
+      this.#failure = undefined;
+      throw failure;
+    }
+    let socket = this.#ready.shift();
+    if (!socket) {
+      this.#waiting = Promise.withResolvers<Socket>();
+      socket = await this.#waiting.promise;
+    }
+    return new TlsConnection(socket, this.#context);
+  }
+
+  /** Stops listening; connections not yet accepted are closed. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.close();
+    for (const socket of this.#ready.splice(0)) socket.destroy();
+    this.#waiting?.reject(new Deno.errors.BadResource("the TLS listener is closed"));
+    this.#waiting = undefined;
+  }
+}
+
+/** The bytes of decrypted input queued before reading from the TCP socket stops (backpressure). */
+const READ_QUEUE_LIMIT = 256 * 1024;
+/** Where the backpressure cannot be applied, the queued input at which the connection is closed. */
+const READ_QUEUE_HARD_LIMIT = 16 * 1024 * 1024;
+
+/** The native TCP handle under a node:tls socket in Deno 2.9 (`_handle._nativeTcpHandle`), if there is one. */
+function nativeHandle(socket: TLSSocket): { readStop(): unknown; readStart(): unknown } | undefined {
+  const handle = (socket as unknown as { _handle?: { _nativeTcpHandle?: unknown } })._handle?._nativeTcpHandle;
+  const native = handle as { readStop?: unknown; readStart?: unknown } | undefined;
+  return typeof native?.readStop === "function" && typeof native?.readStart === "function"
+    ? native as { readStop(): unknown; readStart(): unknown }
+    : undefined;
+}
+
+/** How long a clean close waits for close_notify and the FIN to be taken by the peer (ms). */
+export const CLOSE_NOTIFY_WAIT_MS = 1_000;
+
+/**
+ * One TLS connection with the methods of a Deno.Conn that the echo uses (read, write, closeWrite, close,
+ * setNoDelay, remoteAddr) and `handshake()`, over a server-side TLS session of node:tls on a node:net socket.
+ */
+export class TlsConnection {
+  readonly #tcp: Socket;
+  readonly #tls: TLSSocket;
+  readonly #secure: Promise<void>;
+  /** Decrypted input not yet read, and whether the peer's stream has ended or failed. */
+  readonly #queue: Buffer[] = [];
+  #queued = 0;
+  #ended = false;
+  #failure: Error | undefined;
+  #wake: (() => void) | undefined;
+  #finished: Promise<void> | undefined;
+  #established = false;
+  #closed = false;
+  #readingStopped = false;
+  readonly remoteAddr: Deno.NetAddr;
+  readonly localAddr: Deno.NetAddr;
+
+  /**
+   * @param tcp the accepted TCP socket (owned from here on)
+   * @param context the certificate and key
+   */
+  constructor(tcp: Socket, context: SecureContext) {
+    this.#tcp = tcp;
+    this.remoteAddr = { transport: "tcp", hostname: tcp.remoteAddress ?? "", port: tcp.remotePort ?? 0 };
+    this.localAddr = { transport: "tcp", hostname: tcp.localAddress ?? "", port: tcp.localPort ?? 0 };
+    // Nagle's algorithm off from the start: the server's session tickets follow the handshake unacknowledged, and
+    // would hold the first small echo back by a delayed ACK (40 ms on Linux).
+    tcp.setNoDelay(true);
+    this.#tls = new TLSSocket(tcp, { isServer: true, secureContext: context });
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#secure = promise;
+    this.#secure.catch(() => {}); // a handshake nobody waits for (refused before it) must not be unhandled
+    this.#tls.once("secure", () => {
+      this.#established = true;
+      resolve();
+    });
+    this.#tls.on("data", (chunk: Buffer) => {
+      this.#queue.push(chunk);
+      this.#queued += chunk.length;
+      if (this.#queued >= READ_QUEUE_LIMIT) this.#stopReading();
+      this.#wakeReader();
+    });
+    this.#tls.on("end", () => {
+      this.#ended = true;
+      this.#wakeReader();
+    });
+    this.#tls.on("error", (error: Error) => {
+      this.#failure ??= error;
+      reject(error);
+      this.#wakeReader();
+    });
+    this.#tls.on("close", () => {
+      reject(new Deno.errors.ConnectionReset("the connection closed before its TLS handshake completed"));
+      this.#ended = true;
+      this.#wakeReader();
+    });
+  }
+
+  /**
+   * Resolves when the TLS handshake has completed.
+   *
+   * @throws the handshake's failure (a client that speaks no TLS, rejects the certificate, or goes away)
+   */
+  handshake(): Promise<void> {
+    return this.#secure;
+  }
+
+  /**
+   * Reads decrypted bytes into `buffer`.
+   *
+   * @param buffer where to put them
+   * @returns how many, or null at the end of the client's stream
+   * @throws Deno.errors.ConnectionReset when the connection failed
+   */
+  async read(buffer: Uint8Array): Promise<number | null> {
+    while (this.#queued === 0 && !this.#ended && !this.#failure) {
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+    if (this.#queued === 0) {
+      if (this.#failure && !this.#ended) throw denoError(this.#failure);
+      return null;
+    }
+    let n = 0;
+    while (n < buffer.length && this.#queue.length > 0) {
+      const chunk = this.#queue[0];
+      const take = Math.min(chunk.length, buffer.length - n);
+      buffer.set(chunk.subarray(0, take), n);
+      n += take;
+      if (take === chunk.length) this.#queue.shift();
+      else this.#queue[0] = chunk.subarray(take);
+    }
+    this.#queued -= n;
+    if (this.#queued < READ_QUEUE_LIMIT) this.#startReading();
+    return n;
+  }
+
+  /**
+   * Stops reading from the TCP socket while {@link READ_QUEUE_LIMIT} bytes wait to be echoed: the backpressure that
+   * stalls a client which sends without reading. It is done on the native TCP handle under the TLS session, because
+   * in Deno 2.9 a paused node:tls socket never reads again after `resume()` (tests/tls_test.ts has the case). Where
+   * that handle is not there (another Deno), a connection whose queue passes {@link READ_QUEUE_HARD_LIMIT} is closed
+   * instead, so memory stays bounded either way.
+   */
+  #stopReading(): void {
+    if (this.#readingStopped) return;
+    const native = nativeHandle(this.#tls);
+    if (native) {
+      this.#readingStopped = true;
+      native.readStop();
+    } else if (this.#queued > READ_QUEUE_HARD_LIMIT) {
+      this.#failure ??= new Deno.errors.ConnectionReset("the TLS client sends without reading its echo");
+      this.#destroy();
+    }
+  }
+
+  #startReading(): void {
+    if (!this.#readingStopped) return;
+    this.#readingStopped = false;
+    nativeHandle(this.#tls)?.readStart();
+  }
+
+  /**
+   * Encrypts and sends `data`; resolves once it has been handed to the TCP socket.
+   *
+   * @param data the bytes (copied; the caller may reuse the buffer at once)
+   * @returns data.length
+   * @throws Deno.errors.ConnectionReset or BrokenPipe when the connection failed
+   */
+  write(data: Uint8Array): Promise<number> {
+    if (this.#failure) return Promise.reject(denoError(this.#failure));
+    return new Promise((resolve, reject) => {
+      this.#tls.write(data.slice(), (error) => error ? reject(denoError(error)) : resolve(data.length));
+    });
+  }
+
+  /** Sends close_notify, then shuts the TCP write side down (FIN); reading goes on. */
+  closeWrite(): Promise<void> {
+    return this.#finished ??= new Promise<void>((resolve) => this.#tls.end(() => resolve()));
+  }
+
+  /** Turns Nagle's algorithm on the TCP socket off (or on). */
+  setNoDelay(noDelay = true): void {
+    this.#tcp.setNoDelay(noDelay);
+  }
+
+  /**
+   * Closes the connection. Before or without a completed handshake, the TCP socket is closed at once (the
+   * descriptor is freed, mid-handshake included). After it, close_notify and the FIN go first, as a TLS peer
+   * expects of a clean end, and the socket is closed once they are sent, or after {@link CLOSE_NOTIFY_WAIT_MS} if the
+   * peer takes nothing.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#established || this.#failure || this.#tls.destroyed) return this.#destroy();
+    const timer = setTimeout(() => this.#destroy(), CLOSE_NOTIFY_WAIT_MS);
+    this.closeWrite().then(() => {
+      clearTimeout(timer);
+      this.#destroy();
+    });
+  }
+
+  #destroy(): void {
+    this.#tls.destroy();
+    this.#tcp.destroy();
+    this.#wakeReader();
+  }
+
+  #wakeReader(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
+/** Node's errors as the Deno errors the server sorts (lib/connection.ts): resets and broken pipes by their codes. */
+function denoError(error: Error): Error {
+  if (error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe) return error;
+  const code = (error as { code?: string }).code;
+  if (code === "EPIPE") return new Deno.errors.BrokenPipe(error.message);
+  if (code === "ECONNRESET" || code === "ECONNABORTED" || code === "ERR_STREAM_DESTROYED") {
+    return new Deno.errors.ConnectionReset(error.message);
+  }
+  return error;
 }

@@ -129,7 +129,7 @@ export function emptyUdpStats(): UdpStats {
  * @example
  * ```ts
  * const udp = new UdpEcho({ hosts: ["127.0.0.1"], ratePerSource: 100 });
- * udp.start(40007); // the TCP port's number
+ * await udp.start(40007); // the TCP port's number
  * // ... datagrams are echoed ...
  * await udp.close();
  * ```
@@ -178,8 +178,8 @@ export class UdpEcho {
    * @param port the port number (the TCP listeners' port)
    * @throws {ListenError} when a socket cannot be opened, or Deno runs without --unstable-net
    */
-  start(port: number): void {
-    const { sockets } = openDatagramSockets({ hosts: this.#options.hosts, port });
+  async start(port: number): Promise<void> {
+    const { sockets } = await openDatagramSockets({ hosts: this.#options.hosts, port });
     this.#sockets = sockets;
     this.#loops = sockets.map((s) => this.#echoLoop(s));
     serverLog.info(

@@ -63,7 +63,7 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
   const gate = new SharedConnectionGate(message.open, config.maxConnections);
   const own = new EchoServer(config, { gate, reusePort: true });
   try {
-    const { port } = own.start();
+    const { port } = await own.start();
     server = own;
     send({ kind: "listening", port });
   } catch (error) {

@@ -19,7 +19,7 @@ import { formatDuration } from "./units.ts";
 /** What a server looks like to main.ts, whether one EchoServer or a pool of workers. */
 export interface Server {
   /** Opens the listeners; resolves with the port once every accept loop is listening. */
-  start(): { port: number } | Promise<{ port: number }>;
+  start(): Promise<{ port: number }>;
   /** Stops gracefully (see {@link EchoServer.stop}); `graceMs` 0 cuts a running stop short. */
   stop(graceMs?: number): Promise<void>;
   /** Resolves when the server has stopped. */

@@ -366,7 +366,7 @@ export async function withServer(
   body: (port: number, server: EchoServer) => Promise<void>,
 ): Promise<void> {
   const server = new EchoServer(testConfig(overrides));
-  const { port } = server.start();
+  const { port } = await server.start();
   try {
     await body(port, server);
   } finally {

@@ -79,7 +79,7 @@ Deno.test("--idle-timeout 0 never closes an idle connection", async () => {
 
 Deno.test("a graceful stop refuses new connections, lets an in-flight session finish, then resolves", async () => {
   const server = new EchoServer(testConfig({ shutdownTimeoutMs: 30_000 }));
-  const { port } = server.start();
+  const { port } = await server.start();
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
     const first = pseudoRandomBytes(2 * 1024 * 1024, 21);
@@ -108,7 +108,7 @@ Deno.test("a graceful stop refuses new connections, lets an in-flight session fi
 
 Deno.test("after the shutdown timeout, sessions still open are closed and the stop completes", async () => {
   const server = new EchoServer(testConfig({ shutdownTimeoutMs: 300 }));
-  const { port } = server.start();
+  const { port } = await server.start();
   const conn = await servedConnection(port);
   try {
     await within(10_000, "stop after the grace period", server.stop());
@@ -121,7 +121,7 @@ Deno.test("after the shutdown timeout, sessions still open are closed and the st
 
 Deno.test("a second stop request cuts the grace period short", async () => {
   const server = new EchoServer(testConfig({ shutdownTimeoutMs: 600_000 }));
-  const { port } = server.start();
+  const { port } = await server.start();
   const conn = await servedConnection(port);
   try {
     const graceful = server.stop();

@@ -169,3 +169,94 @@ Deno.test({
     }
   },
 });
+
+/**
+ * The server's own TCP sockets on `port` that are still open to a client (ESTABLISHED or CLOSE_WAIT), from
+ * /proc/net/tcp and tcp6 (read with cat: Deno reads /proc only under --allow-all). Undefined off Linux.
+ */
+async function serverSocketsOpen(port: number): Promise<number | undefined> {
+  const out = await new Deno.Command("cat", { args: ["/proc/net/tcp", "/proc/net/tcp6"], stdout: "piped" }).output()
+    .catch(() => undefined);
+  if (!out?.success) return undefined;
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  let open = 0;
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 4 || !fields[1].endsWith(`:${hexPort}`)) continue;
+    if (fields[3] === "01" || fields[3] === "08") open++; // ESTABLISHED, CLOSE_WAIT
+  }
+  return open;
+}
+
+Deno.test({
+  name: "TLS: the handshake deadline closes the TCP socket itself, and it counts against --max-connections till then",
+  ignore: skip || Deno.build.os !== "linux",
+  async fn() {
+    await using cert = await makeTestCertificate();
+    await using server = await spawnServer([
+      ...["--port", "0", "--host", "127.0.0.1", "--metrics", "127.0.0.1:0", "--max-connections", "6"],
+      ...["--tls-cert", cert!.certFile, "--tls-key", cert!.keyFile, "--tls-handshake-timeout", "1s"],
+    ]);
+    const metricsPort = await metricsPortOf(server);
+    // Five clients connect and say nothing: no ClientHello ever comes.
+    const silent = await Promise.all(
+      Array.from({ length: 5 }, () => Deno.connect({ hostname: "127.0.0.1", port: server.port })),
+    );
+    try {
+      await sleep(300);
+      assert.equal((await scrape(metricsPort)).get("echosrv_connections_active"), 5, "counted while handshaking");
+      assert.equal(await serverSocketsOpen(server.port), 5);
+      await sleep(2000); // the 1 s deadline, plus its sweep, plus a margin
+      assert.equal(await serverSocketsOpen(server.port), 0, "the server's sockets are gone within the deadline + 1 s");
+      assert.equal((await scrape(metricsPort)).get("echosrv_connections_active"), 0);
+      for (const conn of silent) {
+        const ended = await readAll(conn, 5_000).then(() => "end of stream", (e: Error) => e.name);
+        assert.ok(["end of stream", "ConnectionReset"].includes(ended), `the client sees its connection end: ${ended}`);
+      }
+    } finally {
+      for (const conn of silent) conn.close();
+    }
+    const samples = await scrape(metricsPort);
+    assert.equal(samples.get('echosrv_errors_total{kind="tls_handshake"}'), 5);
+  },
+});
+
+const HAVE_PYTHON = await hasCommand("python3", ["--version"]);
+
+/** Runs tests/fixtures/latency_client.py: back-to-back 1-byte messages, each pair's echo awaited. */
+async function nagleRounds(port: number, ...flags: string[]): Promise<{ rounds: number; slow: number }> {
+  const out = await within(
+    60_000,
+    "latency_client.py",
+    new Deno.Command("python3", {
+      args: [new URL("./fixtures/latency_client.py", import.meta.url).pathname, "--port", `${port}`, ...flags],
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+  );
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+Deno.test({
+  name: "TCP_NODELAY on every path: two small messages back to back never wait for a delayed ACK (plain, TLS, " +
+    "after a PROXY header, --workers 2)",
+  ignore: skip || !HAVE_PYTHON,
+  async fn() {
+    await using cert = await makeTestCertificate();
+    const paths: Array<[string, string[], string[]]> = [
+      ["plain", [], []],
+      ["TLS", ["--tls-cert", cert!.certFile, "--tls-key", cert!.keyFile], ["--tls"]],
+      ["PROXY v1", ["--proxy-protocol", "--proxy-from", "127.0.0.1/32"], ["--proxy-v1"]],
+      ["TLS, 2 workers", ["--workers", "2", "--tls-cert", cert!.certFile, "--tls-key", cert!.keyFile], ["--tls"]],
+    ];
+    for (const [name, serverArgs, clientArgs] of paths) {
+      await using server = await spawnServer(["--port", "0", "--host", "127.0.0.1", ...serverArgs]);
+      const result = await nagleRounds(server.port, "--rounds", "200", ...clientArgs);
+      // A delayed ACK holds a round 40 ms; a busy machine can slow a round or two past 30 ms on its own.
+      assert.ok(result.slow <= 2, `${name}: ${result.slow} of ${result.rounds} rounds took over 30 ms`);
+      server.signal("SIGTERM");
+      await server.exited();
+    }
+  },
+});

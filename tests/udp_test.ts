@@ -23,7 +23,7 @@ async function withUdp(
     allow: new CidrList((options.allow ?? []).map(parseCidr)),
     deny: new CidrList((options.deny ?? []).map(parseCidr)),
   });
-  udp.start(port);
+  await udp.start(port);
   try {
     await body(port, udp);
   } finally {

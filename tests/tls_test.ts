@@ -9,6 +9,7 @@ import {
   metricsPortOf,
   pseudoRandomBytes,
   readAll,
+  readExactly,
   runEchosrv,
   sameBytes,
   scrape,
@@ -16,6 +17,7 @@ import {
   spawnServer,
   within,
   writeAll,
+  writeUntilStalled,
 } from "./helpers.ts";
 
 const skip = !(await hasCommand("openssl"));
@@ -257,6 +259,29 @@ Deno.test({
       assert.ok(result.slow <= 2, `${name}: ${result.slow} of ${result.rounds} rounds took over 30 ms`);
       server.signal("SIGTERM");
       await server.exited();
+    }
+  },
+});
+
+Deno.test({
+  name: "TLS backpressure: a client that sends without reading stalls its own connection; the server stops reading",
+  ignore: skip,
+  async fn() {
+    await using cert = await makeTestCertificate();
+    await using server = await spawnServer([
+      ...["--port", "0", "--host", "127.0.0.1", "--tls-cert", cert!.certFile, "--tls-key", cert!.keyFile],
+    ]);
+    const conn = await Deno.connectTls({ hostname: "localhost", port: server.port, caCerts: [cert!.cert] });
+    try {
+      const max = 256 * 1024 * 1024;
+      const written = await writeUntilStalled(conn, max);
+      // Kernel buffers on both sides, the server's 256 KiB read queue and one echo chunk: some MiB, never all of it.
+      assert.ok(written < 64 * 1024 * 1024, `the client's writes stalled after ${written} bytes`);
+      // Stalled, not cut: reading now, the echo flows.
+      const echo = await readExactly(conn, 1024 * 1024, 10_000);
+      assert.equal(echo[0], 0x61);
+    } finally {
+      conn.close();
     }
   },
 });

@@ -218,7 +218,12 @@ export class Connection implements CopyProgress {
     context.stats.accepted++;
     if (context.maxDurationMs) this.deadline = { at: this.openedAt + context.maxDurationMs, reason: "duration limit" };
     const logEvents = connectionEventsEnabled();
-    if (logEvents) connLog.debug("opened {peer}", { peer: peerOf(this.client) });
+    // Behind a load balancer, the client a PROXY header carried is the one named; the balancer follows it.
+    const via = this.client === this.conn.remoteAddr ? undefined : peerOf(this.conn.remoteAddr);
+    if (logEvents) {
+      if (via) connLog.debug("opened {peer} via {via}", { peer: peerOf(this.client), via });
+      else connLog.debug("opened {peer}", { peer: peerOf(this.client) });
+    }
     let reason: EndReason = "closed by peer";
     try {
       if (rest && rest.length > 0) await this.#echoFirst(rest);

@@ -597,6 +597,10 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
   /** Turns a {@link UsageError} found after parsing into commander's usage error (message, exit 2). */
   const runConfig = (command: Command, opts: RawServerOptions): Invocation => {
     try {
+      // WPP's rule (`tracelog -flags`): flags select events, and every level is on unless one is given. So a mask
+      // given on purpose shows its events, per-connection ones included, unless --log-level is given too.
+      const given = (name: string) => command.getOptionValueSource(name) !== "default";
+      if (given("traceFlags") && !given("logLevel")) opts = { ...opts, logLevel: "debug" };
       return { kind: "run", config: toRunConfig(opts, args) };
     } catch (error) {
       if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: 2 });

@@ -118,7 +118,7 @@ async function session(hostname: string, port: number, seed: number): Promise<nu
 
 /** The instance whose log says it opened a session for this client, or undefined. */
 function servedBy(instances: ServerProcess[], client: string): number | undefined {
-  const index = instances.findIndex((s) => s.lines.some((l) => l.includes(`"message":"opened ${client}"`)));
+  const index = instances.findIndex((s) => s.lines.some((l) => l.includes(`"message":"opened ${client} via `)));
   return index < 0 ? undefined : index;
 }
 

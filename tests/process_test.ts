@@ -166,6 +166,25 @@ Deno.test("trace flags filter as documented: 0x1 errors only, 0x2 info, 0x4 conn
   assert.ok(all.some((r) => r.level === "INFO") && all.some((r) => r.logger === "echosrv.conn"));
 });
 
+Deno.test("--trace-flags given alone shows its events, as WPP's tracelog -flags does; --log-level still wins", async () => {
+  const run = async (extra: string[], env: Record<string, string> = {}) => {
+    await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1", ...extra], { env });
+    await echoSession("127.0.0.1", server.port, Uint8Array.of(1, 2, 3));
+    await sleep(300);
+    server.signal("SIGTERM");
+    assert.equal(await server.exited(), 0);
+    return server.records().filter((r) => r.logger === "echosrv.conn").length;
+  };
+  assert.ok(await run(["--trace-flags", "0x7"]) >= 2, "--trace-flags 0x7: the per-connection lines");
+  assert.ok(await run([], { ECHOSRV_TRACE_FLAGS: "0x6" }) >= 2, "ECHOSRV_TRACE_FLAGS=0x6 too");
+  assert.equal(
+    await run(["--trace-flags", "0x7", "--log-level", "info"]),
+    0,
+    "an explicit --log-level info hides them",
+  );
+  assert.equal(await run([]), 0, "by default (info) they stay hidden");
+});
+
 Deno.test("the text format is one readable line per record", async () => {
   await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1", "--log-format", "text"], {
     noWait: true,

@@ -161,6 +161,8 @@ export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: numbe
   family("echosrv_udp_bytes_echoed_total", "counter", "Bytes echoed in UDP datagrams.", udp.bytesEchoed);
   family("echosrv_udp_datagrams_dropped_total", "counter", "UDP datagrams not answered, by reason.", [
     [{ reason: "source_port" }, udp.droppedSourcePort],
+    [{ reason: "own_port" }, udp.droppedOwnPort],
+    [{ reason: "loop" }, udp.droppedLoop],
     [{ reason: "access_rule" }, udp.droppedAccessRule],
     [{ reason: "rate_limit" }, udp.droppedRateLimit],
   ]);

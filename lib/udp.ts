@@ -1,20 +1,57 @@
 // udp: the RFC 862 UDP echo of `--udp`: each datagram is sent back whole to where it came from, on the TCP port's
 // number and addresses. UDP echo is the textbook reflector (CVE-1999-0103: a forged source address makes the echo
-// hit a victim, or loop against another echo or chargen service), so three guards run before any answer: a
-// datagram from a source port of a service that answers back (echo, daytime, chargen, DNS, NTP, ...) is dropped;
-// the --allow/--deny rules apply; and each source address has a token bucket (`--udp-rate` per second, a burst of
-// one second), kept in a table of bounded size. Off by default.
+// hit a victim, or loop against another echo or chargen service; CVE-2024-2169, CERT VU#417980: application-layer
+// loops between any two services that answer back), so these guards run before any answer: a datagram from a source
+// port of a service that answers back (the advisory's list: echo, daytime, chargen, DNS, NTP, TFTP, systat, ...) or
+// from this echo's own port (a datagram forged as from the server itself, or from another echosrv) is dropped; the
+// --allow/--deny rules apply; a source that sends back what it was just sent, again and again, is a loop partner and
+// is not answered for a while; and each source address has a token bucket (`--udp-rate` per second, a burst of one
+// second). The per-source state lives in a table of bounded size. Off by default.
 
 import { allowedByRules, type CidrList, clientKey, parseClientAddress } from "./access.ts";
 import { formatAddress, openDatagramSockets } from "./listen.ts";
 import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
 
 /**
- * Source ports never answered: the services that answer whatever they receive, or answer more than they get
- * (tcpmux 0 is "no port"; echo 7, daytime 13, qotd 17, chargen 19, time 37, DNS 53, NTP 123, SNMP 161, LDAP 389,
- * SSDP 1900, memcached 11211).
+ * Source ports never answered: the services that answer whatever they receive, or answer more than they get. Port 0
+ * is "no port"; the loop advisory (CERT VU#417980, CVE-2024-2169) names echo 7, systat 11, daytime 13, qotd 17,
+ * chargen 19, time 37, DNS 53, TFTP 69 and NTP 123; the usual reflectors add portmap 111, NetBIOS 137, SNMP 161,
+ * CLDAP 389, RIP 520, SSDP 1900, WS-Discovery 3702, mDNS 5353, CoAP 5683, Ubiquiti discovery 10001 and memcached
+ * 11211.
  */
-export const BLOCKED_SOURCE_PORTS: readonly number[] = [0, 7, 13, 17, 19, 37, 53, 123, 161, 389, 1900, 11211];
+export const BLOCKED_SOURCE_PORTS: readonly number[] = [
+  0,
+  7,
+  11,
+  13,
+  17,
+  19,
+  37,
+  53,
+  69,
+  111,
+  123,
+  137,
+  161,
+  389,
+  520,
+  1900,
+  3702,
+  5353,
+  5683,
+  10001,
+  11211,
+];
+/**
+ * A datagram from a source equal (same length and bytes) to the one answered to that source at most this long ago
+ * (ms) is an echo of our echo: a loop partner answers in well under a millisecond on a LAN. A client that sends the
+ * same datagram again this soon after its answer sends over 100 a second, the default --udp-rate, anyway.
+ */
+export const LOOP_ECHO_WINDOW_MS = 10;
+/** Echoes of our echo in a row after which a source is taken for a loop partner. */
+export const LOOP_BOUNCES = 3;
+/** How long a loop partner goes unanswered (ms). */
+export const LOOP_QUIET_MS = 10_000;
 /** Source addresses remembered at most; beyond it the oldest entry is forgotten. */
 export const MAX_UDP_SOURCES = 16_384;
 /** Enough for the largest datagram over IPv4 (65,507 bytes) or IPv6 (65,527) without jumbograms. */
@@ -31,6 +68,10 @@ export interface UdpStats {
   bytesEchoed: number;
   /** Dropped: from a blocked source port. */
   droppedSourcePort: number;
+  /** Dropped: from this echo's own port number (forged as from the server, or another echosrv). */
+  droppedOwnPort: number;
+  /** Dropped: the source sends back what it is sent (an echo loop partner). */
+  droppedLoop: number;
   /** Dropped: the source is outside --allow or inside --deny. */
   droppedAccessRule: number;
   /** Dropped: the source's token bucket was empty. */
@@ -42,12 +83,32 @@ export interface UdpStats {
 }
 
 /** Why a datagram was not answered, as counted and logged. */
-export type DropReason = "source_port" | "access_rule" | "rate_limit";
+export type DropReason = "source_port" | "own_port" | "access_rule" | "loop" | "rate_limit";
 
 interface Source {
   tokens: number;
   last: number;
   allowed: boolean;
+  /** The datagram last answered to this source (a fingerprint) and when, to see it come back. */
+  sentPrint: number;
+  sentAt: number;
+  /** Echoes of our echo in a row, and until when the source goes unanswered as a loop partner. */
+  bounces: number;
+  quietUntil: number;
+}
+
+/**
+ * A fingerprint of a datagram: its length and an FNV-1a hash of up to its first 256 bytes. Cheap, and enough to
+ * tell a loop (the same datagram coming back) from traffic that changes (a counter, a timestamp).
+ *
+ * @param data the datagram
+ * @returns a 32-bit number
+ */
+export function fingerprint(data: Uint8Array): number {
+  let hash = 0x811c9dc5 ^ data.length;
+  const n = Math.min(data.length, 256);
+  for (let i = 0; i < n; i++) hash = Math.imul(hash ^ data[i], 0x01000193);
+  return hash >>> 0;
 }
 
 /**
@@ -80,21 +141,37 @@ export class SourceTable {
    * Decides whether one datagram from `hostname` is answered, and takes a token if so.
    *
    * @param hostname the source address
+   * @param print the datagram's {@link fingerprint}
    * @returns undefined to answer, or why not
    */
-  take(hostname: string): "access_rule" | "rate_limit" | undefined {
+  take(hostname: string, print: number): "access_rule" | "loop" | "rate_limit" | undefined {
     const now = this.now();
     let source = this.#sources.get(hostname);
     if (source === undefined) {
       if (this.#sources.size >= this.maxSources) this.#sources.delete(this.#sources.keys().next().value!);
-      source = { tokens: this.rate, last: now, allowed: this.admits(hostname) };
+      source = {
+        tokens: this.rate,
+        last: now,
+        allowed: this.admits(hostname),
+        sentPrint: 0,
+        sentAt: -Infinity,
+        bounces: 0,
+        quietUntil: 0,
+      };
       this.#sources.set(hostname, source);
     }
     if (!source.allowed) return "access_rule";
+    // A loop partner sends back what it was just sent; legitimate traffic changes, or is not that fast.
+    if (print === source.sentPrint && now - source.sentAt <= LOOP_ECHO_WINDOW_MS) {
+      if (++source.bounces >= LOOP_BOUNCES) source.quietUntil = now + LOOP_QUIET_MS;
+    } else if (now >= source.quietUntil) source.bounces = 0;
+    if (now < source.quietUntil) return "loop";
     source.tokens = Math.min(this.rate, source.tokens + ((now - source.last) * this.rate) / 1000);
     source.last = now;
     if (source.tokens < 1) return "rate_limit";
     source.tokens -= 1;
+    source.sentPrint = print;
+    source.sentAt = now;
     return undefined;
   }
 }
@@ -110,12 +187,23 @@ export interface UdpEchoOptions {
   deny?: CidrList;
 }
 
+/** The counter of each drop reason. */
+const DROP_COUNTERS: Record<DropReason, keyof UdpStats> = {
+  source_port: "droppedSourcePort",
+  own_port: "droppedOwnPort",
+  access_rule: "droppedAccessRule",
+  loop: "droppedLoop",
+  rate_limit: "droppedRateLimit",
+};
+
 /** Fresh UDP counters, all zero. */
 export function emptyUdpStats(): UdpStats {
   return {
     datagramsEchoed: 0,
     bytesEchoed: 0,
     droppedSourcePort: 0,
+    droppedOwnPort: 0,
+    droppedLoop: 0,
     droppedAccessRule: 0,
     droppedRateLimit: 0,
     sendErrors: 0,
@@ -142,6 +230,8 @@ export class UdpEcho {
   #sockets: Deno.DatagramConn[] = [];
   #loops: Promise<void>[] = [];
   #closing = false;
+  /** The port listened on: a datagram from it is from this echo itself (forged) or from another echo. */
+  #port = -1;
   readonly #drops: Record<DropReason, RateLimitedLog>;
   readonly #failures = new RateLimitedLog(
     10_000,
@@ -162,7 +252,9 @@ export class UdpEcho {
       );
     this.#drops = {
       source_port: dropLog("source port of a service that answers back (reflection guard)"),
+      own_port: dropLog("from this echo's own port: forged as from itself, or from another echo (loop guard)"),
       access_rule: dropLog("refused by --allow/--deny"),
+      loop: dropLog(`the source sends back what it is sent: an echo loop, unanswered for ${LOOP_QUIET_MS / 1000} s`),
       rate_limit: dropLog(`over --udp-rate ${options.ratePerSource}/s for that source`),
     };
   }
@@ -180,6 +272,7 @@ export class UdpEcho {
    */
   async start(port: number): Promise<void> {
     const { sockets } = await openDatagramSockets({ hosts: this.#options.hosts, port });
+    this.#port = port;
     this.#sockets = sockets;
     this.#loops = sockets.map((s) => this.#echoLoop(s));
     serverLog.info(
@@ -224,11 +317,13 @@ export class UdpEcho {
         await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }
-      const drop: DropReason | undefined = BLOCKED[from.port] ? "source_port" : this.#sources.take(from.hostname);
+      const drop: DropReason | undefined = BLOCKED[from.port]
+        ? "source_port"
+        : from.port === this.#port
+        ? "own_port"
+        : this.#sources.take(from.hostname, fingerprint(data));
       if (drop !== undefined) {
-        if (drop === "source_port") this.stats.droppedSourcePort++;
-        else if (drop === "access_rule") this.stats.droppedAccessRule++;
-        else this.stats.droppedRateLimit++;
+        this.stats[DROP_COUNTERS[drop]]++;
         this.#drops[drop].add(formatAddress(clientKey(from.hostname), from.port));
         continue;
       }

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { CidrList, parseCidr } from "../lib/access.ts";
-import { BLOCKED_SOURCE_PORTS, SourceTable, UdpEcho } from "../lib/udp.ts";
+import { BLOCKED_SOURCE_PORTS, fingerprint, LOOP_BOUNCES, LOOP_QUIET_MS, SourceTable, UdpEcho } from "../lib/udp.ts";
 import { pseudoRandomBytes, runEchosrv, sameBytes, spawnServer, waitUntil, within } from "./helpers.ts";
 
 /** A UDP echo on a free port of `hosts`, stopped after `body`. */
@@ -60,7 +60,13 @@ Deno.test("UDP: datagrams come back whole over IPv4 and IPv6, empty ones and the
   });
 });
 
+/** The source ports of the loop advisory (CERT VU#417980, CVE-2024-2169), written out here independently of lib/. */
+const ADVISORY_PORTS = [7, 11, 13, 17, 19, 37, 53, 69, 123];
+
 Deno.test("UDP: datagrams from the source ports of echo, chargen, DNS, NTP, SSDP, memcached... are never answered", async () => {
+  for (const advised of ADVISORY_PORTS) {
+    assert.ok(BLOCKED_SOURCE_PORTS.includes(advised), `port ${advised} of the loop advisory is blocked`);
+  }
   await withUdp({ hosts: ["127.0.0.1"] }, async (port, udp) => {
     const tried: number[] = [];
     const skipped: string[] = [];
@@ -141,15 +147,86 @@ Deno.test("UDP: --deny and --allow apply to datagrams too", async () => {
 Deno.test("SourceTable: token bucket refills with time; the table never outgrows its bound", () => {
   let now = 0;
   const table = new SourceTable(2, 3, (h) => h !== "bad", () => now);
-  assert.equal(table.take("a"), undefined);
-  assert.equal(table.take("a"), undefined);
-  assert.equal(table.take("a"), "rate_limit", "the burst is the rate");
+  let print = 0; // a different datagram each time (the same one coming back at once is a loop: see below)
+  assert.equal(table.take("a", ++print), undefined);
+  assert.equal(table.take("a", ++print), undefined);
+  assert.equal(table.take("a", ++print), "rate_limit", "the burst is the rate");
   now += 500; // half a second: one token back
-  assert.equal(table.take("a"), undefined);
-  assert.equal(table.take("a"), "rate_limit");
-  assert.equal(table.take("bad"), "access_rule");
-  for (const source of ["b", "c", "d", "e"]) assert.equal(table.take(source), undefined);
+  assert.equal(table.take("a", ++print), undefined);
+  assert.equal(table.take("a", ++print), "rate_limit");
+  assert.equal(table.take("bad", ++print), "access_rule");
+  for (const source of ["b", "c", "d", "e"]) assert.equal(table.take(source, ++print), undefined);
   assert.equal(table.size, 3, "bounded");
+});
+
+Deno.test("SourceTable: a source that sends back what it was just sent is a loop partner after a few bounces", () => {
+  let now = 0;
+  const table = new SourceTable(1000, 10, () => true, () => now);
+  const same = fingerprint(Uint8Array.of(1, 2, 3));
+  assert.equal(table.take("peer", same), undefined, "first: answered");
+  for (let bounce = 1; bounce < LOOP_BOUNCES; bounce++) {
+    now += 0.2;
+    assert.equal(table.take("peer", same), undefined, `bounce ${bounce}: still answered`);
+  }
+  now += 0.2;
+  assert.equal(table.take("peer", same), "loop", "then taken for a loop");
+  now += 1000;
+  assert.equal(table.take("peer", fingerprint(Uint8Array.of(9))), "loop", "and left unanswered for a while");
+  now += LOOP_QUIET_MS;
+  assert.equal(table.take("peer", fingerprint(Uint8Array.of(9))), undefined, "then answered again");
+  // The same datagram again, but not at once (a client repeating a probe every 100 ms): never a loop.
+  for (let i = 0; i < 10; i++) {
+    now += 100;
+    assert.equal(table.take("prober", same), undefined);
+  }
+  assert.notEqual(fingerprint(Uint8Array.of(1, 2, 3)), fingerprint(Uint8Array.of(1, 2, 4)));
+  assert.notEqual(fingerprint(new Uint8Array(10)), fingerprint(new Uint8Array(11)), "the length counts");
+});
+
+Deno.test("UDP: a datagram from the echo's own port (forged as from itself, or another echosrv) is never answered", async () => {
+  await withUdp({ hosts: ["127.0.0.1"] }, async (port, udp) => {
+    // Another address of this host, same port: what a second echosrv on the default port looks like.
+    const twin = Deno.listenDatagram({ hostname: "127.0.0.2", port, transport: "udp" });
+    const ordinary = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+    try {
+      await twin.send(Uint8Array.of(1), { transport: "udp", hostname: "127.0.0.1", port });
+      await roundTrip(ordinary, "127.0.0.1", port, Uint8Array.of(2)); // handled after the twin's, in order
+      await within(5000, "the twin's datagram to be counted", waitUntil(() => udp.stats.droppedOwnPort === 1));
+      assert.equal(udp.stats.datagramsEchoed, 1, "only the ordinary one");
+    } finally {
+      twin.close();
+      ordinary.close();
+    }
+  });
+});
+
+Deno.test("UDP: a loop with another echo service ends after a few datagrams, not a rate limit's worth", async () => {
+  await withUdp({ hosts: ["127.0.0.1"], ratePerSource: 100 }, async (port, udp) => {
+    // A real echo on an ordinary port (no port rule can know it): it sends back everything it receives, at once.
+    const partner = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
+    let bounced = 0;
+    const echoing = (async () => {
+      const buffer = new Uint8Array(2048);
+      for (;;) {
+        const [data, from] = await partner.receive(buffer).catch(() => [null, null] as const);
+        if (data === null || from === null) return;
+        bounced++;
+        await partner.send(data, from).catch(() => {});
+      }
+    })();
+    try {
+      await partner.send(new TextEncoder().encode("loop me"), { transport: "udp", hostname: "127.0.0.1", port });
+      await within(5000, "the loop to be cut", waitUntil(() => udp.stats.droppedLoop >= 1));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.ok(udp.stats.datagramsEchoed <= LOOP_BOUNCES + 1, `echoed ${udp.stats.datagramsEchoed} times`);
+      assert.equal(udp.stats.droppedLoop, 1, "and it stays cut: the partner has nothing more to bounce");
+      assert.equal(udp.stats.droppedRateLimit, 0, "cut before the rate limit had to");
+    } finally {
+      partner.close();
+      await echoing;
+    }
+    assert.ok(bounced <= LOOP_BOUNCES + 1);
+  });
 });
 
 Deno.test("--udp without Deno's --unstable-net exits 1 with a message saying so (no crash)", async () => {

@@ -11,6 +11,7 @@ import { EchoServer } from "./server.ts";
 import { createServer, type Server, WorkerPool } from "./workers.ts";
 import { UdpEcho } from "./udp.ts";
 import { VERSION } from "./version.ts";
+import { IO_EVENTS, IO_EVENTS_VAR, ioEventsAtStart } from "./runtime.ts";
 
 /** A started echosrv: the TCP server and what runs beside it, stopped and awaited as one. */
 export interface RunningProgram {
@@ -81,6 +82,14 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
   }
 
   const server = createServer(config); // one EchoServer, or --workers of them (lib/workers.ts)
+  if (server instanceof EchoServer && ioEventsAtStart === undefined) {
+    serverLog.warn(
+      "started without {variable}={value} in its environment: with hundreds of busy connections some would wait far " +
+        "longer than the rest (docs/latency-under-load.md). `deno task start`, the service files and the Dockerfile " +
+        "set it; set it before starting echosrv another way (workers set it themselves)",
+      { variable: IO_EVENTS_VAR, value: IO_EVENTS },
+    );
+  }
   const { udp: udpConfig, admission } = config.server;
   const udp = udpConfig
     ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...admission })

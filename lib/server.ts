@@ -13,6 +13,7 @@ import { COPY_STRATEGIES } from "./echo.ts";
 import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./options.ts";
+import { ioEventsAtStart } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 
 export { emptyStats, type ServerStats };
@@ -36,6 +37,8 @@ export interface EchoServerOptions {
   reusePort?: boolean;
   /** The clock of the per-byte path (lib/clock.ts); tests pass their own. */
   clock?: CoarseClock;
+  /** The thread's DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it is not the process's (a worker's), for the log. */
+  ioEventsPerTick?: string;
 }
 
 /** How often a sweep that enforces a limit of `limitMs` ticks: a tenth of it, from 10 ms to 1 s. */
@@ -172,6 +175,7 @@ export class EchoServer {
         maxConnections: this.#config.maxConnections || "unlimited",
         idleTimeout: this.#config.idleTimeoutMs ? formatDuration(this.#config.idleTimeoutMs) : "never",
         sendTimeout: this.#config.sendTimeoutMs ? formatDuration(this.#config.sendTimeoutMs) : "never",
+        ioEventsPerTick: this.#options.ioEventsPerTick ?? ioEventsAtStart ?? "1024 (Deno's default)",
       },
     );
     return { port };

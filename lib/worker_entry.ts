@@ -8,6 +8,7 @@ import { serverLog, setupLogging } from "./log.ts";
 import { serverSource } from "./metrics.ts";
 import { parseCommandLine } from "./options.ts";
 import { EchoServer } from "./server.ts";
+import { IO_EVENTS_VAR } from "./runtime.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
 import { type ForwardedRecord, type FromWorker, SharedConnectionGate, type ToWorker } from "./workers.ts";
 
@@ -61,7 +62,8 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
   }
   const config = { ...parsed.config.server, port: message.port };
   const gate = new SharedConnectionGate(message.open, config.maxConnections);
-  const own = new EchoServer(config, { gate, reusePort: true });
+  // This worker's runtime read DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it was spawned (lib/runtime.ts).
+  const own = new EchoServer(config, { gate, reusePort: true, ioEventsPerTick: Deno.env.get(IO_EVENTS_VAR) });
   try {
     const { port } = await own.start();
     server = own;

@@ -14,6 +14,7 @@ import { serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
 import type { LogConfig, RunConfig } from "./options.ts";
 import { type ConnectionGate, EchoServer, emptyStats, type ServerStats } from "./server.ts";
+import { settingForWorkers } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 
 /** What a server looks like to main.ts, whether one EchoServer or a pool of workers. */
@@ -175,6 +176,8 @@ export class WorkerPool implements Server {
   #finished = Promise.withResolvers<void>();
   /** The number of the last metrics reading asked of a worker. */
   #requests = 0;
+  /** DENO_TOKIO_MAX_IO_EVENTS_PER_TICK as the workers got it. */
+  #ioEvents: string | undefined;
 
   /** @param config the configuration; `config.workers` workers are started */
   constructor(config: RunConfig) {
@@ -225,6 +228,8 @@ export class WorkerPool implements Server {
     // SO_REUSEPORT would let this pool share a port that another program (of the same user) already listens on,
     // silently splitting its connections; a plain bind first turns that into the usual "in use" error.
     if (server.port !== 0) probePort(server.hosts, server.port);
+    // Each worker's runtime reads DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it is spawned (lib/runtime.ts).
+    this.#ioEvents = settingForWorkers();
     try {
       const first = this.#spawn(1, server.port);
       const port = await first.listening.promise;
@@ -237,6 +242,7 @@ export class WorkerPool implements Server {
         {
           port,
           workers,
+          ioEventsPerTick: this.#ioEvents ?? "1024 (Deno's default)",
           copy: server.copy,
           maxConnections: server.maxConnections || "unlimited",
           idleTimeout: server.idleTimeoutMs ? formatDuration(server.idleTimeoutMs) : "never",

@@ -4,6 +4,7 @@
 // kubelet expects (readiness 503 and liveness 200 while draining). No cluster is needed (none is reachable here).
 
 import assert from "node:assert/strict";
+import { SERVER_ENV } from "../lib/runtime.ts";
 import { parse } from "yaml";
 import { parseCommandLine } from "../lib/options.ts";
 import { metricsPortOf, readExactly, ROOT, spawnServer, within, writeAll } from "./helpers.ts";
@@ -44,13 +45,17 @@ Deno.test("kubernetes.yaml: echosrv accepts the container's arguments; probes an
   assert.ok(container.livenessProbe.periodSeconds * container.livenessProbe.failureThreshold >= 10);
 });
 
-Deno.test("Dockerfile: runs echosrv as PID 1 with the start task's permissions and flags", () => {
+Deno.test("Dockerfile: runs echosrv as PID 1 with the start task's permissions, flags and environment", () => {
   const dockerfile = Deno.readTextFileSync(`${ROOT}deploy/Dockerfile`);
   const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)![1]) as string[];
   const task = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks.start.split(/\s+/) as string[];
   for (const flag of task.filter((t) => t.startsWith("--"))) assert.ok(entrypoint.includes(flag), flag);
+  assert.equal(entrypoint[0], "deno", "deno itself is PID 1 (no shell in between to swallow SIGTERM)");
   assert.equal(entrypoint.at(-1), "main.ts");
   assert.match(dockerfile, new RegExp(`^FROM denoland/deno:${Deno.version.deno}$`, "m"), "the pinned Deno");
+  for (const [name, value] of Object.entries(SERVER_ENV)) {
+    assert.match(dockerfile, new RegExp(`^ENV ${name}=${value}$`, "m"), `the image sets ${name}`);
+  }
 });
 
 Deno.test("kubernetes.yaml's arguments, run for real: ready and live while serving; not ready but live while draining", async () => {

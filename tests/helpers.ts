@@ -33,7 +33,13 @@ export function sleep(ms: number): Promise<void> {
 
 /** The arguments `deno task start` passes to deno, e.g. `run --allow-net ... main.ts`. */
 export function startTaskArgs(): string[] {
-  return denoJson.tasks.start.split(/\s+/).slice(1);
+  return taskArgs("start");
+}
+
+/** The environment a task's command line sets before `deno` (`NAME=value deno run ...`), as deno task sets it. */
+export function taskEnv(task: keyof typeof denoJson.tasks): Record<string, string> {
+  const words = denoJson.tasks[task].split(/\s+/);
+  return Object.fromEntries(words.slice(0, words.indexOf("deno")).map((w) => w.split("=", 2) as [string, string]));
 }
 
 /** A JSON log record as `--log-format json` writes it. */
@@ -174,7 +180,7 @@ export async function spawnServer(args: string[], options: SpawnOptions = {}): P
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1", ...options.env },
+    env: { NO_COLOR: "1", ...(options.runArgs || options.command ? {} : taskEnv("start")), ...options.env },
   }).spawn();
   const server = new ServerProcess(child);
   if (!options.noWait) {
@@ -206,7 +212,7 @@ async function runTask(
       args: [...taskArgs(task), ...args],
       cwd: ROOT,
       stdin: "null",
-      env: { NO_COLOR: "1", ...env },
+      env: { NO_COLOR: "1", ...taskEnv(task), ...env },
     }).output(),
   );
   const decoder = new TextDecoder();
@@ -514,7 +520,8 @@ export function proxyV2Header(
 
 /** The arguments a deno.json task passes to deno, e.g. `service`: `run --allow-net ... main.ts service`. */
 export function taskArgs(task: keyof typeof denoJson.tasks): string[] {
-  return denoJson.tasks[task].split(/\s+/).slice(1);
+  const words = denoJson.tasks[task].split(/\s+/);
+  return words.slice(words.indexOf("deno") + 1);
 }
 
 /** Runs `echosrv service <args>` to completion as `deno task service <args>` does; returns what it printed. */

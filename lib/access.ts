@@ -183,6 +183,48 @@ export interface AdmissionRules {
 }
 
 /**
+ * Open connections per client, for `--max-connections-per-ip`: one table per process, however many workers serve
+ * (lib/workers.ts keeps it in the main thread and its workers ask it), so the cap is exact.
+ */
+export interface ClientCounts {
+  /**
+   * Counts one more connection of `key`, unless it already has the most allowed.
+   *
+   * @param key the client's address, as {@link clientKey} writes it
+   * @returns true when counted, false when the client is at its cap
+   */
+  enter(key: string): boolean | Promise<boolean>;
+  /** Counts the end of a connection {@link enter} counted. */
+  leave(key: string): void;
+}
+
+/** {@link ClientCounts} in this thread's memory. */
+export class LocalClientCounts implements ClientCounts {
+  readonly #open = new Map<string, number>();
+
+  /** @param max connections allowed per client; 0 = no limit */
+  constructor(readonly max: number) {}
+
+  enter(key: string): boolean {
+    const open = this.#open.get(key) ?? 0;
+    if (this.max > 0 && open >= this.max) return false;
+    this.#open.set(key, open + 1);
+    return true;
+  }
+
+  leave(key: string): void {
+    const open = this.#open.get(key) ?? 0;
+    if (open <= 1) this.#open.delete(key);
+    else this.#open.set(key, open - 1);
+  }
+
+  /** Client addresses with at least one open connection. */
+  get size(): number {
+    return this.#open.size;
+  }
+}
+
+/**
  * The access rules and the per-client cap, applied to each new connection before a byte is echoed.
  *
  * @example
@@ -195,11 +237,15 @@ export interface AdmissionRules {
  */
 export class Admission {
   readonly #rules: AdmissionRules;
-  readonly #open = new Map<string, number>();
+  readonly #open: ClientCounts;
 
-  /** @param rules what to enforce */
-  constructor(rules: AdmissionRules) {
+  /**
+   * @param rules what to enforce
+   * @param counts where the per-client cap counts (a worker's are its process's; see {@link ClientCounts})
+   */
+  constructor(rules: AdmissionRules, counts: ClientCounts = new LocalClientCounts(rules.maxPerClient)) {
     this.#rules = rules;
+    this.#open = counts;
   }
 
   /** True when there is anything to enforce; otherwise callers can skip admission entirely. */
@@ -212,18 +258,17 @@ export class Admission {
    * that connection ends).
    *
    * @param hostname the client's address
-   * @returns undefined when admitted, otherwise why not
+   * @returns undefined when admitted, otherwise why not (a promise when the counts are another thread's)
    */
-  admit(hostname: string): RefusalReason | undefined {
+  admit(hostname: string): RefusalReason | undefined | Promise<RefusalReason | undefined> {
     const { allow, deny, maxPerClient } = this.#rules;
     if (!allow.empty || !deny.empty) {
       if (!allowedByRules(parseClientAddress(hostname), allow, deny)) return "access_rule";
     }
     if (maxPerClient > 0) {
-      const key = clientKey(hostname);
-      const open = this.#open.get(key) ?? 0;
-      if (open >= maxPerClient) return "per_client_cap";
-      this.#open.set(key, open + 1);
+      const entered = this.#open.enter(clientKey(hostname));
+      if (entered instanceof Promise) return entered.then((ok) => ok ? undefined : "per_client_cap");
+      if (!entered) return "per_client_cap";
     }
     return undefined;
   }
@@ -235,14 +280,6 @@ export class Admission {
    */
   release(hostname: string): void {
     if (this.#rules.maxPerClient <= 0) return;
-    const key = clientKey(hostname);
-    const open = this.#open.get(key) ?? 0;
-    if (open <= 1) this.#open.delete(key);
-    else this.#open.set(key, open - 1);
-  }
-
-  /** Client addresses with at least one open connection (the per-client table's size). */
-  get clients(): number {
-    return this.#open.size;
+    this.#open.leave(clientKey(hostname));
   }
 }

@@ -4,7 +4,7 @@
 // that client; with TLS, the handshake must succeed in time. Each refusal is counted by reason and logged at most
 // once per 10 s per reason. lib/server.ts calls {@link Gate.admit} once per connection and nothing else of this.
 
-import { Admission, clientKey, parseClientAddress } from "./access.ts";
+import { Admission, type ClientCounts, clientKey, parseClientAddress } from "./access.ts";
 import type { EchoConn } from "./listen.ts";
 import { formatAddress } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
@@ -110,10 +110,11 @@ export class Gate {
    *
    * @param config the server configuration
    * @param counters where refusals are counted (the server's stats)
+   * @param clients where --max-connections-per-ip counts, when not this thread's own (a worker's)
    * @returns the gate, or undefined
    */
-  static for(config: ServerConfig, counters: AdmissionCounters): Gate | undefined {
-    const admission = config.admission ? new Admission(config.admission) : undefined;
+  static for(config: ServerConfig, counters: AdmissionCounters, clients?: ClientCounts): Gate | undefined {
+    const admission = config.admission ? new Admission(config.admission, clients) : undefined;
     if (!admission?.active && !config.proxyProtocol && !config.tls) return undefined;
     return new Gate(config, counters, admission?.active ? admission : undefined);
   }
@@ -152,7 +153,7 @@ export class Gate {
       session.deadline = NONE;
     }
     if (this.#admission) {
-      const refusal = this.#admission.admit(session.client.hostname);
+      const refusal = await this.#admission.admit(session.client.hostname);
       if (refusal) return this.#refuse(session, refusal);
     }
     const conn = session.conn;

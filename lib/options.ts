@@ -7,6 +7,7 @@ import { type AdmissionRules, CidrError, CidrList, parseCidr } from "./access.ts
 import { loadTlsFiles, TlsFileError, type TlsMaterial } from "./tls.ts";
 import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
 import { VERSION } from "./version.ts";
+import { autoWorkers, MAX_AUTO_WORKERS } from "./runtime.ts";
 import { addServiceCommand, type ServiceRequest } from "./service/cli.ts";
 
 /**
@@ -331,14 +332,18 @@ function addServerOptions(command: Command): Command {
     .addOption(
       new Option(
         "--workers <n>",
-        "accept loops, each in its own thread with its own listener on the port (Linux); auto = one per core",
-      ).default(1).env(ENV_VARS.workers).argParser(readWorkers),
+        `accept loops, each in its own thread with its own listener on the port (Linux); auto = one per core, at most ` +
+          `${MAX_AUTO_WORKERS} (1 where workers cannot run)`,
+      ).default(AUTO, "auto").env(ENV_VARS.workers).argParser(readWorkers),
     );
 }
 
-/** Reads `--workers`: a count, or `auto` for one per core. */
+/** `--workers auto`, resolved by {@link autoWorkers} once the options are read. */
+const AUTO = 0;
+
+/** Reads `--workers`: a count, or `auto` (see {@link autoWorkers}). */
 function readWorkers(text: string): number {
-  if (text.trim().toLowerCase() === "auto") return Math.max(1, navigator.hardwareConcurrency || 1);
+  if (text.trim().toLowerCase() === "auto") return AUTO;
   try {
     return parseInteger(text, 1, 1024);
   } catch (error) {
@@ -528,7 +533,7 @@ function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
       ...operationsConfig(raw),
     },
     log: { level: raw.logLevel, traceFlags: raw.traceFlags, format: raw.logFormat, file: raw.logFile },
-    workers: raw.workers,
+    workers: raw.workers === AUTO ? autoWorkers() : raw.workers,
     args: [...args],
   };
   if (raw.metrics) config.metrics = raw.metrics;

@@ -5,6 +5,7 @@
 // issue 5 (bytes: a comparison per read in lib/echo.ts; age, PROXY header and TLS handshake deadlines: a sweep)
 // arm no timer per connection.
 
+import type { ClientCounts } from "./access.ts";
 import { Gate, tlsHandshakeTimeout } from "./admission.ts";
 import { CoarseClock } from "./clock.ts";
 import { closeQuietly, Connection, type ConnectionContext, peerOf, type Permit, refuse } from "./connection.ts";
@@ -39,6 +40,8 @@ export interface EchoServerOptions {
   clock?: CoarseClock;
   /** The thread's DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it is not the process's (a worker's), for the log. */
   ioEventsPerTick?: string;
+  /** The --max-connections-per-ip counts shared with other servers (lib/workers.ts), instead of this server's own. */
+  clients?: ClientCounts;
 }
 
 /** How often a sweep that enforces a limit of `limitMs` ticks: a tenth of it, from 10 ms to 1 s. */
@@ -114,7 +117,7 @@ export class EchoServer {
   constructor(config: ServerConfig, options: EchoServerOptions = {}) {
     this.#config = config;
     this.#options = options;
-    this.#gate = Gate.for(config, this.stats);
+    this.#gate = Gate.for(config, this.stats, options.clients);
     this.#clock = options.clock ?? new CoarseClock();
     this.#context = {
       stats: this.stats,

@@ -10,7 +10,13 @@ import { parseCommandLine } from "./options.ts";
 import { EchoServer } from "./server.ts";
 import { IO_EVENTS_VAR } from "./runtime.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
-import { type ForwardedRecord, type FromWorker, SharedConnectionGate, type ToWorker } from "./workers.ts";
+import {
+  type ForwardedRecord,
+  type FromWorker,
+  RemoteClientCounts,
+  SharedConnectionGate,
+  type ToWorker,
+} from "./workers.ts";
 
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
@@ -23,7 +29,7 @@ function send(message: FromWorker): void {
 
 /** Hands a log record to the main thread; values that cannot be cloned travel as text. */
 function forward(record: LogRecord): void {
-  const plain: ForwardedRecord = {
+  const plain: { -readonly [K in keyof ForwardedRecord]: ForwardedRecord[K] } = {
     category: [...record.category],
     level: record.level,
     message: [...record.message],
@@ -42,6 +48,8 @@ function forward(record: LogRecord): void {
 }
 
 let server: EchoServer | undefined;
+/** --max-connections-per-ip, counted by the main thread for every worker (lib/workers.ts). */
+const clients = new RemoteClientCounts(send);
 /** A stop that arrived while the server was still starting. */
 let stopRequested: number | undefined;
 
@@ -63,7 +71,12 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
   const config = { ...parsed.config.server, port: message.port };
   const gate = new SharedConnectionGate(message.open, config.maxConnections);
   // This worker's runtime read DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it was spawned (lib/runtime.ts).
-  const own = new EchoServer(config, { gate, reusePort: true, ioEventsPerTick: Deno.env.get(IO_EVENTS_VAR) });
+  const own = new EchoServer(config, {
+    gate,
+    reusePort: true,
+    ioEventsPerTick: Deno.env.get(IO_EVENTS_VAR),
+    clients: config.admission?.maxPerClient ? clients : undefined,
+  });
   try {
     const { port } = await own.start();
     server = own;
@@ -85,6 +98,8 @@ scope.onmessage = (event) => {
     if (server) {
       send({ kind: "snapshot", request: message.request, snapshot: serverSource(server)() as MetricsSnapshot });
     }
+  } else if (message.kind === "client-entered") {
+    clients.answer(message.request, message.ok);
   } else if (server) {
     server.stop(message.graceMs);
   } else {

@@ -9,12 +9,13 @@
 // either is missing, echosrv says why and runs one server in the main thread.
 
 import { getLogger, type LogRecord } from "@logtape/logtape";
+import { type ClientCounts, LocalClientCounts } from "./access.ts";
 import { ListenError, listenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
 import type { LogConfig, RunConfig } from "./options.ts";
 import { type ConnectionGate, EchoServer, emptyStats, type ServerStats } from "./server.ts";
-import { settingForWorkers } from "./runtime.ts";
+import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 
 /** What a server looks like to main.ts, whether one EchoServer or a pool of workers. */
@@ -28,32 +29,6 @@ export interface Server {
 }
 
 /**
- * Why `--workers` above 1 cannot be honoured here, or undefined when it can.
- *
- * @param os the operating system (Deno.build.os)
- * @param unstableNet whether Deno runs with `--unstable-net`
- * @returns the reason, in words for the log
- */
-export function reusePortUnavailable(os: string = Deno.build.os, unstableNet = hasUnstableNet()): string | undefined {
-  if (os !== "linux") {
-    return `SO_REUSEPORT, which spreads one port's connections over several listeners, works only on Linux (this is ${os})`;
-  }
-  if (!unstableNet) {
-    return "Deno was started without --unstable-net, which SO_REUSEPORT (Deno.listen's reusePort) needs; " +
-      "`deno task start` passes it, or add it to `deno run`";
-  }
-  return undefined;
-}
-
-/**
- * True when Deno runs with `--unstable-net`. Asking Deno.listen for reusePort without it would exit the process, so
- * this looks for an API that Deno exposes only under that flag.
- */
-export function hasUnstableNet(): boolean {
-  return typeof (Deno as unknown as { listenDatagram?: unknown }).listenDatagram === "function";
-}
-
-/**
  * The server `echosrv run` asked for: one EchoServer, or a pool of `config.workers` workers. When workers cannot be
  * used here (see {@link reusePortUnavailable}), logs why and returns one EchoServer.
  *
@@ -62,13 +37,6 @@ export function hasUnstableNet(): boolean {
  */
 export function createServer(config: RunConfig): Server {
   if (config.workers <= 1) return new EchoServer(config.server);
-  if (config.server.admission?.maxPerClient) {
-    serverLog.warn(
-      "with --workers, --max-connections-per-ip is counted by each worker: a client may hold up to " +
-        "{perWorker} connections on each of the {workers} workers",
-      { perWorker: config.server.admission.maxPerClient, workers: config.workers },
-    );
-  }
   const reason = reusePortUnavailable();
   if (reason) {
     serverLog.warn("--workers {workers} cannot be honoured: {reason}. Running 1 worker.", {
@@ -132,7 +100,9 @@ export type ToWorker =
   }
   | { kind: "stop"; graceMs: number }
   /** Asks for a reading of the worker's counters, for /metrics. */
-  | { kind: "snapshot"; request: number };
+  | { kind: "snapshot"; request: number }
+  /** The answer to a `client-enter`: whether the client was under --max-connections-per-ip (and is now counted). */
+  | { kind: "client-entered"; request: number; ok: boolean };
 
 /** A log record as it crosses from a worker to the main thread (structured-clone safe). */
 export type ForwardedRecord = Omit<LogRecord, "rawMessage"> & { rawMessage: string };
@@ -143,7 +113,11 @@ export type FromWorker =
   | { kind: "failed"; message: string; listen: boolean }
   | { kind: "log"; record: ForwardedRecord }
   | { kind: "stopped"; stats: ServerStats }
-  | { kind: "snapshot"; request: number; snapshot: MetricsSnapshot };
+  | { kind: "snapshot"; request: number; snapshot: MetricsSnapshot }
+  /** --max-connections-per-ip, counted in the main thread for every worker: one more connection of `key`? */
+  | { kind: "client-enter"; request: number; key: string }
+  /** The end of a connection a `client-enter` counted. */
+  | { kind: "client-leave"; key: string };
 
 /** One worker as the pool sees it. */
 interface Member {
@@ -156,6 +130,8 @@ interface Member {
   stats?: ServerStats;
   /** Metrics readings asked for and not yet answered, by request number. */
   snapshots: Map<number, (snapshot: MetricsSnapshot) => void>;
+  /** The per-client counts this worker holds, given back if it dies. */
+  clients: Map<string, number>;
 }
 
 /**
@@ -178,10 +154,13 @@ export class WorkerPool implements Server {
   #requests = 0;
   /** DENO_TOKIO_MAX_IO_EVENTS_PER_TICK as the workers got it. */
   #ioEvents: string | undefined;
+  /** --max-connections-per-ip for every worker at once, so the cap is exact (lib/access.ts). */
+  readonly #clients: LocalClientCounts;
 
   /** @param config the configuration; `config.workers` workers are started */
   constructor(config: RunConfig) {
     this.#config = config;
+    this.#clients = new LocalClientCounts(config.server.admission?.maxPerClient ?? 0);
   }
 
   /** The workers' counters, summed; complete once {@link finished} has resolved (each worker reports at its end). */
@@ -290,6 +269,7 @@ export class WorkerPool implements Server {
       listening: Promise.withResolvers<number>(),
       stopped: Promise.withResolvers<void>(),
       snapshots: new Map(),
+      clients: new Map(),
     };
     // A start that fails also ends the worker: nobody waits on `listening` then, which must not be an unhandled
     // rejection.
@@ -329,6 +309,20 @@ export class WorkerPool implements Server {
         member.snapshots.get(message.request)?.(message.snapshot);
         member.snapshots.delete(message.request);
         break;
+      case "client-enter": {
+        const ok = this.#clients.enter(message.key);
+        if (ok) member.clients.set(message.key, (member.clients.get(message.key) ?? 0) + 1);
+        post(member, { kind: "client-entered", request: message.request, ok });
+        break;
+      }
+      case "client-leave": {
+        const held = member.clients.get(message.key) ?? 0;
+        if (held === 0) break;
+        this.#clients.leave(message.key);
+        if (held === 1) member.clients.delete(message.key);
+        else member.clients.set(message.key, held - 1);
+        break;
+      }
     }
   }
 
@@ -338,6 +332,9 @@ export class WorkerPool implements Server {
     const stats = member.stats ?? emptyStats();
     for (const answer of member.snapshots.values()) answer(finalSnapshot(stats));
     member.snapshots.clear();
+    // A worker that died cannot say its connections ended: they did, with it.
+    for (const [key, held] of member.clients) for (let i = 0; i < held; i++) this.#clients.leave(key);
+    member.clients.clear();
     member.worker.terminate();
     member.stopped.resolve();
   }
@@ -378,5 +375,43 @@ function probePort(hosts: readonly string[], port: number): void {
       continue; // other failures (no IPv6, no such address) are for the workers' own listeners to report
     }
     probe.close();
+  }
+}
+
+/**
+ * A worker's view of the pool's --max-connections-per-ip counts: each question is a message to the main thread and
+ * its answer (only on the way in and out of a connection, never on the per-byte path).
+ */
+export class RemoteClientCounts implements ClientCounts {
+  readonly #send: (message: FromWorker) => void;
+  readonly #waiting = new Map<number, (ok: boolean) => void>();
+  #requests = 0;
+
+  /** @param send posts a message to the main thread */
+  constructor(send: (message: FromWorker) => void) {
+    this.#send = send;
+  }
+
+  enter(key: string): Promise<boolean> {
+    const request = ++this.#requests;
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    this.#waiting.set(request, resolve);
+    this.#send({ kind: "client-enter", request, key });
+    return promise;
+  }
+
+  leave(key: string): void {
+    this.#send({ kind: "client-leave", key });
+  }
+
+  /**
+   * Takes the main thread's answer to an {@link enter}.
+   *
+   * @param request the question's number
+   * @param ok whether the client was admitted
+   */
+  answer(request: number, ok: boolean): void {
+    this.#waiting.get(request)?.(ok);
+    this.#waiting.delete(request);
   }
 }

@@ -2,7 +2,7 @@
 // rule denies the rest), and the per-client count.
 
 import assert from "node:assert/strict";
-import { Admission, CidrError, CidrList, clientKey, parseCidr, parseClientAddress } from "../lib/access.ts";
+import { Admission, CidrError, CidrList, clientKey, LocalClientCounts, parseCidr, parseClientAddress } from "../lib/access.ts";
 import ipaddr from "ipaddr.js";
 
 const list = (...rules: string[]) => new CidrList(rules.map(parseCidr));
@@ -114,18 +114,19 @@ Deno.test("Admission: deny wins over allow; any allow rule denies the rest; no r
 });
 
 Deno.test("Admission: the per-client cap counts one client in all its spellings and frees up on release", () => {
-  const admission = new Admission({ allow: list(), deny: list(), maxPerClient: 2 });
+  const counts = new LocalClientCounts(2);
+  const admission = new Admission({ allow: list(), deny: list(), maxPerClient: 2 }, counts);
   assert.equal(admission.admit("192.0.2.1"), undefined);
   assert.equal(admission.admit("::ffff:192.0.2.1"), undefined);
   assert.equal(admission.admit("192.0.2.1"), "per_client_cap");
   assert.equal(admission.admit("192.0.2.2"), undefined, "another client is not affected");
-  assert.equal(admission.clients, 2);
+  assert.equal(counts.size, 2);
   admission.release("::ffff:192.0.2.1");
   assert.equal(admission.admit("192.0.2.1"), undefined);
   admission.release("192.0.2.1");
   admission.release("192.0.2.1");
   admission.release("192.0.2.2");
-  assert.equal(admission.clients, 0, "the table forgets clients with nothing open");
+  assert.equal(counts.size, 0, "the table forgets clients with nothing open");
   assert.equal(clientKey("2001:DB8:0::1"), "2001:db8::1");
   assert.equal(clientKey("::ffff:127.0.0.1"), "127.0.0.1");
 });

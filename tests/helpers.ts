@@ -161,6 +161,18 @@ export interface SpawnOptions {
    * (e.g. `setsid deno task start`, to run it the way a terminal does).
    */
   command?: string[];
+  /**
+   * Keep the default `--workers` (one per core on Linux). Otherwise a test that does not choose a worker count runs
+   * one loop (`--workers 1`), so that what it checks (log lines, counters) does not depend on the machine's cores;
+   * tests/workers_test.ts and tests/default_workers_test.ts run the default and several workers.
+   */
+  defaultWorkers?: boolean;
+}
+
+/** `args` with `--workers 1` in front unless they (or the environment) choose a worker count. */
+export function oneLoopUnlessChosen(args: string[], env: Record<string, string> = {}): string[] {
+  const chosen = args.some((a) => a === "--workers" || a.startsWith("--workers=")) || "ECHOSRV_WORKERS" in env;
+  return chosen ? args : ["--workers", "1", ...args];
 }
 
 /**
@@ -168,6 +180,7 @@ export interface SpawnOptions {
  * Tests pass `--port 0` (never a fixed port) and loopback hosts.
  */
 export async function spawnServer(args: string[], options: SpawnOptions = {}): Promise<ServerProcess> {
+  if (!options.defaultWorkers) args = oneLoopUnlessChosen(args, options.env);
   const argv = [...(options.runArgs ?? startTaskArgs()), "--log-format", "json", ...args];
   const [cmd, ...rest] = options.command
     ? [...options.command, "--log-format", "json", ...args]
@@ -195,7 +208,9 @@ export function runEchosrv(
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  return runTask("start", args, env, 30_000);
+  const command = args.find((a) => !a.startsWith("-"));
+  const server = command === undefined || command === "run" || !/^[a-z]+$/.test(command);
+  return runTask("start", server ? oneLoopUnlessChosen(args, env) : args, env, 30_000);
 }
 
 /** Runs a deno.json task's command line plus `args` to completion (bounded by `ms`); returns what it printed. */

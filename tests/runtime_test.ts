@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { IO_EVENTS, IO_EVENTS_VAR, SERVER_ENV } from "../lib/runtime.ts";
 import { spawnServer, taskEnv } from "./helpers.ts";
-import { reusePortUnavailable } from "../lib/workers.ts";
+import { reusePortUnavailable } from "../lib/runtime.ts";
 
 Deno.test("deno task start sets DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64 before deno starts", () => {
   assert.deepEqual(taskEnv("start"), SERVER_ENV);

@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { parseCommandLine } from "../lib/options.ts";
-import { reusePortUnavailable, SharedConnectionGate } from "../lib/workers.ts";
+import { SharedConnectionGate } from "../lib/workers.ts";
+import { autoWorkers, MAX_AUTO_WORKERS, reusePortUnavailable } from "../lib/runtime.ts";
 import {
   closedWithoutEcho,
   echoSession,
@@ -262,11 +263,14 @@ Deno.test("SharedConnectionGate: workers sharing one buffer share one exact cap"
 Deno.test("--workers takes a count or auto; anything else exits 2 naming the option", () => {
   const quiet = { out: () => {}, err: () => {} };
   const auto = parseCommandLine(["--workers", "auto"], quiet);
-  assert.equal(auto.kind === "run" && auto.config.workers, navigator.hardwareConcurrency);
+  const cores = navigator.hardwareConcurrency;
+  const expected = reusePortUnavailable() === undefined ? Math.min(cores, MAX_AUTO_WORKERS) : 1;
+  assert.equal(auto.kind === "run" && auto.config.workers, expected, "auto: one per core, at most 16, where possible");
   const three = parseCommandLine(["--workers", "3"], quiet);
   assert.equal(three.kind === "run" && three.config.workers, 3);
   const fallback = parseCommandLine([], quiet);
-  assert.equal(fallback.kind === "run" && fallback.config.workers, 1, "default: no worker threads");
+  assert.equal(fallback.kind === "run" && fallback.config.workers, expected, "the default is auto");
+  assert.equal(autoWorkers(64), reusePortUnavailable() === undefined ? MAX_AUTO_WORKERS : 1, "the cap");
   for (const bad of ["0", "-1", "two", "1.5", ""]) {
     let text = "";
     const what = parseCommandLine(["--workers", bad], { out: () => {}, err: (t) => text += t });

@@ -136,7 +136,8 @@ export function latencyTargets(
   const add = (what: string, value: number | undefined, holds: (v: number) => boolean) =>
     out.push({ what, value, holds: value === undefined ? undefined : holds(value) });
   const at = (conns: number, server: string) => results.samples[conns]?.[server];
-  for (const conns of results.conns.filter((c) => c >= 400)) {
+  const withC = results.servers.some((s) => s.id === "c-epoll");
+  for (const conns of results.conns.filter((c) => c >= 400 && withC)) {
     add(`${conns} conns: p99 <= 2x C`, latencyRatio(at(conns, id), at(conns, "c-epoll"), FIELDS.p99), (v) => v <= 2);
     add(`${conns} conns: p999 <= 3x C`, latencyRatio(at(conns, id), at(conns, "c-epoll"), FIELDS.p999), (v) => v <= 3);
     add(
@@ -198,9 +199,10 @@ export function renderLatencyTable(results: LatencyResults): string {
       "max",
       "starved conns",
       "first second: p50 / p99 / p999 / max",
+      "server CPU us per round trip",
       "load processes",
     ]));
-    lines.push(row(Array(9).fill("---")));
+    lines.push(row(Array(10).fill("---")));
     for (const s of results.servers) {
       const samples = at[s.id];
       if (!samples) continue;
@@ -216,6 +218,7 @@ export function renderLatencyTable(results: LatencyResults): string {
         Number.isFinite(starved) ? `${starved}` : "-",
         [FIELDS.burstP50, FIELDS.burstP99, FIELDS.burstP999, FIELDS.burstMax].map((f) => ms(medianOf(samples, f)))
           .join(" / "),
+        medianOf(samples, FIELDS.cpu).toFixed(2),
         clientsCell(samples),
       ]));
     }
@@ -236,6 +239,27 @@ export function renderLatencyTable(results: LatencyResults): string {
         ...results.conns.flatMap((c) => {
           const a = results.samples[c]?.[s.id], b = results.samples[c]?.["c-epoll"];
           return [FIELDS.rate, FIELDS.p99, FIELDS.p999, FIELDS.burstP999].map((f) => fixed(latencyRatio(a, b, f)));
+        }),
+      ]));
+    }
+  }
+  const settings = results.servers.filter((s) => s.id.startsWith("echosrv") && s.id !== "echosrv-no-setting");
+  if (results.servers.some((s) => s.id === "echosrv-no-setting") && settings.length > 0) {
+    lines.push("");
+    lines.push(
+      "What the setting changes: echosrv with it against echosrv without it (Deno's default, 1024), medians of " +
+        "per-round ratios (rate above 1 is better; CPU per round trip and latency below 1 are better):",
+    );
+    lines.push("");
+    const heads = results.conns.flatMap((c) => [`${c}: rate`, `${c}: CPU/rt`, `${c}: p99`, `${c}: p999`]);
+    lines.push(row(["", ...heads]));
+    lines.push(row(Array(heads.length + 1).fill("---")));
+    for (const s of settings) {
+      lines.push(row([
+        `${s.label} / without`,
+        ...results.conns.flatMap((c) => {
+          const a = results.samples[c]?.[s.id], b = results.samples[c]?.["echosrv-no-setting"];
+          return [FIELDS.rate, FIELDS.cpu, FIELDS.p99, FIELDS.p999].map((f) => fixed(latencyRatio(a, b, f)));
         }),
       ]));
     }

@@ -54,6 +54,17 @@ export function curveOf(hist: Array<[number, number]>): Curve {
   return curve;
 }
 
+/**
+ * JSON with two-space indentation, except that arrays of numbers (a curve's points, the load processes' CPU use) stay
+ * on one line: the latency results hold thousands of them.
+ */
+export function compactJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(
+    /\[\s*(-?[\d.e+-]+|null)((?:,\s*(?:-?[\d.e+-]+|null))*)\s*\]/g,
+    (_, first: string, rest: string) => `[${first}${rest.replace(/,\s*/g, ", ")}]`,
+  ) + "\n";
+}
+
 function row(cells: string[]): string {
   return `| ${cells.join(" | ")} |`;
 }
@@ -362,7 +373,7 @@ function machineLine(results: { machine: BenchResults["machine"]; date: string; 
  * connection set-up), latency on a log scale against percentile on a "nines" axis, one line per server.
  */
 export function renderLatencySvg(results: LatencyResults): string {
-  const panelW = 430, panelH = 250, left = 70, top = 70, gapX = 60, gapY = 70, legendH = 22;
+  const panelW = 430, panelH = 250, left = 70, top = 90, gapX = 60, gapY = 70, legendH = 22;
   const servers = results.servers.filter((s) => results.conns.some((c) => results.curves[c]?.[s.id]));
   const rows = results.conns.length;
   const width = left + 2 * panelW + gapX + 20;

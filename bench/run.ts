@@ -25,6 +25,7 @@ import {
   serverCpuList,
 } from "./load.ts";
 import {
+  compactJson,
   curveOf,
   type LatencyResults,
   renderLatencySvg,
@@ -1085,13 +1086,13 @@ async function main(): Promise<number> {
   if (plan.tests.includes("latency") && latencyServers.length > 0) {
     console.log("");
     console.log(renderLatencyTable(latency));
-    await write("results-latency.json", JSON.stringify(latency, null, 2) + "\n");
+    await write("results-latency.json", compactJson(latency));
     await write("results-latency.svg", renderLatencySvg(latency));
   }
   if (scaling) {
     console.log("");
     console.log(renderScalingTable(scaling));
-    await write("results-scaling.json", JSON.stringify(scaling, null, 2) + "\n");
+    await write("results-scaling.json", compactJson(scaling));
     await write("results-scaling.svg", renderScalingSvg(scaling));
   }
   console.log(`wrote ${written.join(", ")}`);

@@ -21,15 +21,16 @@ const CONNS_PER_CLIENT = 125;
 const CLIENTS_PER_SERVER_CORE = 1.5;
 
 /**
- * Where things run on this machine: pinned apart when it has {@link MIN_CORES_TO_PIN} cores or more (and `pin` is
- * not false) and `taskset` is there.
+ * Where things run on this machine: pinned apart when it has {@link MIN_CORES_TO_PIN} cores or more and `taskset` is
+ * there (`pin` "auto"), always when `taskset` is there (`pin` true: `--pin`, to try the pinned set-up on a small
+ * machine), or never (`pin` false: `--no-pin`).
  *
  * @param cores the machine's cores (navigator.hardwareConcurrency)
- * @param pin false to never pin (`--no-pin`)
+ * @param pin "auto", true or false
  * @param hasTaskset whether `taskset` (util-linux) can be run
  */
-export function placement(cores: number, pin: boolean, hasTaskset: boolean): Placement {
-  return { pinned: pin && hasTaskset && cores >= MIN_CORES_TO_PIN, cores };
+export function placement(cores: number, pin: boolean | "auto", hasTaskset: boolean): Placement {
+  return { pinned: hasTaskset && cores >= 2 && (pin === true || (pin === "auto" && cores >= MIN_CORES_TO_PIN)), cores };
 }
 
 /** The cores a server with `serverCores` cores gets: 0 .. serverCores-1, as `taskset -c` reads them. */

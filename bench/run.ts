@@ -20,6 +20,7 @@ import {
   type LatencySample,
   measureLatency,
   mergeHistograms,
+  MIN_CORES_TO_PIN,
   type Placement,
   placement,
   serverCpuList,
@@ -76,8 +77,8 @@ interface Plan {
   scaleWorkers: number[] | undefined;
   scaleRounds: number;
   scaleConns: number;
-  /** Pin the server and the clients to separate cores when the machine has at least 4 (`--no-pin`: never). */
-  pin: boolean;
+  /** Pin the server and the clients to separate cores: "auto" when the machine has at least 4, or always, or never. */
+  pin: boolean | "auto";
   /** Load processes per latency measurement (undefined: as many as the server's cores need). */
   clients: number | undefined;
   /** Take a latency measurement again (at most this many times) when other work disturbed it. */
@@ -107,6 +108,7 @@ const USAGE = `usage: deno task bench [options]
   --scale-conns N      connections of the scaling test (default 400)
   --clients N          load processes per latency measurement (default: enough for the server's cores)
   --no-pin             do not pin the server and the clients to separate cores (default: pin when 4+ cores)
+  --pin                pin them even on a machine with 2 or 3 cores (to try the pinned set-up there)
   --retries N          take a latency measurement again up to N times when other work disturbed it (default 2)
   --out DIR            where the results go (default bench/; bench/out/smoke/ with --smoke)
   --smoke              a few seconds per part: every server and test once, briefly; checks it works, no thresholds
@@ -140,7 +142,7 @@ function parsePlan(args: string[]): Plan {
     scaleWorkers: undefined,
     scaleRounds: 3,
     scaleConns: 400,
-    pin: true,
+    pin: "auto",
     clients: undefined,
     retries: 2,
   };
@@ -221,6 +223,9 @@ function parsePlan(args: string[]): Plan {
         break;
       case "--no-pin":
         plan.pin = false;
+        break;
+      case "--pin":
+        plan.pin = true;
         break;
       case "--retries":
         plan.retries = count();
@@ -765,7 +770,7 @@ async function main(): Promise<number> {
     where.pinned
       ? `bench: ${where.cores} cores: servers pinned from core 0, load clients on the cores after them (taskset)`
       : `bench: ${where.cores} cores: not pinned (${
-        plan.pin ? `pinning needs ${4} cores or more and taskset` : "--no-pin"
+        plan.pin === false ? "--no-pin" : `pinning needs taskset, and ${MIN_CORES_TO_PIN} cores or more without --pin`
       }); the clients share the cores with the server`,
   );
   const loadgen = await buildC("loadgen");

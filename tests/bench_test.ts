@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { MAX_BUFFER, MIN_BUFFER, nextBufferSize } from "../lib/echo.ts";
 import { ROOT, within } from "./helpers.ts";
+import { clientCpus, mergeHistograms, percentileOf, placement, serverCpuList } from "../bench/load.ts";
+import { readTask, scaleCounts } from "../bench/run.ts";
 
 async function hasCompiler(): Promise<boolean> {
   try {
@@ -148,6 +150,46 @@ Deno.test("bench --help exits 0 with the usage; a smoke run refuses to write ove
   assert.equal(smoke.code, 2);
   assert.match(new TextDecoder().decode(smoke.stderr), /--smoke does not write to bench\//);
   assert.equal((await Deno.stat(committed)).mtime?.getTime(), before.mtime?.getTime(), "results.json untouched");
+});
+
+Deno.test("bench placement: pinned apart on 4+ cores, enough load processes on the cores the server leaves", () => {
+  const big = placement(16, "auto", true);
+  assert.equal(big.pinned, true);
+  assert.equal(serverCpuList(1), "0");
+  assert.equal(serverCpuList(8), "0-7");
+  // One server core: at least 2 load processes, one per 125 connections, each on its own core after the server's.
+  assert.deepEqual(clientCpus(big, 1, 50), [1, 2]);
+  assert.deepEqual(clientCpus(big, 1, 1000), [1, 2, 3, 4, 5, 6, 7, 8]);
+  // 8 workers on cores 0-7: 12 wanted, the 8 spare cores get one each.
+  assert.deepEqual(clientCpus(big, 8, 400), [8, 9, 10, 11, 12, 13, 14, 15]);
+  assert.deepEqual(clientCpus(big, 1, 400, 3), [1, 2, 3], "--clients 3");
+  assert.deepEqual(scaleCounts(big), [1, 2, 4, 8], "up to half the cores: the load needs the rest");
+  assert.deepEqual(scaleCounts(placement(6, "auto", true)), [1, 2, 3]);
+  // 2 cores: not pinned unless asked, and then one load process, sharing the machine with the server.
+  const small = placement(2, "auto", true);
+  assert.equal(small.pinned, false);
+  assert.deepEqual(clientCpus(small, 1, 1000), [undefined]);
+  assert.deepEqual(scaleCounts(small), [1, 2]);
+  assert.equal(placement(2, true, true).pinned, true, "--pin");
+  assert.equal(placement(16, false, true).pinned, false, "--no-pin");
+  assert.equal(placement(16, "auto", false).pinned, false, "no taskset");
+});
+
+Deno.test("bench: the start task's variables reach echosrv's environment; histograms merge bucket by bucket", () => {
+  assert.deepEqual(readTask("deno run --allow-net main.ts"), { env: {}, args: ["run", "--allow-net", "main.ts"] });
+  assert.deepEqual(readTask("DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64 deno run main.ts"), {
+    env: { DENO_TOKIO_MAX_IO_EVENTS_PER_TICK: "64" },
+    args: ["run", "main.ts"],
+  });
+  assert.deepEqual(readTask("env A=1 B='x' deno task"), { env: { A: "1", B: "x" }, args: ["task"] });
+  assert.throws(() => readTask("node main.js"), /does not run deno/);
+  // The task as it is now runs deno (whatever variables it sets before).
+  assert.ok(readTask(denoJson.tasks.start).args.includes("main.ts"));
+  const merged = mergeHistograms([[[10, 2], [30, 1]], [[10, 1], [20, 5]]]);
+  assert.deepEqual(merged, [[10, 3], [20, 5], [30, 1]]);
+  assert.equal(percentileOf(merged, 0.5), 20);
+  assert.equal(percentileOf(merged, 0.99), 30);
+  assert.equal(percentileOf(merged, 0), 10);
 });
 
 Deno.test("the read buffer starts small, grows on full reads, and shrinks back when the traffic does", () => {

@@ -166,17 +166,27 @@ async function bindEach<T extends { addr: Deno.Addr; close(): void }>(
   return { bound, port };
 }
 
+/**
+ * The listen backlog: how many connections the kernel completes and queues for accept(). Deno's default is 511; when
+ * more clients than that connect at once (a load test opening 1000 connections), Linux drops the handshakes that do
+ * not fit (TcpExtListenOverflows) and those clients wait for the SYN to be sent again, a whole second later. 4096 is
+ * Linux's default cap (net.core.somaxconn), which the kernel applies to a larger value; measured in
+ * docs/latency-under-load.md.
+ */
+export const TCP_BACKLOG = 4096;
+
 function listenOne(
   hostname: string,
   port: number,
   reusePort?: boolean,
   tls?: { cert: string; key: string },
 ): EchoListener | Promise<EchoListener> {
-  if (tls) return listenTls(hostname, port, reusePort, tls);
+  const tcpBacklog = TCP_BACKLOG;
+  if (tls) return listenTls(hostname, port, reusePort, tls, tcpBacklog);
   // reusePort is only in Deno's unstable types, hence the cast; the caller checks `--unstable-net` first.
   return reusePort
-    ? Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions)
-    : Deno.listen({ hostname, port, transport: "tcp" });
+    ? Deno.listen({ hostname, port, transport: "tcp", reusePort, tcpBacklog } as Deno.TcpListenOptions)
+    : Deno.listen({ hostname, port, transport: "tcp", tcpBacklog });
 }
 
 /**

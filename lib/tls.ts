@@ -85,6 +85,7 @@ export function loadTlsFiles(certFile: string, keyFile: string, now: Date = new 
  * @param port the port (0: the OS picks one)
  * @param reusePort SO_REUSEPORT, for --workers (Linux)
  * @param material the certificate chain and key
+ * @param backlog the listen backlog (the kernel caps it at net.core.somaxconn)
  * @returns the listener, listening
  * @throws Deno.errors.AddrInUse, PermissionDenied or AddrNotAvailable as Deno.listen would (lib/listen.ts words
  *   them), or an Error with the system's code
@@ -94,12 +95,13 @@ export async function listenTls(
   port: number,
   reusePort: boolean | undefined,
   material: Pick<TlsMaterial, "cert" | "key">,
+  backlog?: number,
 ): Promise<TlsListener> {
   const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) => reject(denoListenError(error)));
     // Windows' IPv6 sockets are v6-only, as Deno.listen leaves them; elsewhere [::] is dual-stack (lib/listen.ts).
-    server.listen({ host: hostname, port, reusePort, ipv6Only: Deno.build.os === "windows" }, () => resolve());
+    server.listen({ host: hostname, port, reusePort, backlog, ipv6Only: Deno.build.os === "windows" }, () => resolve());
   });
   server.removeAllListeners("error");
   return new TlsListener(server, createSecureContext({ cert: material.cert, key: material.key }));

@@ -2,7 +2,15 @@
 // rule denies the rest), and the per-client count.
 
 import assert from "node:assert/strict";
-import { Admission, CidrError, CidrList, clientKey, LocalClientCounts, parseCidr, parseClientAddress } from "../lib/access.ts";
+import {
+  Admission,
+  CidrError,
+  CidrList,
+  clientKey,
+  LocalClientCounts,
+  parseCidr,
+  parseClientAddress,
+} from "../lib/access.ts";
 import ipaddr from "ipaddr.js";
 
 const list = (...rules: string[]) => new CidrList(rules.map(parseCidr));

@@ -7,9 +7,13 @@ import { EchoServer } from "../lib/server.ts";
 import type { ServerConfig } from "../lib/options.ts";
 import { parseMetricsText } from "../lib/stats.ts";
 import ipaddr from "ipaddr.js";
+import { fileURLToPath } from "node:url";
 
-/** The project root, where `deno task start` runs. */
-export const ROOT: string = new URL("..", import.meta.url).pathname;
+/**
+ * The project root, where `deno task start` runs, as a file path ending in the path separator. (A file URL's
+ * `pathname` is no path on Windows: `/C:/src/` or, under Wine, `/Z:/w/p/`.)
+ */
+export const ROOT: string = fileURLToPath(new URL("..", import.meta.url));
 
 /** Fails after `ms` with `what` in the message; the timer never outlives the promise. */
 export async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {

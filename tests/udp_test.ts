@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { CidrList, parseCidr } from "../lib/access.ts";
 import { BLOCKED_SOURCE_PORTS, SourceTable, UdpEcho } from "../lib/udp.ts";
-import { pseudoRandomBytes, runEchosrv, sameBytes, spawnServer, waitUntil, within } from "./helpers.ts";
+import { pseudoRandomBytes, ROOT, runEchosrv, sameBytes, spawnServer, waitUntil, within } from "./helpers.ts";
 
 /** A UDP echo on a free port of `hosts`, stopped after `body`. */
 async function withUdp(
@@ -158,7 +158,7 @@ Deno.test("--udp without Deno's --unstable-net exits 1 with a message saying so 
     "echosrv without --unstable-net",
     new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-net", "--allow-env", "--allow-read", "main.ts", "--udp", "-p", "0", "-H", "127.0.0.1"],
-      cwd: new URL("..", import.meta.url).pathname,
+      cwd: ROOT,
       stdin: "null",
       env: { NO_COLOR: "1" },
     }).output(),

@@ -218,7 +218,7 @@ Deno.test({
   },
 });
 
-Deno.test("the module that connects to the SCM runs nothing but itself and scm.ts first (the dispatcher starts first)", async () => {
+Deno.test("the module that connects to the SCM runs nothing but itself, scm.ts and win32.ts first (the dispatcher starts first)", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", join(ROOT, "lib/service/scm_boot.ts")],
     cwd: ROOT,
@@ -244,5 +244,5 @@ Deno.test("the module that connects to the SCM runs nothing but itself and scm.t
     }
   }
   const names = [...evaluated].map((s) => s.replace(/^.*\/lib\//, "lib/")).sort();
-  assert.deepEqual(names, ["lib/service/scm.ts", "lib/service/scm_boot.ts"]);
+  assert.deepEqual(names, ["lib/service/scm.ts", "lib/service/scm_boot.ts", "lib/service/win32.ts"]);
 });

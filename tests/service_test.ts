@@ -179,6 +179,30 @@ Deno.test("Windows uninstall, stop, restart: sc.exe stop (not running is fine), 
   assert.deepEqual(restart.steps.map((s) => s.kind === "run" ? s.argv[1] : s.kind), ["stop", "wait", "start", "wait"]);
 });
 
+Deno.test("progress lines and failures quote commands for the system they are typed on", async () => {
+  const argv = [Deno.execPath(), "eval", "Deno.exit(Deno.args.length === 1 ? 0 : 3)", "a b"];
+  const windows = new WindowsManager();
+  const lines: string[] = [];
+  await executePlan(
+    { summary: "t", steps: [{ kind: "run", argv }] },
+    (l) => lines.push(l),
+    (a) => windows.formatCommand(a),
+  );
+  assert.deepEqual(lines, [`ran: ${windows.formatCommand(argv)}`]);
+  assert.match(lines[0], / eval "Deno\.exit\(Deno\.args\.length === 1 \? 0 : 3\)" "a b"$/, "Windows quoting");
+  await assert.rejects(
+    executePlan(
+      { summary: "t", steps: [{ kind: "run", argv: [...argv, "c"] }] },
+      () => {},
+      (a) => windows.formatCommand(a),
+    ),
+    (error: Error) => error.message.startsWith(`${windows.formatCommand([...argv, "c"])} failed (exit 3)`),
+  );
+  const posix: string[] = [];
+  await executePlan({ summary: "t", steps: [{ kind: "run", argv }] }, (l) => posix.push(l));
+  assert.match(posix[0], / eval 'Deno\.exit\(Deno\.args\.length === 1 \? 0 : 3\)' 'a b'$/, "POSIX shell quoting");
+});
+
 Deno.test("launchd: the property list is well-formed XML and parses to the service's argv and settings", () => {
   const tricky = definition({
     name: "echosrv-7",

@@ -203,7 +203,7 @@ export async function runServiceCommand(
     if (request.action !== "install" && !installed) {
       throw new ServiceError(`no service named ${request.name} is installed (${manager.system})`);
     }
-    await executePlan(plan, (line) => io.out(`${line}\n`));
+    await executePlan(plan, (line) => io.out(`${line}\n`), (argv) => manager!.formatCommand(argv));
     io.out(`${plan.summary}: done\n`);
     for (const note of plan.notes ?? []) io.out(`note: ${note}\n`);
     return 0;

@@ -329,7 +329,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function executeStep(step: Step): Promise<string> {
+async function executeStep(step: Step, quote: (argv: string[]) => string): Promise<string> {
   switch (step.kind) {
     case "mkdir":
       try {
@@ -364,10 +364,10 @@ async function executeStep(step: Step): Promise<string> {
         const said = (result.stderr.trim() || result.stdout.trim()).split("\n").slice(-3).join(" / ");
         throw new ServiceError(
           step.explain?.(result.code, said) ??
-            `${shellQuote(step.argv)} failed (exit ${result.code})${said ? `: ${said}` : ""}`,
+            `${quote(step.argv)} failed (exit ${result.code})${said ? `: ${said}` : ""}`,
         );
       }
-      return `ran: ${shellQuote(step.argv)}`;
+      return `ran: ${quote(step.argv)}`;
     }
     case "wait": {
       const deadline = performance.now() + step.timeoutMs;
@@ -393,17 +393,23 @@ function describeFsError(error: unknown): string {
  *
  * @param plan what to do
  * @param report receives one line per step done
+ * @param quote formats a command as it is typed on this system, for the progress lines (POSIX shell by default;
+ *   the manager's {@link ServiceManager.formatCommand})
  */
-export async function executePlan(plan: Plan, report: (line: string) => void): Promise<void> {
+export async function executePlan(
+  plan: Plan,
+  report: (line: string) => void,
+  quote: (argv: string[]) => string = shellQuote,
+): Promise<void> {
   const undo: Step[][] = [];
   for (const step of plan.steps) {
     try {
-      report(await executeStep(step));
+      report(await executeStep(step, quote));
     } catch (error) {
       for (const steps of undo.reverse()) {
         for (const undoStep of steps) {
           try {
-            report(`undone: ${await executeStep(undoStep)}`);
+            report(`undone: ${await executeStep(undoStep, quote)}`);
           } catch (undoError) {
             report(`could not undo (${(undoError as Error).message}); check by hand`);
           }

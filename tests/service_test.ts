@@ -395,3 +395,27 @@ Deno.test("systemd: a start counts once the same process has stayed up; a crash 
   ]);
   assert.deepEqual(new SystemdManager().controlPlan("stop", "echosrv").steps.length, 1, "stop does not wait for up");
 });
+
+Deno.test("the default description says where it listens: IPv4 and IPv6 only when -H does not restrict it", async () => {
+  const cases: [string[], string][] = [
+    [[], "TCP echo server on port 40007 (IPv4 and IPv6): every byte"],
+    [["-H", "127.0.0.1"], "TCP echo server on port 40007 of 127.0.0.1: every byte"],
+    [["--port", "7", "-H", "127.0.0.1", "-H", "::1"], "TCP echo server on port 7 of 127.0.0.1 and ::1: every byte"],
+  ];
+  for (const [args, expected] of cases) {
+    const { code, stdout, stderr } = await runServiceTask([
+      "install",
+      "--dry-run",
+      "--name",
+      "echosrv-d",
+      "--",
+      ...args,
+    ]);
+    assert.equal(code, 0, stderr);
+    const unit = plannedFile(stdout, "/etc/systemd/system/echosrv-d.service");
+    assert.ok(
+      unit.includes(`\`echosrv service uninstall --name echosrv-d\`. ${expected}`),
+      `${args.join(" ")}:\n${unit}`,
+    );
+  }
+});

@@ -10,6 +10,7 @@ import {
   describePlan,
   executePlan,
   launcherOfThisProcess,
+  listenWords,
   type Plan,
   type ServiceDefinition,
   ServiceError,
@@ -110,13 +111,12 @@ function defineService(request: ServiceRequest, io: CommandOutput): ServiceDefin
     io.err("echosrv: error: after -- come the server's options (as for `echosrv run`), not another command\n");
     return 2;
   }
-  const port = what.config.server.port;
   return {
     name: request.name,
     displayName: request.displayName ?? `${request.name} TCP echo server`,
     description: request.description ??
-      `TCP echo server on port ${port} (IPv4 and IPv6): every byte received is sent back. The modern port of ` +
-        "Microsoft's WSK echosrv sample.",
+      `TCP echo server ${listenWords(what.config.server.hosts, what.config.server.port)}: every byte received is ` +
+        "sent back. The modern port of Microsoft's WSK echosrv sample.",
     start: request.start,
     launcher: launcherOfThisProcess(),
     serverArgs,

@@ -37,7 +37,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { RunConfig } from "../options.ts";
+import { DEFAULT_HOSTS, type RunConfig } from "../options.ts";
 
 /** A running service, as its program hands it to the service manager's code. */
 export interface RunningService {
@@ -105,6 +105,20 @@ export function fileLimit(maxConnections: number): number {
  */
 export function stopGraceSeconds(config: RunConfig): number {
   return Math.ceil(config.server.shutdownTimeoutMs / 1000) + 5;
+}
+
+/**
+ * Where the server listens, in words for a description: "on port 40007 (IPv4 and IPv6)" for the default hosts,
+ * otherwise the hosts themselves ("on port 7 of 127.0.0.1 and ::1").
+ *
+ * @param hosts the `--host` values (DEFAULT_HOSTS when none was given)
+ * @param port the port
+ */
+export function listenWords(hosts: readonly string[], port: number): string {
+  const same = hosts.length === DEFAULT_HOSTS.length && DEFAULT_HOSTS.every((h) => hosts.includes(h));
+  if (same) return `on port ${port} (IPv4 and IPv6)`;
+  const list = hosts.length === 1 ? hosts[0] : `${hosts.slice(0, -1).join(", ")} and ${hosts.at(-1)}`;
+  return `on port ${port} of ${list}`;
 }
 
 /** What a manager reports about a service. */

@@ -155,6 +155,8 @@ Deno.test({
       assert.deepEqual(service.process.lines, []);
       const log = Deno.readTextFileSync(defaultLog);
       assert.match(log, /not valid.*--port <port>' argument 'nope' is invalid/);
+      assert.equal(log.trim().split("\n").length, 1, `one line:\n${log}`);
+      assert.doesNotMatch(log, /\\n/, "no literal \\n in the line");
     } finally {
       await Deno.remove(defaultLog).catch(() => {});
     }

@@ -59,6 +59,11 @@ function firstWritable(candidates: string[]): string {
   return candidates[0];
 }
 
+/** Text made one line: commander's usage messages come in several. */
+function oneLine(text: string): string {
+  return text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== "").join(" ");
+}
+
 function envValue(name: string): string | undefined {
   try {
     return Deno.env.get(name);
@@ -90,7 +95,7 @@ export function windowsServiceProgram(processArgs: string[]): ServiceProgram {
         await setupLogging(log, { console: false }).catch(() => {});
         serverLog.error("the service's command line is not valid ({args}): {message}", {
           args: [...processArgs, ...startParameters].join(" "),
-          message: usage.join("").trim() || "it does not ask to run the server",
+          message: oneLine(usage.join("")) || "it does not ask to run the server",
         });
         await closeLogging();
         return EXIT_USAGE;

@@ -50,6 +50,25 @@ export interface ScmEvent {
   fields: Record<string, string>;
 }
 
+/**
+ * Reads the stand-in's record: `<ms> <thread> <event> key=value ...`, where a `message=` field, always last, takes
+ * the rest of the line (with `\n` for its line breaks).
+ */
+export function parseRecord(text: string): ScmEvent[] {
+  return text.split("\n").filter((line) => line.trim() !== "").map((line) => {
+    const messageAt = line.indexOf(" message=");
+    const head = messageAt < 0 ? line : line.slice(0, messageAt);
+    const [t, thread, event, ...rest] = head.split(" ");
+    const fields: Record<string, string> = {};
+    for (const pair of rest) {
+      const cut = pair.indexOf("=");
+      fields[pair.slice(0, cut)] = pair.slice(cut + 1);
+    }
+    if (messageAt >= 0) fields.message = line.slice(messageAt + 9).replaceAll("\\n", "\n");
+    return { t: Number(t), thread, event, fields };
+  });
+}
+
 /** A status report, as numbers. */
 export interface StatusReport {
   t: number;
@@ -98,15 +117,7 @@ export class FakeScmService implements AsyncDisposable {
     } catch {
       return [];
     }
-    return text.split("\n").filter((line) => line.trim() !== "").map((line) => {
-      const [t, thread, event, ...rest] = line.split(" ");
-      const fields: Record<string, string> = {};
-      for (const pair of rest) {
-        const cut = pair.indexOf("=");
-        fields[pair.slice(0, cut)] = pair.slice(cut + 1);
-      }
-      return { t: Number(t), thread, event, fields };
-    });
+    return parseRecord(text);
   }
 
   statuses(): StatusReport[] {

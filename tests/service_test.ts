@@ -1,65 +1,20 @@
 // `echosrv service ...` as users meet it, and what it would hand each service manager: the command line and its
 // usage errors; Windows command lines read back by CommandLineToArgvW's rules (paths with spaces, quotes and
-// backslashes); the sc.exe calls; launchd property lists parsed by a plist parser and a strict XML validator.
+// backslashes); the Windows SCM API plans, accounts and service SIDs; launchd property lists parsed by a plist parser
+// and a strict XML validator; the default description; progress lines quoted for their system.
 
 import assert from "node:assert/strict";
 import * as plist from "plist";
 import { XMLValidator } from "fast-xml-parser";
 import { parseCommandLine, type RunConfig } from "../lib/options.ts";
-import { describePlan, executePlan, type ServiceDefinition, ServiceError } from "../lib/service/contract.ts";
+import { describePlan, executePlan, type ServiceDefinition, ServiceError, type Step } from "../lib/service/contract.ts";
 import { quoteWindowsArg, windowsCommandLine, WindowsManager, windowsServiceArgv } from "../lib/service/windows.ts";
+import { serviceSid, windowsAccount } from "../lib/service/win_account.ts";
 import { LaunchdManager, launchdPlist, launchdServiceArgv } from "../lib/service/launchd.ts";
 import { absoluteLogFileArgs } from "../lib/service/commands.ts";
 import { judgeStart, STAY_UP_MS, SystemdManager } from "../lib/service/systemd.ts";
 import { plannedFile, ROOT, runServiceTask } from "./helpers.ts";
-
-/**
- * Splits a command line the way CommandLineToArgvW and the Microsoft C runtime do, written from Microsoft's
- * documentation ("Parsing C++ command-line arguments"): the program name ends at the first space or tab outside
- * quotes and takes no escapes; then 2n backslashes before a quote give n backslashes and the quote toggles quoting,
- * 2n+1 give n backslashes and a literal quote, other backslashes are literal, and "" inside quotes is a quote.
- */
-function commandLineToArgv(line: string): string[] {
-  const argv: string[] = [];
-  let i = 0;
-  let program = "";
-  let quoted = false;
-  for (; i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t")); i++) {
-    if (line[i] === '"') quoted = !quoted;
-    else program += line[i];
-  }
-  argv.push(program);
-  for (;;) {
-    while (i < line.length && (line[i] === " " || line[i] === "\t")) i++;
-    if (i >= line.length) return argv;
-    let arg = "";
-    quoted = false;
-    while (i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t"))) {
-      let backslashes = 0;
-      while (line[i] === "\\") {
-        backslashes++;
-        i++;
-      }
-      if (line[i] === '"') {
-        arg += "\\".repeat(Math.floor(backslashes / 2));
-        if (backslashes % 2 === 1) {
-          arg += '"';
-          i++;
-        } else if (quoted && line[i + 1] === '"') {
-          arg += '"';
-          i += 2;
-        } else {
-          quoted = !quoted;
-          i++;
-        }
-      } else {
-        arg += "\\".repeat(backslashes);
-        if (i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t"))) arg += line[i++];
-      }
-    }
-    argv.push(arg);
-  }
-}
+import { commandLineToArgv } from "./fake_scm.ts";
 
 Deno.test("the reference splitter agrees with Microsoft's documented examples", () => {
   const examples: [string, string[]][] = [
@@ -116,14 +71,31 @@ function definition(overrides: Partial<ServiceDefinition> = {}): ServiceDefiniti
   };
 }
 
-Deno.test("Windows install: sc.exe create with a quoted binPath that reads back as the service's argv", () => {
+/** What each `call` step of a plan calls (its first word and the word after the service name), in order. */
+function calls(steps: Step[]): string[] {
+  return steps.map((s) => s.kind === "call" ? s.what.split(/[ :]/).slice(0, 1).join(" ") : s.kind);
+}
+
+Deno.test("Windows install: CreateServiceW with a quoted command line that reads back as the service's argv", () => {
   const def = definition({ serverArgs: ["--port", "40007", "--log-file", "D:\\echo logs\\echo.log"] });
-  const plan = new WindowsManager().installPlan(def);
-  const runs = plan.steps.filter((s) => s.kind === "run").map((s) => (s as { argv: string[] }).argv);
-  const create = runs[0];
-  assert.deepEqual(create.slice(0, 4), ["sc.exe", "create", "echosrv", "binPath="]);
-  assert.deepEqual(create.slice(5), ["start=", "auto", "DisplayName=", "echosrv TCP echo server"]);
-  assert.deepEqual(commandLineToArgv(create[4]), windowsServiceArgv(def));
+  const manager = new WindowsManager({ programData: "C:\\ProgramData" });
+  const plan = manager.installPlan(def);
+  assert.deepEqual(calls(plan.steps), [
+    "CreateServiceW",
+    "ChangeServiceConfig2W",
+    "ChangeServiceConfig2W",
+    "ChangeServiceConfig2W",
+    "ChangeServiceConfig2W",
+    "mkdir",
+    "SetNamedSecurityInfoW",
+    "RegCreateKeyExW",
+    "StartServiceW",
+    "wait",
+  ]);
+  const create = (plan.steps[0] as { what: string }).what;
+  assert.match(create, /^CreateServiceW echosrv: start auto, account NT SERVICE\\echosrv, display name "echosrv TCP /);
+  const binPath = create.slice(create.indexOf("command line ") + 13);
+  assert.deepEqual(commandLineToArgv(binPath), windowsServiceArgv(def));
   assert.deepEqual(windowsServiceArgv(def), [
     "C:\\Program Files\\echo srv\\echosrv.exe",
     "--service",
@@ -132,19 +104,39 @@ Deno.test("Windows install: sc.exe create with a quoted binPath that reads back 
     "--log-file",
     "D:\\echo logs\\echo.log",
   ]);
-  assert.deepEqual(runs.slice(1).map((argv) => argv.slice(0, 2)), [
-    ["sc.exe", "description"],
-    ["sc.exe", "failure"],
-    ["sc.exe", "failureflag"],
-    ["sc.exe", "start"],
-  ]);
+  assert.deepEqual((plan.steps[5] as { path: string }).path, "D:\\echo logs", "the log folder is made");
+  assert.match((plan.steps[6] as { what: string }).what, /^SetNamedSecurityInfoW D:\\echo logs: Modify for NT SERVICE/);
   assert.ok(plan.steps.at(-1)!.kind === "wait", "install waits for RUNNING (which means listening)");
   assert.ok((plan.steps[0] as { undo?: unknown[] }).undo?.length, "a failed later step deletes the service again");
+  assert.ok((plan.steps[7] as { undo?: unknown[] }).undo?.length, "and removes the event source it made");
 
-  const manual = new WindowsManager().installPlan({ ...def, start: "manual" });
-  const manualCreate = (manual.steps[0] as { argv: string[] }).argv;
-  assert.equal(manualCreate[manualCreate.indexOf("start=") + 1], "demand");
-  assert.ok(!manual.steps.some((s) => s.kind === "run" && s.argv[1] === "start"), "manual: not started");
+  // No --log-file: the service gets %ProgramData%\NAME\NAME.log, in a folder its account may write.
+  const plain = manager.installPlan(definition());
+  const plainBin = (plain.steps[0] as { what: string }).what;
+  assert.deepEqual(commandLineToArgv(plainBin.slice(plainBin.indexOf("command line ") + 13)).slice(-2), [
+    "--log-file",
+    "C:\\ProgramData\\echosrv\\echosrv.log",
+  ]);
+  assert.equal((plain.steps[5] as { path: string }).path, "C:\\ProgramData\\echosrv");
+
+  const manual = manager.installPlan({ ...def, start: "manual" });
+  assert.match((manual.steps[0] as { what: string }).what, /: start demand,/);
+  assert.ok(!calls(manual.steps).includes("StartServiceW"), "manual: not started");
+  const delayed = manager.installPlan({ ...def, start: "delayed" });
+  assert.match((delayed.steps[0] as { what: string }).what, /: start auto \(delayed\),/);
+  assert.ok(delayed.steps.some((s) => s.kind === "call" && /delayed auto-start/.test(s.what)));
+  assert.ok(calls(delayed.steps).includes("StartServiceW"), "delayed: started now too");
+
+  // Another account: its name goes to CreateServiceW; LocalSystem needs no grant (it may write anything).
+  const local = manager.installPlan({ ...def, account: "LocalService" });
+  assert.match((local.steps[0] as { what: string }).what, /account NT AUTHORITY\\LocalService,/);
+  const system = manager.installPlan({ ...def, account: "localsystem" });
+  assert.match((system.steps[0] as { what: string }).what, /account LocalSystem,/);
+  assert.ok(!calls(system.steps).includes("SetNamedSecurityInfoW"));
+  assert.throws(
+    () => manager.installPlan({ ...def, account: "CORP\\bob" }),
+    (error: Error) => error instanceof ServiceError && /--account: CORP\\bob needs a password/.test(error.message),
+  );
 
   // From source the service is `deno run` with the Windows permissions (FFI for the SCM) and main.ts.
   const fromSource = windowsServiceArgv({
@@ -162,21 +154,49 @@ Deno.test("Windows install: sc.exe create with a quoted binPath that reads back 
     "D:\\echo logs\\echo.log",
   ]);
 
-  const text = describePlan(plan, (argv) => new WindowsManager().formatCommand(argv));
-  assert.match(text, /run: sc\.exe create echosrv binPath= "\\"C:\\Program Files\\echo srv\\echosrv\.exe\\" --service/);
+  const text = describePlan(plan, (argv) => manager.formatCommand(argv));
+  assert.match(
+    text,
+    /^call: CreateServiceW echosrv: .* command line "C:\\Program Files\\echo srv\\echosrv\.exe" --service/m,
+  );
 });
 
-Deno.test("Windows uninstall, stop, restart: sc.exe stop (not running is fine), wait, then delete / start", () => {
+Deno.test("Windows uninstall, stop, restart: ControlService STOP (not running is fine), wait, then delete / start", () => {
   const manager = new WindowsManager();
   const uninstall = manager.uninstallPlan("echosrv");
-  assert.deepEqual(uninstall.steps.map((s) => s.kind === "run" ? s.argv.slice(1, 2)[0] : s.kind), [
-    "stop",
+  assert.deepEqual(calls(uninstall.steps), ["ControlService", "wait", "DeleteService", "RegDeleteKeyW"]);
+  assert.deepEqual(calls(manager.controlPlan("restart", "echosrv").steps), [
+    "ControlService",
     "wait",
-    "delete",
+    "StartServiceW",
+    "wait",
   ]);
-  assert.ok((uninstall.steps[0] as { okCodes?: number[] }).okCodes?.includes(1062), "1062: not started");
-  const restart = manager.controlPlan("restart", "echosrv");
-  assert.deepEqual(restart.steps.map((s) => s.kind === "run" ? s.argv[1] : s.kind), ["stop", "wait", "start", "wait"]);
+  assert.deepEqual(calls(manager.controlPlan("stop", "echosrv").steps), ["ControlService", "wait"]);
+});
+
+Deno.test("Windows accounts: the virtual account by default, the password-less ones by any usual name", () => {
+  assert.equal(windowsAccount(undefined, "echosrv-7"), "NT SERVICE\\echosrv-7");
+  const same: [string, string][] = [
+    ["nt service\\ECHOSRV-7", "NT SERVICE\\echosrv-7"],
+    ["LocalSystem", "LocalSystem"],
+    [".\\LocalSystem", "LocalSystem"],
+    ["NT AUTHORITY\\SYSTEM", "LocalSystem"],
+    ["LocalService", "NT AUTHORITY\\LocalService"],
+    ["nt authority\\networkservice", "NT AUTHORITY\\NetworkService"],
+    ["CORP\\echo-gmsa$", "CORP\\echo-gmsa$"],
+  ];
+  for (const [given, expected] of same) assert.equal(windowsAccount(given, "echosrv-7"), expected, given);
+  assert.throws(() => windowsAccount("NT SERVICE\\other", "echosrv-7"), /virtual account of another service/);
+  assert.throws(() => windowsAccount("bob", "echosrv-7"), /needs a password/);
+});
+
+Deno.test("a service's SID is Windows' own (S-1-5-80 and the SHA-1 of its upper-case name)", async () => {
+  // TrustedInstaller's SID, as every Windows shows it (`sc showsid TrustedInstaller`).
+  assert.equal(
+    await serviceSid("TrustedInstaller"),
+    "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464",
+  );
+  assert.equal(await serviceSid("trustedinstaller"), await serviceSid("TrustedInstaller"), "case does not matter");
 });
 
 Deno.test("progress lines and failures quote commands for the system they are typed on", async () => {

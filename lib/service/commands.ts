@@ -19,6 +19,7 @@ import {
 import { LaunchdManager } from "./launchd.ts";
 import { SystemdManager } from "./systemd.ts";
 import { WindowsManager } from "./windows.ts";
+import { testLibraries } from "./win32.ts";
 
 /** Where a command writes. */
 export interface CommandOutput {
@@ -39,10 +40,12 @@ export const STATUS_EXIT = { running: 0, notRunning: 3, notInstalled: 4 } as con
  * The service manager of a system.
  *
  * @param os the system
- * @returns its manager
+ * @returns its manager (on Linux and macOS, the Windows one when the tests name a stand-in advapi32: win32.ts)
  * @throws {ServiceError} where echosrv knows no service manager
  */
 export function managerFor(os: typeof Deno.build.os): ServiceManager {
+  const standIn = testLibraries();
+  if (standIn) return new WindowsManager({ libraries: standIn });
   switch (os) {
     case "windows":
       return new WindowsManager();
@@ -118,6 +121,7 @@ function defineService(request: ServiceRequest, io: CommandOutput): ServiceDefin
       `TCP echo server ${listenWords(what.config.server.hosts, what.config.server.port)}: every byte received is ` +
         "sent back. The modern port of Microsoft's WSK echosrv sample.",
     start: request.start,
+    ...(request.account !== undefined ? { account: request.account } : {}),
     launcher: launcherOfThisProcess(),
     serverArgs,
     config: what.config,
@@ -126,7 +130,7 @@ function defineService(request: ServiceRequest, io: CommandOutput): ServiceDefin
 
 /** Refuses early, with a clear message, when a change needs root and this is not root (Linux, macOS). */
 function requireRoot(action: string): void {
-  if (Deno.build.os === "windows") return; // sc.exe answers "access denied" (5), which is explained then
+  if (Deno.build.os === "windows") return; // the SCM answers "access denied" (5), which is explained then
   let uid: number | null = null;
   try {
     if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") uid = Deno.uid();
@@ -192,7 +196,7 @@ export async function runServiceCommand(
     }
 
     await manager.available();
-    requireRoot(request.action);
+    if (!(manager instanceof WindowsManager)) requireRoot(request.action);
     const installed = await manager.installed(request.name);
     if (request.action === "install" && installed) {
       throw new ServiceError(

@@ -59,8 +59,11 @@ export interface ServiceProgram {
   start(startParameters: string[], serviceName: string): Promise<number | RunningService>;
 }
 
-/** When the service starts: at boot (and now, on install), or only when asked. */
-export type StartMode = "auto" | "manual";
+/**
+ * When the service starts: at boot (and now, on install), at boot after the other automatic services (Windows'
+ * delayed auto-start; the same as auto elsewhere), or only when asked.
+ */
+export type StartMode = "auto" | "delayed" | "manual";
 
 /** How the service's process is launched: the compiled executable, or Deno running main.ts. */
 export type Launcher =
@@ -77,6 +80,11 @@ export interface ServiceDefinition {
   description: string;
   /** Boot start or manual start. */
   start: StartMode;
+  /**
+   * The account it runs as, as `--account` gave it; undefined for each manager's least-privileged default (Windows:
+   * its virtual account NT SERVICE\NAME; systemd: a dynamic user; launchd: the user _NAME).
+   */
+  account?: string;
   /** What runs. */
   launcher: Launcher;
   /** The server options baked into the service's command line, already validated. */
@@ -152,6 +160,14 @@ export type Step =
     explain?: (code: number, stderr: string) => string | undefined;
     undo?: Step[];
   }
+  | {
+    kind: "call";
+    /** The function called and on what, as --dry-run prints it (e.g. `CreateServiceW echosrv: start auto, ...`). */
+    what: string;
+    /** Calls it; may return a note for the progress line. Fails with a {@link ServiceError}. */
+    run: () => Promise<string | void>;
+    undo?: Step[];
+  }
   | { kind: "wait"; what: string; until: () => Promise<boolean>; timeoutMs: number };
 
 /** What a service command would change, step by step. */
@@ -204,7 +220,8 @@ export function servicePermissions(os: typeof Deno.build.os): string[] {
 
 /**
  * The permissions `echosrv` itself needs on `os`, baked into the compiled executable: the service's own, plus
- * running the service manager's tool, plus (Linux, macOS) reading the user id to say "run as root" up front.
+ * (Linux, macOS) running the service manager's tool and reading the user id to say "run as root" up front. On
+ * Windows `service ...` calls the SCM's API through FFI, which the service's own permissions already allow.
  * `--allow-ffi` stays unscoped on Windows on purpose: a scoped FFI permission makes Deno resolve "advapi32.dll"
  * against the working directory instead of letting Windows load its system DLL (both are KnownDLLs, always taken
  * from System32).
@@ -215,7 +232,7 @@ export function servicePermissions(os: typeof Deno.build.os): string[] {
 export function executablePermissions(os: typeof Deno.build.os): string[] {
   switch (os) {
     case "windows":
-      return [...servicePermissions(os), "--allow-run=sc.exe"];
+      return servicePermissions(os);
     case "darwin":
       return [...servicePermissions(os), "--allow-run=launchctl", "--allow-sys=uid"];
     default:
@@ -301,6 +318,9 @@ export function describePlan(plan: Plan, quote: (argv: string[]) => string = she
       case "run":
         lines.push(`run: ${quote(step.argv)}`);
         break;
+      case "call":
+        lines.push(`call: ${step.what}`);
+        break;
       case "wait":
         lines.push(`wait until ${step.what} (at most ${Math.round(step.timeoutMs / 1000)} s)`);
         break;
@@ -383,6 +403,10 @@ async function executeStep(step: Step, quote: (argv: string[]) => string): Promi
       }
       return `ran: ${quote(step.argv)}`;
     }
+    case "call": {
+      const note = await step.run();
+      return `called: ${step.what}${note ? ` (${note})` : ""}`;
+    }
     case "wait": {
       const deadline = performance.now() + step.timeoutMs;
       while (!(await step.until())) {
@@ -431,6 +455,6 @@ export async function executePlan(
       }
       throw error;
     }
-    if ((step.kind === "write" || step.kind === "run") && step.undo) undo.push(step.undo);
+    if ((step.kind === "write" || step.kind === "run" || step.kind === "call") && step.undo) undo.push(step.undo);
   }
 }

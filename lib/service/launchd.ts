@@ -85,7 +85,7 @@ export function launchdPlist(definition: ServiceDefinition): string {
     "  <key>WorkingDirectory</key>",
     "  <string>/</string>",
     "  <key>RunAtLoad</key>",
-    definition.start === "auto" ? "  <true/>" : "  <false/>",
+    definition.start !== "manual" ? "  <true/>" : "  <false/>",
     "  <key>KeepAlive</key>",
     "  <dict>",
     "    <key>SuccessfulExit</key>",
@@ -149,7 +149,7 @@ export class LaunchdManager implements ServiceManager {
     const logFile = definition.config.log.file ?? defaultLogFile(name);
     return {
       summary: `install the launchd daemon ${name} (${
-        definition.start === "auto" ? "starts at boot and now" : "manual start"
+        definition.start !== "manual" ? "starts at boot and now" : "manual start"
       })`,
       steps: [
         { kind: "mkdir", path: `/Library/Logs/${name}`, mode: 0o755 },

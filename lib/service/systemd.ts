@@ -353,7 +353,7 @@ export class SystemdManager implements ServiceManager {
     const logFile = definition.config.log.file ?? defaultLogFile(name);
     notes.push(`logs: journalctl -u ${unit}, and the file ${logFile}`);
     return {
-      summary: `install ${unit} (${definition.start === "auto" ? "enabled at boot, started now" : "manual start"})`,
+      summary: `install ${unit} (${definition.start !== "manual" ? "enabled at boot, started now" : "manual start"})`,
       steps: [
         {
           kind: "write",
@@ -363,7 +363,7 @@ export class SystemdManager implements ServiceManager {
           undo: [{ kind: "remove", path }, reload],
         },
         reload,
-        ...(definition.start === "auto"
+        ...(definition.start !== "manual"
           ? [{
             kind: "run" as const,
             argv: ["systemctl", "enable", "--now", unit],

@@ -261,12 +261,28 @@ Deno.test("launchd: the property list is well-formed XML and parses to the servi
 
   const plan = new LaunchdManager().installPlan(tricky);
   assert.deepEqual(plan.steps.map((s) => s.kind === "run" ? s.argv.slice(0, 2).join(" ") : s.kind), [
+    "dscl .",
     "mkdir",
+    "chown -R",
     "write",
     "launchctl enable",
     "launchctl bootstrap",
   ]);
-  assert.equal((plan.steps[1] as { path: string }).path, "/Library/LaunchDaemons/echosrv-7.plist");
+  assert.deepEqual((plan.steps[0] as { argv: string[] }).argv, ["dscl", ".", "-read", "/Users/_echosrv-7", "UniqueID"]);
+  assert.match(
+    (plan.steps[0] as { explain: (code: number, said: string) => string }).explain(56, ""),
+    /the user _echosrv-7 that the daemon is to run as does not exist on this Mac; create it first/,
+  );
+  assert.deepEqual((plan.steps[2] as { argv: string[] }).argv, [
+    "chown",
+    "-R",
+    "_echosrv-7",
+    "/Library/Logs/echosrv-7",
+  ]);
+  assert.equal((plan.steps[3] as { path: string }).path, "/Library/LaunchDaemons/echosrv-7.plist");
+  assert.equal((plist.parse(launchdPlist(tricky)) as { UserName: string }).UserName, "_echosrv-7", "a dedicated user");
+  const other = plist.parse(launchdPlist({ ...tricky, account: "_echo" })) as { UserName: string };
+  assert.equal(other.UserName, "_echo", "--account names it");
 });
 
 Deno.test("a failing step undoes the steps before it, in reverse, and reports the failure", async () => {
@@ -438,4 +454,15 @@ Deno.test("the default description says where it listens: IPv4 and IPv6 only whe
       `${args.join(" ")}:\n${unit}`,
     );
   }
+});
+
+Deno.test("--account: systemd runs the unit as that user instead of a dynamic one", async () => {
+  const { code, stdout, stderr } = await runServiceTask([
+    ...["install", "--dry-run", "--name", "echosrv-u", "--account", "echo", "--"],
+    ...["--port", "40007"],
+  ]);
+  assert.equal(code, 0, stderr);
+  const unit = plannedFile(stdout, "/etc/systemd/system/echosrv-u.service");
+  assert.match(unit, /^User=echo$/m);
+  assert.doesNotMatch(unit, /^DynamicUser=/m);
 });

@@ -129,7 +129,7 @@ export function systemdUnit(definition: ServiceDefinition): string {
     `LimitNOFILE=${fileLimit(config.server.maxConnections)}`,
     // The sandbox: what `systemd-analyze security` scores, all of it that costs echosrv nothing (it listens, echoes
     // and writes one log file). MemoryDenyWriteExecute= is left out: V8's JIT compiler makes memory executable.
-    "DynamicUser=yes",
+    ...(definition.account === undefined ? ["DynamicUser=yes"] : [`User=${quoteSystemdValue(definition.account)}`]),
     `LogsDirectory=${name}`,
     ...extraWritable.map((dir) => `ReadWritePaths=${quoteSystemdValue(dir)}`),
     "UMask=0027",

@@ -194,6 +194,19 @@ Deno.test({
 });
 
 Deno.test({
+  name: "under the SCM: a bad option with --log-file given: the reason goes to that log file, not the default one",
+  ignore: skip,
+  async fn() {
+    const name = `echosrv-test-${Deno.pid}-named`;
+    const defaultLog = join(ROOT, `${name}.log`);
+    await using service = await startUnderFakeScm(["--port", "nope"], { env: { FAKE_SCM_SERVICE_NAME: name } });
+    assert.equal(await service.process.exited(30_000), 2);
+    assert.match(Deno.readTextFileSync(service.logPath), /not valid.*--port <port>' argument 'nope' is invalid/);
+    await assert.rejects(Deno.stat(defaultLog), Deno.errors.NotFound, "nothing written to the default log");
+  },
+});
+
+Deno.test({
   name: "plain `sc create` (no arguments, no marker): a parent services.exe in session 0 means service mode",
   ignore: skip,
   async fn() {

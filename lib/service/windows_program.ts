@@ -48,6 +48,23 @@ export function defaultLogFiles(serviceName: string, folder: string, programData
   return candidates;
 }
 
+/**
+ * The `--log-file` a command line names (the last one wins, as when parsing), read even when the line as a whole is
+ * not valid, so that the reason goes where the administrator looks.
+ *
+ * @param args the service's arguments
+ * @returns the value, or undefined when none is given
+ */
+export function logFileNamedIn(args: readonly string[]): string | undefined {
+  let file: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--") break;
+    if (args[i] === "--log-file" && i + 1 < args.length) file = args[++i];
+    else if (args[i].startsWith("--log-file=")) file = args[i].slice("--log-file=".length);
+  }
+  return file || undefined;
+}
+
 /** The first candidate that can be opened for appending (its folder is created if needed), or the first one. */
 function firstWritable(candidates: string[]): string {
   for (const candidate of candidates) {
@@ -120,16 +137,22 @@ export function windowsServiceProgram(processArgs: string[], libraries?: Win32Li
     async start(startParameters: string[], serviceName: string): Promise<number | RunningService> {
       const events = new ServiceEvents(libraries, serviceName || "echosrv");
       const folder = programDirectory();
-      const fallbackLog = () =>
-        firstWritable(defaultLogFiles(serviceName, folder, envValue("ProgramData") ?? envValue("PROGRAMDATA")));
+      const defaultLogs = () =>
+        defaultLogFiles(serviceName, folder, envValue("ProgramData") ?? envValue("PROGRAMDATA"));
+      const fallbackLog = () => firstWritable(defaultLogs());
       const usage: string[] = [];
       const what = parseCommandLine([...processArgs, ...startParameters], {
         out: (text) => usage.push(text),
         err: (text) => usage.push(text),
       });
       if (what.kind !== "run") {
-        // No console to say it on: the log file gets the message, the SCM gets the exit code.
-        const log: LogConfig = { level: "info", traceFlags: TRACE_ALL, format: "text", file: fallbackLog() };
+        // No console to say it on: the log file it names (else the default one) gets the message, the SCM the code.
+        const named = logFileNamedIn([...processArgs, ...startParameters]);
+        const file = firstWritable([
+          ...(named === undefined ? [] : [isAbsolute(named) ? named : resolve(folder, named)]),
+          ...defaultLogs(),
+        ]);
+        const log: LogConfig = { level: "info", traceFlags: TRACE_ALL, format: "text", file };
         await setupLogging(log, { console: false }).catch(() => {});
         const args = [...processArgs, ...startParameters].join(" ");
         const message = oneLine(usage.join("")) || "it does not ask to run the server";

@@ -4,7 +4,8 @@
 // dedicated user (UserName), _NAME unless --account names another, which must exist (install checks, and says how to
 // create it); its log folder /Library/Logs/NAME/ is that user's. `launchctl bootstrap` loads it, `bootout` unloads it.
 
-import { join } from "node:path";
+// Paths in a property list are macOS paths, whatever system prints the plan (--dry-run runs anywhere).
+import { posix } from "node:path";
 import {
   fileLimit,
   launchArgs,
@@ -132,7 +133,7 @@ export class LaunchdManager implements ServiceManager {
   }
 
   #plistPath(name: string): string {
-    return join(this.daemonDir, `${name}.plist`);
+    return posix.join(this.daemonDir, `${name}.plist`);
   }
 
   async available(): Promise<void> {

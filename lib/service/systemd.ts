@@ -4,7 +4,8 @@
 // one a port below 1024 needs), with its log file in LogsDirectory (/var/log/NAME). `systemctl daemon-reload` and
 // `enable --now` make it live; uninstall reverses it.
 
-import { dirname, isAbsolute, join } from "node:path";
+// Paths in a unit are Linux paths, whatever system prints the plan (--dry-run runs anywhere).
+import { posix } from "node:path";
 import {
   fileLimit,
   launchArgs,
@@ -102,7 +103,7 @@ export function systemdUnit(definition: ServiceDefinition): string {
   const port = config.server.port;
   const lowPort = port > 0 && port < 1024;
   const logFile = config.log.file ?? defaultLogFile(name);
-  const extraWritable = dirname(logFile) === `/var/log/${name}` ? [] : [dirname(logFile)];
+  const extraWritable = posix.dirname(logFile) === `/var/log/${name}` ? [] : [posix.dirname(logFile)];
   // Let the stop take its course: systemd's default would kill after 90 s, whatever --shutdown-timeout says.
   const stopSeconds = stopGraceSeconds(config);
   const oneLine = (text: string) => text.replace(/[\r\n]+/g, " ").replaceAll("%", "%%");
@@ -169,7 +170,7 @@ export function systemdUnit(definition: ServiceDefinition): string {
 
 /** Paths the unprivileged service user could not read (a directory on the way lacks o+x, the file o+r). */
 function unreadableByOthers(path: string): string | undefined {
-  if (!isAbsolute(path)) return undefined;
+  if (!posix.isAbsolute(path)) return undefined;
   const parts = path.split("/").filter((p) => p !== "");
   for (let i = 1; i <= parts.length; i++) {
     const here = "/" + parts.slice(0, i).join("/");
@@ -296,7 +297,7 @@ export class SystemdManager implements ServiceManager {
   }
 
   #unitPath(name: string): string {
-    return join(this.unitDir, `${name}.service`);
+    return posix.join(this.unitDir, `${name}.service`);
   }
 
   async available(): Promise<void> {

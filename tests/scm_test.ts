@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { PENDING_WAIT_HINT_MS, ServiceState } from "../lib/service/scm.ts";
 import { assertProtocol, buildFakeAdvapi32, type ScmEvent, startUnderFakeScm, stateSequence } from "./fake_scm.ts";
 import { echoSession, pseudoRandomBytes, readAll, ROOT, sameBytes, writeAll } from "./helpers.ts";
@@ -265,7 +266,8 @@ Deno.test({
 
 Deno.test("the module that connects to the SCM runs nothing but itself, scm.ts and win32.ts first (the dispatcher starts first)", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json", join(ROOT, "lib/service/scm_boot.ts")],
+    // A file URL: Windows' deno reads a path such as z:\src\x.ts as a URL whose scheme is z: (and loads nothing).
+    args: ["info", "--json", pathToFileURL(join(ROOT, "lib/service/scm_boot.ts")).href],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",

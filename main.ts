@@ -78,7 +78,7 @@ export async function main(args: string[]): Promise<number> {
  * @returns the process exit code
  */
 async function runAsWindowsService(boot: NonNullable<typeof scmBoot>): Promise<number> {
-  const outcome = await boot.connection.run(windowsServiceProgram(boot.args));
+  const outcome = await boot.connection.run(windowsServiceProgram(boot.args, boot.libraries));
   if (outcome.kind === "served") return outcome.exitCode;
   console.error("echosrv: --service is for the Windows service manager; running in the foreground instead");
   return await main(boot.args);

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { parseCommandLine } from "../lib/options.ts";
 import { parseDuration, parseMask, parseSize } from "../lib/units.ts";
 import { VERSION } from "../lib/version.ts";
-import { echoSession, runEchosrv, spawnServer } from "./helpers.ts";
+import { echoSession, runEchosrv, SIGTERM_EXIT_CODE, spawnServer } from "./helpers.ts";
 
 const quiet = { out: () => {}, err: () => {} };
 
@@ -211,7 +211,7 @@ Deno.test("environment variables configure the server; a flag wins over its vari
   assert.notEqual(server.port, 1, "--port wins over ECHOSRV_PORT");
   assert.equal((await echoSession("127.0.0.1", server.port, Uint8Array.of(5))).length, 1, "--host wins");
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("ECHOSRV_HOST takes a comma-separated list; a misspelt ECHOSRV_ variable is reported", async () => {
@@ -222,7 +222,7 @@ Deno.test("ECHOSRV_HOST takes a comma-separated list; a misspelt ECHOSRV_ variab
   assert.equal(listening.length, 2);
   assert.ok(server.records().some((r) => r.level === "WARN" && r.properties.name === "ECHOSRV_PROT"));
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("parseCommandLine: defaults, `run`, repeated and bracketed hosts", () => {

@@ -4,12 +4,14 @@
 import assert from "node:assert/strict";
 import type { CopyStrategy } from "../lib/options.ts";
 import {
+  cannotRun,
   echoSession,
   pseudoRandomBytes,
   readAll,
   readExactly,
   sameBytes,
   sleep,
+  underWine,
   waitUntil,
   within,
   withServer,
@@ -96,7 +98,12 @@ for (const copy of STRATEGIES) {
     });
   });
 
-  Deno.test(`[${copy}] a reset while the server is blocked writing ends that connection only`, async () => {
+  Deno.test(`[${copy}] a reset while the server is blocked writing ends that connection only`, {
+    ignore: cannotRun(
+      "a reset while the server is blocked writing",
+      underWine("the server's write blocked on a peer that reset is not ended by the reset"),
+    ),
+  }, async () => {
     await withServer({ copy }, async (port, server) => {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       const written = await writeUntilStalled(conn, 256 * 1024 * 1024);

@@ -15,6 +15,7 @@ import { parseProxyHeader } from "../lib/proxy_protocol.ts";
 import { BLOCKED_SOURCE_PORTS } from "../lib/udp.ts";
 import { Random } from "../stress/rng.ts";
 import {
+  cannotRun,
   hasCommand,
   makeTestCertificate,
   metricsPortOf,
@@ -26,9 +27,11 @@ import {
   sameBytes,
   scrape,
   type ServerProcess,
+  SIGTERM_EXIT_CODE,
   sleep,
   spawnServer,
   type TestCertificate,
+  underWine,
   within,
   writeAll,
 } from "./helpers.ts";
@@ -914,7 +917,7 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
         const to: Deno.NetAddr = { transport: "udp", hostname: LOOPBACK[c.family], port: run.port };
         if (c.size > UDP_MAX[c.family]) {
           // Larger than the largest payload: the OS refuses to send it, so it never reaches echosrv.
-          await assert.rejects(socket.send(data, to), /too long/i);
+          await assert.rejects(socket.send(data, to), /too long|os error 10040/i); // EMSGSIZE; WSAEMSGSIZE on Windows
           return;
         }
         assert.equal(await socket.send(data, to), c.size);
@@ -960,7 +963,12 @@ for (const hostile of HOSTILE_TARGETS) {
   }
   Deno.test({
     name: `hostile bytes, ${hostile.name}; the server counts them, logs nothing else, stops cleanly`,
-    ignore: skip,
+    ignore: skip ||
+      (hostile.name.startsWith("PROXY") &&
+        cannotRun(
+          "hostile bytes, PROXY protocol",
+          underWine("some truncated headers reach the PROXY timeout before their end is seen (a count moves)"),
+        )),
     async fn() {
       await using cert = hostile.needs === "openssl" ? await makeTestCertificate() : undefined;
       await using server = await spawnServer([
@@ -1001,7 +1009,7 @@ for (const hostile of HOSTILE_TARGETS) {
       }
       assert.deepEqual(counted(), run.tally, "the server's counters");
       server.signal("SIGTERM");
-      assert.equal(await server.exited(), 0);
+      assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
       const unexpected = server.records().filter((r) =>
         r.level !== "INFO" && !(r.level === "WARN" && hostile.expectedWarning?.test(r.message))
       );

@@ -23,6 +23,9 @@ import {
 
 async function ensureHaproxy(): Promise<string | undefined> {
   if (await hasCommand("haproxy", ["-v"])) return undefined;
+  if (Deno.build.os !== "linux") {
+    return "haproxy is not installed (it is installed from Debian's packages on Linux only)";
+  }
   const uid = await new Deno.Command("id", { args: ["-u"], stdout: "piped" }).output().catch(() => undefined);
   const root = uid !== undefined && new TextDecoder().decode(uid.stdout).trim() === "0";
   if (!root || !(await hasCommand("apt-get", ["--version"]))) {
@@ -39,6 +42,9 @@ async function ensureHaproxy(): Promise<string | undefined> {
     }).output(),
   );
   if (await hasCommand("haproxy", ["-v"])) return undefined;
+  if (Deno.build.os !== "linux") {
+    return "haproxy is not installed (it is installed from Debian's packages on Linux only)";
+  }
   return `haproxy is not installed and apt-get could not install it: ${new TextDecoder().decode(install.stderr)}`;
 }
 

@@ -7,9 +7,71 @@ import { EchoServer } from "../lib/server.ts";
 import type { ServerConfig } from "../lib/options.ts";
 import { parseMetricsText } from "../lib/stats.ts";
 import ipaddr from "ipaddr.js";
+import { fileURLToPath } from "node:url";
 
-/** The project root, where `deno task start` runs. */
-export const ROOT: string = new URL("..", import.meta.url).pathname;
+/**
+ * The project root, where `deno task start` runs, as a file path ending in the path separator. (A file URL's
+ * `pathname` is no path on Windows: `/C:/src/` or, under Wine, `/Z:/w/p/`.)
+ */
+export const ROOT: string = fileURLToPath(new URL("..", import.meta.url));
+
+/**
+ * The exit code of a spawned echosrv sent SIGTERM. On Unix that is the graceful stop: 0. Windows has no signal a
+ * test can send to a console program: Deno's kill() ends it at once there (TerminateProcess), and it exits 1.
+ */
+export const SIGTERM_EXIT_CODE: number = Deno.build.os === "windows" ? 1 : 0;
+
+/** Why a test about stopping echosrv with a signal cannot run here, or undefined where it can. */
+export const NO_STOP_SIGNALS: string | undefined = Deno.build.os === "windows"
+  ? "Windows has no SIGTERM or SIGINT a test can send: Deno's kill() ends a process at once there " +
+    "(TerminateProcess), and Ctrl+C reaches only processes sharing a console. The graceful stop on Windows is the " +
+    "service manager's, tested in scm_test.ts and wine_service_test.ts"
+  : undefined;
+
+/** True when this is Deno's Windows build running under Wine (Wine's own programs are there). */
+export const UNDER_WINE: boolean = Deno.build.os === "windows" && (() => {
+  try {
+    return Deno.statSync("C:\\windows\\system32\\winecfg.exe").isFile;
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * Why a test cannot run under Wine, as measured there, or undefined elsewhere (on Windows itself it runs). The
+ * symptoms are Wine's: the server under Wine sends a Linux client exactly what it should (checked by hand), and
+ * Wine's sockets, as Windows' do, throw away what a client had received but not read when a reset arrives; under
+ * Wine every process is also several times slower, which moves timing-bound checks.
+ */
+export function underWine(symptom: string): string | undefined {
+  return UNDER_WINE ? `under Wine 10: ${symptom}` : undefined;
+}
+
+/** What the clients of the tests below meet under Wine. */
+export const CLIENT_RESET = "clients see their connections reset and lose echo they had received but not read " +
+  "(Wine, as Windows does, drops it when a reset arrives; the same server sends a Linux client every byte)";
+
+/** Why a test of a dual-stack [::] listener taking IPv4 clients cannot run here, or undefined. */
+export const DUAL_STACK: string | undefined = Deno.build.os === "windows"
+  ? "Windows turns IPV6_V6ONLY on for every IPv6 socket, so a [::] listener takes no IPv4 clients (echosrv's " +
+    "default listeners, [::] and 0.0.0.0, take both)"
+  : undefined;
+
+const skipped = new Set<string>();
+
+/**
+ * For a test's `ignore`: true when `reason` is set, printing it (once per reason) so that a skip is never silent.
+ *
+ * @param what the test or tests concerned
+ * @param reason why they cannot run here, or undefined
+ */
+export function cannotRun(what: string, reason: string | undefined): boolean {
+  if (reason === undefined) return false;
+  const line = `SKIPPED ${what}: ${reason}`;
+  if (!skipped.has(line)) console.log(line);
+  skipped.add(line);
+  return true;
+}
 
 /** Fails after `ms` with `what` in the message; the timer never outlives the promise. */
 export async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { EchoServer } from "../lib/server.ts";
 import {
+  cannotRun,
   closedWithoutEcho,
   pseudoRandomBytes,
   readAll,
@@ -12,6 +13,7 @@ import {
   servedConnection,
   sleep,
   testConfig,
+  underWine,
   waitUntil,
   within,
   withServer,
@@ -77,7 +79,12 @@ Deno.test("--idle-timeout 0 never closes an idle connection", async () => {
   });
 });
 
-Deno.test("a graceful stop refuses new connections, lets an in-flight session finish, then resolves", async () => {
+Deno.test("a graceful stop refuses new connections, lets an in-flight session finish, then resolves", {
+  ignore: cannotRun(
+    "a graceful stop refusing new connections at once",
+    underWine("a connection made just after the listener is closed still succeeds"),
+  ),
+}, async () => {
   const server = new EchoServer(testConfig({ shutdownTimeoutMs: 30_000 }));
   const { port } = await server.start();
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });

@@ -135,6 +135,44 @@ Deno.test({
   },
 });
 
+/** `systemd-analyze security --offline` (systemd 250 and later) of a unit text; its exposure, or why not. */
+async function exposure(name: string, unit: string): Promise<{ level: number; said: string } | { why: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "echosrv-security-" });
+  try {
+    const path = join(dir, `${name}.service`);
+    await Deno.writeTextFile(path, unit);
+    const out = await run(["systemd-analyze", "security", "--offline=true", "--no-pager", path]);
+    const level = /Overall exposure level for \S+: ([\d.]+)/.exec(out.stdout)?.[1];
+    if (level === undefined) return { why: `systemd-analyze security --offline gave no level: ${out.stderr.trim()}` };
+    return { level: Number(level), said: out.stdout };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test({
+  name: "the unit's sandbox scores an exposure of at most 2.0 in systemd-analyze security (any port, any account)",
+  ignore: !hasAnalyze,
+  async fn() {
+    for (
+      const args of [
+        ["--", "--port", "40007"],
+        ["--", "--port", "7"],
+        ["--account", "echo", "--", "--port", "40007", "--log-file", "/srv/echo/echo.log"],
+      ]
+    ) {
+      const { code, stdout, stderr } = await runServiceTask(["install", "--dry-run", "--name", "echosrv-sec", ...args]);
+      assert.equal(code, 0, stderr);
+      const scored = await exposure("echosrv-sec", plannedFile(stdout, "/etc/systemd/system/echosrv-sec.service"));
+      if ("why" in scored) {
+        console.log(`skipped: ${scored.why} (systemd 250 or later has --offline)`);
+        return;
+      }
+      assert.ok(scored.level <= 2.0, `${args.join(" ")}: exposure ${scored.level}\n${scored.said}`);
+    }
+  },
+});
+
 const systemdRunning = (() => {
   try {
     return Deno.statSync("/run/systemd/system").isDirectory;

@@ -6,7 +6,18 @@
 import assert from "node:assert/strict";
 import { CidrList, parseCidr } from "../lib/access.ts";
 import { BLOCKED_SOURCE_PORTS, fingerprint, LOOP_BOUNCES, LOOP_QUIET_MS, SourceTable, UdpEcho } from "../lib/udp.ts";
-import { pseudoRandomBytes, runEchosrv, sameBytes, spawnServer, waitUntil, within } from "./helpers.ts";
+import {
+  cannotRun,
+  pseudoRandomBytes,
+  ROOT,
+  runEchosrv,
+  sameBytes,
+  SIGTERM_EXIT_CODE,
+  spawnServer,
+  underWine,
+  waitUntil,
+  within,
+} from "./helpers.ts";
 
 /** A UDP echo on a free port of `hosts`, stopped after `body`. */
 async function withUdp(
@@ -39,7 +50,12 @@ async function roundTrip(client: Deno.DatagramConn, hostname: string, port: numb
   return answer.slice();
 }
 
-Deno.test("UDP: datagrams come back whole over IPv4 and IPv6, empty ones and the largest ones too", async () => {
+Deno.test("UDP: datagrams come back whole over IPv4 and IPv6, empty ones and the largest ones too", {
+  ignore: cannotRun(
+    "UDP echo of every datagram size over IPv4 and IPv6",
+    underWine("the echoed datagram does not come back within 5 s"),
+  ),
+}, async () => {
   await withUdp({ hosts: ["::"] }, async (port, udp) => {
     const v4 = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
     const v6 = Deno.listenDatagram({ hostname: "::1", port: 0, transport: "udp" });
@@ -128,7 +144,9 @@ Deno.test("UDP: over --udp-rate a source is dropped and counted; another source 
   });
 });
 
-Deno.test("UDP: --deny and --allow apply to datagrams too", async () => {
+Deno.test("UDP: --deny and --allow apply to datagrams too", {
+  ignore: cannotRun("UDP access rules", underWine("the denied datagram is not counted within 5 s")),
+}, async () => {
   await withUdp({ hosts: ["::"], deny: ["127.0.0.0/8"] }, async (port, udp) => {
     const v4 = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
     const v6 = Deno.listenDatagram({ hostname: "::1", port: 0, transport: "udp" });
@@ -235,7 +253,7 @@ Deno.test("--udp without Deno's --unstable-net exits 1 with a message saying so 
     "echosrv without --unstable-net",
     new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-net", "--allow-env", "--allow-read", "main.ts", "--udp", "-p", "0", "-H", "127.0.0.1"],
-      cwd: new URL("..", import.meta.url).pathname,
+      cwd: ROOT,
       stdin: "null",
       env: { NO_COLOR: "1" },
     }).output(),
@@ -257,6 +275,6 @@ Deno.test("echosrv --udp as a user runs it: TCP and UDP on one port; bad --udp-r
     client.close();
   }
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   assert.equal((await runEchosrv(["--udp", "--udp-rate", "0"])).code, 2);
 });

@@ -16,8 +16,10 @@ export interface ServiceRequest {
   displayName?: string;
   /** install only: one sentence on what it is; a default names the port. */
   description?: string;
-  /** install only: start at boot (and now), or only on request. */
+  /** install only: start at boot (and now), at boot delayed (Windows), or only on request. */
   start: StartMode;
+  /** install only: the account the service runs as; undefined for the least-privileged default. */
+  account?: string;
   /** Print what would be written and run, change nothing. */
   dryRun: boolean;
   /** install only: the server options after `--`, baked into the service's command line. */
@@ -55,6 +57,7 @@ interface RawServiceOptions {
   displayName?: string;
   description?: string;
   start: StartMode;
+  account?: string;
   dryRun?: boolean;
 }
 
@@ -101,10 +104,18 @@ export function addServiceCommand(
       .argParser(oneLineText(256)))
     .addOption(new Option("--description <text>", "one sentence on what it is").argParser(oneLineText(1024)))
     .addOption(
-      new Option("--start <mode>", "auto: start at boot, and now; manual: only when started").choices([
-        "auto",
-        "manual",
-      ]).default("auto"),
+      new Option(
+        "--start <mode>",
+        "auto: start at boot, and now; delayed: the same, after the other services at boot (Windows); manual: " +
+          "only when started",
+      ).choices(["auto", "delayed", "manual"]).default("auto"),
+    )
+    .addOption(
+      new Option(
+        "--account <name>",
+        "the account it runs as (default, least privilege: Windows NT SERVICE\\<name>, its virtual account; " +
+          "Linux a dynamic user; macOS the user _<name>)",
+      ).argParser(oneLineText(256)),
     )
     .addOption(dryRunOption())
     .argument("[server-options...]", "echosrv's server options for the service, after --")
@@ -124,6 +135,7 @@ export function addServiceCommand(
         ...(opts.displayName ? { displayName: opts.displayName } : {}),
         ...(opts.description ? { description: opts.description } : {}),
         start: opts.start,
+        ...(opts.account ? { account: opts.account } : {}),
         dryRun: opts.dryRun ?? false,
         serverArgs,
       });

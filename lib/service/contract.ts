@@ -37,7 +37,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { RunConfig } from "../options.ts";
+import { DEFAULT_HOSTS, type RunConfig } from "../options.ts";
 
 /** A running service, as its program hands it to the service manager's code. */
 export interface RunningService {
@@ -59,8 +59,11 @@ export interface ServiceProgram {
   start(startParameters: string[], serviceName: string): Promise<number | RunningService>;
 }
 
-/** When the service starts: at boot (and now, on install), or only when asked. */
-export type StartMode = "auto" | "manual";
+/**
+ * When the service starts: at boot (and now, on install), at boot after the other automatic services (Windows'
+ * delayed auto-start; the same as auto elsewhere), or only when asked.
+ */
+export type StartMode = "auto" | "delayed" | "manual";
 
 /** How the service's process is launched: the compiled executable, or Deno running main.ts. */
 export type Launcher =
@@ -77,6 +80,11 @@ export interface ServiceDefinition {
   description: string;
   /** Boot start or manual start. */
   start: StartMode;
+  /**
+   * The account it runs as, as `--account` gave it; undefined for each manager's least-privileged default (Windows:
+   * its virtual account NT SERVICE\NAME; systemd: a dynamic user; launchd: the user _NAME).
+   */
+  account?: string;
   /** What runs. */
   launcher: Launcher;
   /** The server options baked into the service's command line, already validated. */
@@ -105,6 +113,20 @@ export function fileLimit(maxConnections: number): number {
  */
 export function stopGraceSeconds(config: RunConfig): number {
   return Math.ceil(config.server.shutdownTimeoutMs / 1000) + 5;
+}
+
+/**
+ * Where the server listens, in words for a description: "on port 40007 (IPv4 and IPv6)" for the default hosts,
+ * otherwise the hosts themselves ("on port 7 of 127.0.0.1 and ::1").
+ *
+ * @param hosts the `--host` values (DEFAULT_HOSTS when none was given)
+ * @param port the port
+ */
+export function listenWords(hosts: readonly string[], port: number): string {
+  const same = hosts.length === DEFAULT_HOSTS.length && DEFAULT_HOSTS.every((h) => hosts.includes(h));
+  if (same) return `on port ${port} (IPv4 and IPv6)`;
+  const list = hosts.length === 1 ? hosts[0] : `${hosts.slice(0, -1).join(", ")} and ${hosts.at(-1)}`;
+  return `on port ${port} of ${list}`;
 }
 
 /** What a manager reports about a service. */
@@ -136,6 +158,14 @@ export type Step =
     okCodes?: number[];
     /** Turns a failure into a clear message (exit code, standard error); undefined keeps the default. */
     explain?: (code: number, stderr: string) => string | undefined;
+    undo?: Step[];
+  }
+  | {
+    kind: "call";
+    /** The function called and on what, as --dry-run prints it (e.g. `CreateServiceW echosrv: start auto, ...`). */
+    what: string;
+    /** Calls it; may return a note for the progress line. Fails with a {@link ServiceError}. */
+    run: () => Promise<string | void>;
     undo?: Step[];
   }
   | { kind: "wait"; what: string; until: () => Promise<boolean>; timeoutMs: number };
@@ -190,7 +220,8 @@ export function servicePermissions(os: typeof Deno.build.os): string[] {
 
 /**
  * The permissions `echosrv` itself needs on `os`, baked into the compiled executable: the service's own, plus
- * running the service manager's tool, plus (Linux, macOS) reading the user id to say "run as root" up front.
+ * (Linux, macOS) running the service manager's tool and reading the user id to say "run as root" up front. On
+ * Windows `service ...` calls the SCM's API through FFI, which the service's own permissions already allow.
  * `--allow-ffi` stays unscoped on Windows on purpose: a scoped FFI permission makes Deno resolve "advapi32.dll"
  * against the working directory instead of letting Windows load its system DLL (both are KnownDLLs, always taken
  * from System32).
@@ -201,7 +232,7 @@ export function servicePermissions(os: typeof Deno.build.os): string[] {
 export function executablePermissions(os: typeof Deno.build.os): string[] {
   switch (os) {
     case "windows":
-      return [...servicePermissions(os), "--allow-run=sc.exe"];
+      return servicePermissions(os);
     case "darwin":
       return [...servicePermissions(os), "--allow-run=launchctl", "--allow-sys=uid"];
     default:
@@ -287,6 +318,9 @@ export function describePlan(plan: Plan, quote: (argv: string[]) => string = she
       case "run":
         lines.push(`run: ${quote(step.argv)}`);
         break;
+      case "call":
+        lines.push(`call: ${step.what}`);
+        break;
       case "wait":
         lines.push(`wait until ${step.what} (at most ${Math.round(step.timeoutMs / 1000)} s)`);
         break;
@@ -329,7 +363,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function executeStep(step: Step): Promise<string> {
+async function executeStep(step: Step, quote: (argv: string[]) => string): Promise<string> {
   switch (step.kind) {
     case "mkdir":
       try {
@@ -364,10 +398,14 @@ async function executeStep(step: Step): Promise<string> {
         const said = (result.stderr.trim() || result.stdout.trim()).split("\n").slice(-3).join(" / ");
         throw new ServiceError(
           step.explain?.(result.code, said) ??
-            `${shellQuote(step.argv)} failed (exit ${result.code})${said ? `: ${said}` : ""}`,
+            `${quote(step.argv)} failed (exit ${result.code})${said ? `: ${said}` : ""}`,
         );
       }
-      return `ran: ${shellQuote(step.argv)}`;
+      return `ran: ${quote(step.argv)}`;
+    }
+    case "call": {
+      const note = await step.run();
+      return `called: ${step.what}${note ? ` (${note})` : ""}`;
     }
     case "wait": {
       const deadline = performance.now() + step.timeoutMs;
@@ -393,17 +431,23 @@ function describeFsError(error: unknown): string {
  *
  * @param plan what to do
  * @param report receives one line per step done
+ * @param quote formats a command as it is typed on this system, for the progress lines (POSIX shell by default;
+ *   the manager's {@link ServiceManager.formatCommand})
  */
-export async function executePlan(plan: Plan, report: (line: string) => void): Promise<void> {
+export async function executePlan(
+  plan: Plan,
+  report: (line: string) => void,
+  quote: (argv: string[]) => string = shellQuote,
+): Promise<void> {
   const undo: Step[][] = [];
   for (const step of plan.steps) {
     try {
-      report(await executeStep(step));
+      report(await executeStep(step, quote));
     } catch (error) {
       for (const steps of undo.reverse()) {
         for (const undoStep of steps) {
           try {
-            report(`undone: ${await executeStep(undoStep)}`);
+            report(`undone: ${await executeStep(undoStep, quote)}`);
           } catch (undoError) {
             report(`could not undo (${(undoError as Error).message}); check by hand`);
           }
@@ -411,6 +455,6 @@ export async function executePlan(plan: Plan, report: (line: string) => void): P
       }
       throw error;
     }
-    if ((step.kind === "write" || step.kind === "run") && step.undo) undo.push(step.undo);
+    if ((step.kind === "write" || step.kind === "run" || step.kind === "call") && step.undo) undo.push(step.undo);
   }
 }

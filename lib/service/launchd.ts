@@ -1,9 +1,11 @@
 // launchd: echosrv as a launchd daemon on macOS. A property list in /Library/LaunchDaemons/NAME.plist runs the
 // absolute binary with the baked options, starts it at boot (RunAtLoad) and again when it exits with an error
-// (KeepAlive SuccessfulExit=false), and gives a stop the time --shutdown-timeout asks for (ExitTimeOut). The log
-// file goes to /Library/Logs/NAME/. `launchctl bootstrap` loads it, `bootout` unloads it.
+// (KeepAlive SuccessfulExit=false), and gives a stop the time --shutdown-timeout asks for (ExitTimeOut). It runs as a
+// dedicated user (UserName), _NAME unless --account names another, which must exist (install checks, and says how to
+// create it); its log folder /Library/Logs/NAME/ is that user's. `launchctl bootstrap` loads it, `bootout` unloads it.
 
-import { join } from "node:path";
+// Paths in a property list are macOS paths, whatever system prints the plan (--dry-run runs anywhere).
+import { posix } from "node:path";
 import {
   fileLimit,
   launchArgs,
@@ -23,6 +25,11 @@ export const DAEMON_DIR = "/Library/LaunchDaemons";
 
 /** `launchctl` exit codes that mean "no such service loaded" (ESRCH, and launchd's own "not found"). */
 const NOT_LOADED = [3, 113];
+
+/** The user a daemon runs as: `--account`, or _NAME (the convention for macOS's own service users). */
+export function launchdUser(definition: ServiceDefinition): string {
+  return definition.account ?? `_${definition.name}`;
+}
 
 /** The service's log folder and file. */
 export function defaultLogFile(name: string): string {
@@ -82,10 +89,12 @@ export function launchdPlist(definition: ServiceDefinition): string {
     ...launchdServiceArgv(definition).map((arg) => `    ${string(arg)}`),
     "  </array>",
     ...environment,
+    "  <key>UserName</key>",
+    `  ${string(launchdUser(definition))}`,
     "  <key>WorkingDirectory</key>",
     "  <string>/</string>",
     "  <key>RunAtLoad</key>",
-    definition.start === "auto" ? "  <true/>" : "  <false/>",
+    definition.start !== "manual" ? "  <true/>" : "  <false/>",
     "  <key>KeepAlive</key>",
     "  <dict>",
     "    <key>SuccessfulExit</key>",
@@ -124,7 +133,7 @@ export class LaunchdManager implements ServiceManager {
   }
 
   #plistPath(name: string): string {
-    return join(this.daemonDir, `${name}.plist`);
+    return posix.join(this.daemonDir, `${name}.plist`);
   }
 
   async available(): Promise<void> {
@@ -147,12 +156,24 @@ export class LaunchdManager implements ServiceManager {
     const { name } = definition;
     const path = this.#plistPath(name);
     const logFile = definition.config.log.file ?? defaultLogFile(name);
+    const user = launchdUser(definition);
+    if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(user)) {
+      throw new ServiceError(`--account: "${user}" is not a macOS user name`);
+    }
     return {
       summary: `install the launchd daemon ${name} (${
-        definition.start === "auto" ? "starts at boot and now" : "manual start"
+        definition.start !== "manual" ? "starts at boot and now" : "manual start"
       })`,
       steps: [
+        {
+          kind: "run",
+          argv: ["dscl", ".", "-read", `/Users/${user}`, "UniqueID"],
+          explain: () =>
+            `the user ${user} that the daemon is to run as does not exist on this Mac; create it first (see ` +
+            "echosrv's README, macOS) or name another with --account; nothing was changed",
+        },
         { kind: "mkdir", path: `/Library/Logs/${name}`, mode: 0o755 },
+        { kind: "run", argv: ["chown", "-R", user, `/Library/Logs/${name}`] },
         { kind: "write", path, content: launchdPlist(definition), mode: 0o644, undo: [{ kind: "remove", path }] },
         // A daemon disabled earlier (launchctl disable) would refuse to load.
         { kind: "run", argv: ["launchctl", "enable", `system/${name}`] },
@@ -163,8 +184,8 @@ export class LaunchdManager implements ServiceManager {
         },
       ],
       notes: [
-        `the daemon runs as root; logs: ${logFile} (and ${`/Library/Logs/${name}/stderr.log`} for anything ` +
-        "written before logging starts)",
+        `the daemon runs as the user ${user}; logs: ${logFile} (and ${`/Library/Logs/${name}/stderr.log`} for ` +
+        "anything written before logging starts)",
       ],
     };
   }

@@ -6,6 +6,10 @@ import assert from "node:assert/strict";
 import { IO_EVENTS, IO_EVENTS_VAR, SERVER_ENV } from "../lib/runtime.ts";
 import { spawnServer, taskEnv } from "./helpers.ts";
 import { reusePortUnavailable } from "../lib/runtime.ts";
+import type { ServiceDefinition } from "../lib/service/contract.ts";
+import { systemdUnit } from "../lib/service/systemd.ts";
+import { launchdPlist } from "../lib/service/launchd.ts";
+import { parseCommandLine, type RunConfig } from "../lib/options.ts";
 
 Deno.test("deno task start sets DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64 before deno starts", () => {
   assert.deepEqual(taskEnv("start"), SERVER_ENV);
@@ -42,4 +46,43 @@ Deno.test({
     for (const line of perWorker) assert.equal(line.properties.ioEventsPerTick, IO_EVENTS, line.message);
     assert.ok(!server.records().some((r) => r.level === "WARN"), "nothing to warn about");
   },
+});
+
+/** A service as `echosrv service install` would define it, from source or compiled. */
+function service(launcher: ServiceDefinition["launcher"]): ServiceDefinition {
+  const serverArgs = ["--port", "40007", "--workers", "1"];
+  const what = parseCommandLine(serverArgs, { out: () => {}, err: () => {} });
+  assert.equal(what.kind, "run");
+  return {
+    name: "echosrv",
+    displayName: "echosrv TCP echo server",
+    description: "TCP echo server on port 40007",
+    start: "auto",
+    launcher,
+    serverArgs,
+    config: (what as { config: RunConfig }).config,
+  };
+}
+
+Deno.test("the systemd unit and the launchd property list start the server's process with the setting", () => {
+  const launchers: ServiceDefinition["launcher"][] = [
+    { kind: "compiled", executable: "/usr/local/bin/echosrv" },
+    {
+      kind: "source",
+      deno: "/usr/local/bin/deno",
+      config: "/opt/echosrv/deno.json",
+      main: "/opt/echosrv/main.ts",
+      denoDir: "/var/cache/deno",
+    },
+  ];
+  for (const launcher of launchers) {
+    const unit = systemdUnit(service(launcher));
+    assert.match(unit, new RegExp(`^Environment=${IO_EVENTS_VAR}=${IO_EVENTS}$`, "m"), `${launcher.kind}: systemd`);
+    const plist = launchdPlist(service(launcher));
+    assert.match(
+      plist,
+      new RegExp(`<key>${IO_EVENTS_VAR}</key>\\s*<string>${IO_EVENTS}</string>`),
+      `${launcher.kind}: launchd`,
+    );
+  }
 });

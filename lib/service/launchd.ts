@@ -18,6 +18,7 @@ import {
   shellQuote,
   stopGraceSeconds,
 } from "./contract.ts";
+import { SERVER_ENV } from "../runtime.ts";
 import { VERSION } from "../version.ts";
 
 /** Where system-wide daemons are defined. */
@@ -60,16 +61,22 @@ export function launchdPlist(definition: ServiceDefinition): string {
   const { name, config, launcher } = definition;
   const files = fileLimit(config.server.maxConnections);
   const string = (value: string) => `<string>${xml(value)}</string>`;
-  const environment = launcher.kind === "source"
-    ? [
-      "  <key>EnvironmentVariables</key>",
-      "  <dict>",
-      ...(launcher.denoDir ? [`    <key>DENO_DIR</key>`, `    ${string(launcher.denoDir)}`] : []),
-      "    <key>DENO_NO_UPDATE_CHECK</key>",
-      "    <string>1</string>",
-      "  </dict>",
-    ]
-    : [];
+  // SERVER_ENV is read by Deno at process start, compiled executable included (lib/runtime.ts).
+  const variables: Array<[string, string]> = [
+    ...Object.entries(SERVER_ENV),
+    ...(launcher.kind === "source"
+      ? [...(launcher.denoDir ? [["DENO_DIR", launcher.denoDir] as [string, string]] : []), [
+        "DENO_NO_UPDATE_CHECK",
+        "1",
+      ] as [string, string]]
+      : []),
+  ];
+  const environment = [
+    "  <key>EnvironmentVariables</key>",
+    "  <dict>",
+    ...variables.flatMap(([key, value]) => [`    <key>${xml(key)}</key>`, `    ${string(value)}`]),
+    "  </dict>",
+  ];
   const comment = (text: string) => xml(text).replaceAll("--", "- -");
   return [
     '<?xml version="1.0" encoding="UTF-8"?>',

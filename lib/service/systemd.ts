@@ -19,6 +19,7 @@ import {
   type Step,
   stopGraceSeconds,
 } from "./contract.ts";
+import { SERVER_ENV } from "../runtime.ts";
 import { VERSION } from "../version.ts";
 
 /** Where units written by the administrator live. */
@@ -118,6 +119,8 @@ export function systemdUnit(definition: ServiceDefinition): string {
     "[Service]",
     "Type=exec",
     `ExecStart=${[quoteSystemdProgram(argv[0]), ...argv.slice(1).map(quoteSystemdArg)].join(" ")}`,
+    // Read by Deno at process start, compiled executable included (lib/runtime.ts).
+    ...Object.entries(SERVER_ENV).map(([name, value]) => `Environment=${quoteSystemdValue(`${name}=${value}`)}`),
     ...(launcher.kind === "source"
       ? [
         ...(launcher.denoDir ? [`Environment=${quoteSystemdValue(`DENO_DIR=${launcher.denoDir}`)}`] : []),

@@ -12,6 +12,7 @@
 // On a machine with at least 4 cores the server and the load clients are pinned to separate cores (taskset).
 // `--smoke` is the short run CI uses to check that all of it works (no thresholds); it writes to bench/out/smoke/.
 
+import { fileURLToPath } from "node:url";
 import { COPY_STRATEGIES } from "../lib/echo.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { type BenchResults, renderSvg, renderTable, type Sample, type ServerInfo, type TestId } from "./report.ts";
@@ -36,8 +37,8 @@ import {
   type ScalingResults,
 } from "./latency_report.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-const BENCH = new URL(".", import.meta.url).pathname;
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const BENCH = fileURLToPath(new URL(".", import.meta.url));
 
 /** The name of Deno's setting that issue 15 is about (read by Deno's runtime when it creates a Tokio runtime). */
 export const IO_EVENTS_VARIABLE = "DENO_TOKIO_MAX_IO_EVENTS_PER_TICK";

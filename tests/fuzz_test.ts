@@ -9,6 +9,7 @@
 // Never a stack trace, never a crash, never a lost byte. Seeds are fixed: a failure names its case.
 
 import assert from "node:assert/strict";
+import { autoWorkers } from "../lib/runtime.ts";
 import { isDeepStrictEqual } from "node:util";
 import { ENV_VARS, parseCommandLine, type RunConfig } from "../lib/options.ts";
 import { parseProxyHeader } from "../lib/proxy_protocol.ts";
@@ -33,6 +34,7 @@ import {
   type TestCertificate,
   underWine,
   within,
+  withoutDenoNotices,
   writeAll,
 } from "./helpers.ts";
 
@@ -180,8 +182,7 @@ const SPECS: OptionSpec[] = [
     good: ["1", "2", "auto", "AUTO", " 4 ", "1024"],
     near: ["0", "-2", "1025", "2.5", "all", "", "autos"],
     read: (c) => c.workers,
-    expect: (v) =>
-      v.trim().toLowerCase() === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : Number(v.trim()),
+    expect: (v) => v.trim().toLowerCase() === "auto" ? autoWorkers() : Number(v.trim()),
   },
   {
     long: "--max-connections-per-ip",
@@ -341,7 +342,7 @@ function describe(c: { args: string[]; env: Record<string, string> }): string {
 /** A usage error as a user sees it: the message on standard error, nothing on standard output, no stack. */
 function assertUsageError(out: string, err: string, what: string): void {
   assert.equal(out, "", `${what}: nothing on standard output`);
-  assert.match(err, /^echosrv: error: /, `${what}: a message`);
+  assert.match(withoutDenoNotices(err), /^echosrv: error: /, `${what}: a message`);
   assert.doesNotMatch(err, /\n\s+at |Uncaught|TypeError|RangeError/, `${what}: no stack trace`);
 }
 
@@ -1014,7 +1015,7 @@ for (const hostile of HOSTILE_TARGETS) {
         r.level !== "INFO" && !(r.level === "WARN" && hostile.expectedWarning?.test(r.message))
       );
       assert.deepEqual(unexpected.map((r) => `${r.level} ${r.message}`), []);
-      assert.equal(server.stderr, "");
+      assert.equal(withoutDenoNotices(server.stderr), "");
     },
   });
 }

@@ -47,6 +47,17 @@ export function underWine(symptom: string): string | undefined {
   return UNDER_WINE ? `under Wine 10: ${symptom}` : undefined;
 }
 
+/**
+ * `text` without the notice Deno prints at start where `ps` does not exist (Windows): the start task's
+ * `--allow-run=ps` is for the quick start's npx watch (lib/stop_requests.ts), which only Linux and macOS need.
+ */
+export function withoutDenoNotices(text: string): string {
+  return text.replace(
+    /^(\x1b\[[0-9;]*m)*Info(\x1b\[[0-9;]*m)* Failed to resolve 'ps' for allow-run: cannot find binary path\r?\n/m,
+    "",
+  );
+}
+
 /** What the clients of the tests below meet under Wine. */
 export const CLIENT_RESET = "clients see their connections reset and lose echo they had received but not read " +
   "(Wine, as Windows does, drops it when a reset arrives; the same server sends a Linux client every byte)";

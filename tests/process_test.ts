@@ -184,7 +184,7 @@ Deno.test("--trace-flags given alone shows its events, as WPP's tracelog -flags 
     await echoSession("127.0.0.1", server.port, Uint8Array.of(1, 2, 3));
     await sleep(300);
     server.signal("SIGTERM");
-    assert.equal(await server.exited(), 0);
+    assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
     return server.records().filter((r) => r.logger === "echosrv.conn").length;
   };
   assert.ok(await run(["--trace-flags", "0x7"]) >= 2, "--trace-flags 0x7: the per-connection lines");

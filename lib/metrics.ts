@@ -124,9 +124,9 @@ export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: numbe
     [{ version: VERSION, deno: Deno.version.deno, os: Deno.build.os }, 1],
   ]);
   family(
-    "echosrv_start_time_seconds",
+    "process_start_time_seconds",
     "gauge",
-    "When this echosrv started, in seconds since the Unix epoch.",
+    "Start time of the process since the Unix epoch, in seconds.",
     startedAtSeconds,
   );
   family(
@@ -155,9 +155,9 @@ export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: numbe
     [{ reason: "max_bytes" }, stats.closedMaxBytes],
     [{ reason: "max_duration" }, stats.closedMaxDuration],
   ]);
-  family("echosrv_bytes_echoed_total", "counter", "Bytes echoed over TCP/TLS.", snapshot.bytesEchoed);
+  family("echosrv_echoed_bytes_total", "counter", "Bytes echoed over TCP/TLS.", snapshot.bytesEchoed);
   family("echosrv_udp_datagrams_echoed_total", "counter", "UDP datagrams echoed.", udp.datagramsEchoed);
-  family("echosrv_udp_bytes_echoed_total", "counter", "Bytes echoed in UDP datagrams.", udp.bytesEchoed);
+  family("echosrv_udp_echoed_bytes_total", "counter", "Bytes echoed in UDP datagrams.", udp.bytesEchoed);
   family("echosrv_udp_datagrams_dropped_total", "counter", "UDP datagrams not answered, by reason.", [
     [{ reason: "source_port" }, udp.droppedSourcePort],
     [{ reason: "access_rule" }, udp.droppedAccessRule],
@@ -197,7 +197,8 @@ export interface MetricsServer {
  * ```
  */
 export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSource[]): MetricsServer {
-  const startedAtSeconds = Math.round(Date.now() / 1000);
+  // The process's time origin (when Deno started it), as Prometheus's client libraries report it.
+  const startedAtSeconds = performance.timeOrigin / 1000;
   const read = async () => sumSnapshots(await Promise.all(sources.map((source) => source())));
   const handler = async (request: Request): Promise<Response> => {
     const path = new URL(request.url).pathname;

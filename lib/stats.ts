@@ -68,7 +68,7 @@ export function sampleOf(page: MetricsPage, atMs: number): StatsSample {
     active: total(page, "echosrv_connections_active"),
     accepted: total(page, "echosrv_connections_accepted_total"),
     rejected: total(page, "echosrv_connections_rejected_total"),
-    bytes: total(page, "echosrv_bytes_echoed_total"),
+    bytes: total(page, "echosrv_echoed_bytes_total"),
     udpEchoed: total(page, "echosrv_udp_datagrams_echoed_total"),
     udpDropped: total(page, "echosrv_udp_datagrams_dropped_total"),
     errors: total(page, "echosrv_errors_total"),

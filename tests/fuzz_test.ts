@@ -680,11 +680,11 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
     async probe(run, payload, rng) {
       await over(run.port, (conn) => exactEcho(conn, payload, rng));
       run.tally["echosrv_connections_accepted_total"]++;
-      run.tally["echosrv_bytes_echoed_total"] += payload.length;
+      run.tally["echosrv_echoed_bytes_total"] += payload.length;
     },
     counts: [
       "echosrv_connections_accepted_total",
-      "echosrv_bytes_echoed_total",
+      "echosrv_echoed_bytes_total",
       'echosrv_errors_total{kind="unexpected"}',
     ],
   }),
@@ -738,7 +738,7 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
       if (c.header !== undefined) {
         await over(run.port, (conn) => exactEcho(conn, c.bytes, rng, c.bytes.subarray(c.header)));
         run.tally["echosrv_connections_accepted_total"]++;
-        run.tally["echosrv_bytes_echoed_total"] += c.bytes.length - c.header!;
+        run.tally["echosrv_echoed_bytes_total"] += c.bytes.length - c.header!;
         return;
       }
       const back = await refusedExchange(run.port, c.bytes, rng, c.hold);
@@ -750,11 +750,11 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
       const data = randomBytes(rng, rng.logInt(1, 64 * 1024));
       await over(run.port, (conn) => exactEcho(conn, concatBytes(header, data), rng, data));
       run.tally["echosrv_connections_accepted_total"]++;
-      run.tally["echosrv_bytes_echoed_total"] += data.length;
+      run.tally["echosrv_echoed_bytes_total"] += data.length;
     },
     counts: [
       "echosrv_connections_accepted_total",
-      "echosrv_bytes_echoed_total",
+      "echosrv_echoed_bytes_total",
       'echosrv_connections_rejected_total{reason="proxy_header"}',
       'echosrv_connections_rejected_total{reason="proxy_timeout"}',
       'echosrv_errors_total{kind="unexpected"}',
@@ -791,11 +791,11 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
         conn.close();
       }
       run.tally["echosrv_connections_accepted_total"]++;
-      run.tally["echosrv_bytes_echoed_total"] += data.length;
+      run.tally["echosrv_echoed_bytes_total"] += data.length;
     },
     counts: [
       "echosrv_connections_accepted_total",
-      "echosrv_bytes_echoed_total",
+      "echosrv_echoed_bytes_total",
       'echosrv_errors_total{kind="tls_handshake"}',
       'echosrv_errors_total{kind="unexpected"}',
     ],
@@ -926,14 +926,14 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
         assert.equal(sameBytes(answer, data), true, "the datagram comes back whole");
         assert.equal((from as Deno.NetAddr).port, run.port, "from the echo port");
         run.tally["echosrv_udp_datagrams_echoed_total"]++;
-        run.tally["echosrv_udp_bytes_echoed_total"] += c.size;
+        run.tally["echosrv_udp_echoed_bytes_total"] += c.size;
       } finally {
         socket.close();
       }
     },
     counts: [
       "echosrv_udp_datagrams_echoed_total",
-      "echosrv_udp_bytes_echoed_total",
+      "echosrv_udp_echoed_bytes_total",
       'echosrv_udp_datagrams_dropped_total{reason="source_port"}',
       'echosrv_udp_datagrams_dropped_total{reason="rate_limit"}',
       'echosrv_errors_total{kind="udp_send"}',

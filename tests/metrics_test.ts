@@ -58,7 +58,7 @@ Deno.test("/metrics: valid exposition format; counters follow connections, bytes
     await readExactly(conn, 1000);
     let samples = await scrape(port);
     assert.equal(samples.get("echosrv_connections_active"), 1);
-    assert.equal(samples.get("echosrv_bytes_echoed_total"), 1000, "bytes of an open connection count");
+    assert.equal(samples.get("echosrv_echoed_bytes_total"), 1000, "bytes of an open connection count");
     // Over --max-connections 1: refused, counted by reason.
     assert.equal((await echoSession("127.0.0.1", server.port, Uint8Array.of(1), 10_000)).length, 0);
     samples = await scrape(port);

@@ -13,6 +13,7 @@
 // where it is installed.
 
 import { formatAddress, ListenError } from "./listen.ts";
+import { type ProcessSample, sampleProcess } from "./process_metrics.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsConfig } from "./options.ts";
 import { type EchoServer, emptyStats, type ServerStats } from "./server.ts";
@@ -97,38 +98,40 @@ function labelValue(value: string): string {
 
 type Samples = number | Array<[Record<string, string>, number]>;
 
+/** A sample value as the text format writes it: Go's float syntax, with +Inf, -Inf and NaN spelt that way. */
+function sampleValue(value: number): string {
+  if (value === Infinity) return "+Inf";
+  if (value === -Infinity) return "-Inf";
+  return Number.isNaN(value) ? "NaN" : String(value);
+}
+
 /**
  * Writes one reading in the Prometheus text exposition format (0.0.4): HELP and TYPE for each family, every
  * labelled series even at 0 (so a rate over a reason that has not happened yet is 0, not missing).
  *
  * @param snapshot the counters
- * @param startedAtSeconds the process start, in seconds since the Unix epoch
+ * @param processSample the process's own health (see lib/process_metrics.ts); its absent fields are left out
  * @returns the text, ending with a line feed
  */
-export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: number): string {
+export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessSample): string {
   const { stats } = snapshot;
   const udp = snapshot.udp ?? emptyUdpStats();
   const lines: string[] = [];
-  const family = (name: string, type: "counter" | "gauge", help: string, samples: Samples) => {
+  const family = (name: string, type: "counter" | "gauge", help: string, samples: Samples | undefined) => {
+    if (samples === undefined) return;
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     if (typeof samples === "number") {
-      lines.push(`${name} ${samples}`);
+      lines.push(`${name} ${sampleValue(samples)}`);
       return;
     }
     for (const [labels, value] of samples) {
       const text = Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`).join(",");
-      lines.push(`${name}{${text}} ${value}`);
+      lines.push(`${name}{${text}} ${sampleValue(value)}`);
     }
   };
   family("echosrv_build_info", "gauge", "The running echosrv: version, Deno version and OS (always 1).", [
     [{ version: VERSION, deno: Deno.version.deno, os: Deno.build.os }, 1],
   ]);
-  family(
-    "process_start_time_seconds",
-    "gauge",
-    "Start time of the process since the Unix epoch, in seconds.",
-    startedAtSeconds,
-  );
   family(
     "echosrv_draining",
     "gauge",
@@ -171,6 +174,34 @@ export function renderMetrics(snapshot: MetricsSnapshot, startedAtSeconds: numbe
     [{ kind: "udp_send" }, udp.sendErrors],
     [{ kind: "udp_receive" }, udp.receiveErrors],
   ]);
+  // The standard process metrics (https://prometheus.io/docs/instrumenting/writing_clientlibs/#process-metrics).
+  const p = processSample;
+  family(
+    "process_cpu_seconds_total",
+    "counter",
+    "User and system CPU time the process has used, in seconds.",
+    p.cpuSeconds,
+  );
+  family(
+    "process_resident_memory_bytes",
+    "gauge",
+    "Resident set size of the process, in bytes.",
+    p.residentMemoryBytes,
+  );
+  family(
+    "process_virtual_memory_bytes",
+    "gauge",
+    "Virtual memory size of the process, in bytes.",
+    p.virtualMemoryBytes,
+  );
+  family("process_open_fds", "gauge", "File descriptors the process has open.", p.openFds);
+  family("process_max_fds", "gauge", "The limit on open file descriptors (soft RLIMIT_NOFILE).", p.maxFds);
+  family(
+    "process_start_time_seconds",
+    "gauge",
+    "When the process started, in seconds since the Unix epoch.",
+    p.startTimeSeconds,
+  );
   return lines.join("\n") + "\n";
 }
 
@@ -197,8 +228,6 @@ export interface MetricsServer {
  * ```
  */
 export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSource[]): MetricsServer {
-  // The process's time origin (when Deno started it), as Prometheus's client libraries report it.
-  const startedAtSeconds = performance.timeOrigin / 1000;
   const read = async () => sumSnapshots(await Promise.all(sources.map((source) => source())));
   const handler = async (request: Request): Promise<Response> => {
     const path = new URL(request.url).pathname;
@@ -217,7 +246,7 @@ export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSo
         headers: text,
       });
     }
-    return new Response(renderMetrics(snapshot, startedAtSeconds), {
+    return new Response(renderMetrics(snapshot, sampleProcess()), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" },
     });
   };

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { admissionCounters } from "../lib/admission.ts";
 import { type MetricsSnapshot, renderMetrics, sumSnapshots } from "../lib/metrics.ts";
+import { sampleProcess } from "../lib/process_metrics.ts";
 import { formatSample, parseMetricsText, sampleOf } from "../lib/stats.ts";
 import {
   echoSession,
@@ -12,8 +13,11 @@ import {
   metricsPortOf,
   readAll,
   readExactly,
+  residentKiB,
   runEchosrv,
   scrape,
+  servedConnection,
+  sleep,
   spawnServer,
   within,
   writeAll,
@@ -171,10 +175,73 @@ Deno.test("sumSnapshots adds several servers up (a multi-worker process); stats 
   assert.equal(total.stats.refusedAccessRule, 3);
   assert.equal(total.draining, true, "draining if any drains");
   assert.equal(one.stats.accepted, 2, "the sources are not modified");
-  const sample = sampleOf(parseMetricsText(renderMetrics(total, 0)), 0);
+  const sample = sampleOf(parseMetricsText(renderMetrics(total, sampleProcess())), 0);
   assert.equal(sample.accepted, 4);
   assert.equal(sample.rejected, 2 + 3);
   assert.equal(sample.bytes, 200);
   assert.equal(sample.draining, true);
   assert.match(formatSample(sample), /DRAINING \| conns 2 open, 4 accepted, 5 rejected \| echoed 200 B/);
+});
+
+Deno.test("process_* under `deno task start`: CPU, resident memory and start time; no zeros for what Deno cannot read", async () => {
+  await using server = await spawnServer(["--port", "0", "--host", "127.0.0.1", "--metrics", "127.0.0.1:0"]);
+  const samples = await scrape(await metricsPortOf(server));
+  const now = Date.now() / 1000;
+  const start = samples.get("process_start_time_seconds")!;
+  assert.ok(start <= now && start > now - 60, `start time ${start} is in the last minute (now ${now})`);
+  assert.ok(samples.get("process_cpu_seconds_total")! > 0);
+  const rss = samples.get("process_resident_memory_bytes")!;
+  const kernelRss = residentKiB(server.pid);
+  if (kernelRss !== undefined) {
+    // The same figure the kernel gives, within what changes between the two reads.
+    assert.ok(Math.abs(rss / 1024 - kernelRss) < kernelRss * 0.25, `${rss / 1024} KiB vs VmRSS ${kernelRss} KiB`);
+  }
+  // Deno reads /proc only with --allow-all: these are absent, not 0 (a dashboard then shows "no data").
+  for (const name of ["process_open_fds", "process_max_fds", "process_virtual_memory_bytes"]) {
+    assert.equal(samples.has(name), false, `${name} is left out without /proc`);
+  }
+  server.signal("SIGTERM");
+  assert.equal(await server.exited(), 0);
+});
+
+Deno.test({
+  name: "process_* from /proc (Linux, deno run -A): descriptors follow connections, the limit is RLIMIT_NOFILE",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    if (!(await hasCommand("prlimit", ["--version"]))) {
+      console.log("skipped: prlimit (util-linux) is not installed; it sets the descriptor limit this test checks");
+      return;
+    }
+    const runArgs = ["run", "--allow-all", "--unstable-net", "main.ts"];
+    await using server = await spawnServer(["--port", "0", "--host", "127.0.0.1", "--metrics", "127.0.0.1:0"], {
+      runArgs,
+      wrapper: ["prlimit", "--nofile=777:777"],
+    });
+    const port = await metricsPortOf(server);
+    const before = await scrape(port);
+    assert.equal(before.get("process_max_fds"), 777);
+    assert.ok(before.get("process_virtual_memory_bytes")! > before.get("process_resident_memory_bytes")!);
+    const start = before.get("process_start_time_seconds")!;
+    assert.ok(Math.abs(start - Date.now() / 1000) < 60, `start time ${start} from /proc is near now`);
+    const conns = [];
+    try {
+      for (let i = 0; i < 20; i++) conns.push(await servedConnection(server.port));
+      const during = await scrape(port);
+      const added = during.get("process_open_fds")! - before.get("process_open_fds")!;
+      assert.ok(added >= 20 && added <= 22, `20 connections open ${added} descriptors`);
+    } finally {
+      for (const conn of conns) conn.close();
+    }
+    await within(
+      10_000,
+      "the descriptors to close",
+      (async () => {
+        while ((await scrape(port)).get("echosrv_connections_active") !== 0) await sleep(20);
+      })(),
+    );
+    const after = await scrape(port);
+    assert.ok(after.get("process_open_fds")! <= before.get("process_open_fds")! + 1, "the descriptors are closed");
+    server.signal("SIGTERM");
+    assert.equal(await server.exited(), 0);
+  },
 });

@@ -3,9 +3,9 @@
 // 200 while serving and 503 while draining, and the one-line live view.
 
 import assert from "node:assert/strict";
-import { admissionCounters } from "../lib/admission.ts";
 import { type MetricsSnapshot, renderMetrics, sumSnapshots } from "../lib/metrics.ts";
 import { sampleProcess } from "../lib/process_metrics.ts";
+import { emptyStats } from "../lib/server.ts";
 import { formatSample, parseMetricsText, sampleOf } from "../lib/stats.ts";
 import {
   echoSession,
@@ -154,18 +154,7 @@ Deno.test("echosrv stats: one line per sample with totals and rates; exits after
 });
 
 Deno.test("sumSnapshots adds several servers up (a multi-worker process); stats reads what renderMetrics writes", () => {
-  const stats = () => ({
-    accepted: 2,
-    refusedOverCap: 1,
-    closedIdle: 0,
-    resets: 0,
-    bytesEchoed: 10,
-    acceptErrors: 0,
-    closedMaxBytes: 0,
-    closedMaxDuration: 0,
-    unexpectedErrors: 0,
-    ...admissionCounters(),
-  });
+  const stats = () => ({ ...emptyStats(), accepted: 2, refusedOverCap: 1, bytesEchoed: 10 });
   const one: MetricsSnapshot = { connectionsActive: 1, bytesEchoed: 100, draining: false, stats: stats() };
   const two: MetricsSnapshot = { ...one, draining: true, stats: { ...stats(), refusedAccessRule: 3 } };
   const total = sumSnapshots([one, two]);

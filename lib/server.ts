@@ -11,10 +11,11 @@ import { activityClock, type Copy, COPY_STRATEGIES, type CopyProgress } from "./
 import { type EchoConn, type EchoListener, formatAddress, openListeners } from "./listen.ts";
 import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./options.ts";
+import { countEndedSession, type SessionCounters, sessionCounters } from "./session_histograms.ts";
 import { formatDuration } from "./units.ts";
 
 /** Counters of a server's life so far, plain numbers cheap to bump on the hot path. */
-export interface ServerStats extends AdmissionCounters {
+export interface ServerStats extends AdmissionCounters, SessionCounters {
   /** Connections accepted and served (not counting those refused). */
   accepted: number;
   /** Connections closed at once because the cap was reached. */
@@ -48,6 +49,7 @@ export function emptyStats(): ServerStats {
     closedMaxDuration: 0,
     unexpectedErrors: 0,
     ...admissionCounters(),
+    ...sessionCounters(),
   };
 }
 
@@ -367,6 +369,7 @@ export class EchoServer {
     this.#gate?.release(session);
     cap?.leave();
     this.stats.bytesEchoed += session.bytes;
+    countEndedSession(this.stats, (performance.now() - session.openedAt) / 1000, session.bytes);
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
         peer: peerOf(session.client),

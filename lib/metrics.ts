@@ -14,6 +14,7 @@
 
 import { formatAddress, ListenError } from "./listen.ts";
 import { type ProcessSample, sampleProcess } from "./process_metrics.ts";
+import { DURATION_BUCKETS_SECONDS, durationKey, SIZE_BUCKETS_BYTES, sizeKey } from "./session_histograms.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsConfig } from "./options.ts";
 import { type EchoServer, emptyStats, type ServerStats } from "./server.ts";
@@ -129,6 +130,12 @@ export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessS
       lines.push(`${name}{${text}} ${sampleValue(value)}`);
     }
   };
+  /** A histogram: cumulative `_bucket`s by `le`, the `+Inf` bucket equal to `_count`, and `_sum`. */
+  const histogram = (name: string, help: string, buckets: Array<[number, number]>, sum: number, count: number) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
+    for (const [bound, value] of buckets) lines.push(`${name}_bucket{le="${sampleValue(bound)}"} ${value}`);
+    lines.push(`${name}_bucket{le="+Inf"} ${count}`, `${name}_sum ${sampleValue(sum)}`, `${name}_count ${count}`);
+  };
   family("echosrv_build_info", "gauge", "The running echosrv: version, Deno version and OS (always 1).", [
     [{ version: VERSION, deno: Deno.version.deno, os: Deno.build.os }, 1],
   ]);
@@ -174,6 +181,20 @@ export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessS
     [{ kind: "udp_send" }, udp.sendErrors],
     [{ kind: "udp_receive" }, udp.receiveErrors],
   ]);
+  histogram(
+    "echosrv_connection_duration_seconds",
+    "How long served TCP/TLS connections lasted, accept to close, in seconds (counted when they end).",
+    DURATION_BUCKETS_SECONDS.map((bound) => [bound, stats[durationKey(bound)]]),
+    stats.sessionSecondsTotal,
+    stats.sessionsEnded,
+  );
+  histogram(
+    "echosrv_connection_echoed_bytes",
+    "Bytes echoed per served TCP/TLS connection (counted when it ends).",
+    SIZE_BUCKETS_BYTES.map((bound) => [bound, stats[sizeKey(bound)]]),
+    stats.sessionBytesTotal,
+    stats.sessionsEnded,
+  );
   // The standard process metrics (https://prometheus.io/docs/instrumenting/writing_clientlibs/#process-metrics).
   const p = processSample;
   family(

@@ -92,6 +92,50 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
   return total;
 }
 
+/** Counts by reason (or kind), keyed by the label value /metrics gives them. */
+export type ReasonCounts = Record<string, number>;
+
+/**
+ * The labelled counters of a reading, keyed by their label values: refusals and server closes by `reason`, UDP
+ * drops by `reason`, errors by `kind`. /metrics and the status page both read them here, so they name things alike.
+ *
+ * @param snapshot the counters
+ * @returns the four tables, every label value present even at 0
+ */
+export function countsByReason(snapshot: MetricsSnapshot): {
+  rejected: ReasonCounts;
+  closed: ReasonCounts;
+  udpDropped: ReasonCounts;
+  errors: ReasonCounts;
+} {
+  const { stats } = snapshot;
+  const udp = snapshot.udp ?? emptyUdpStats();
+  return {
+    rejected: {
+      cap: stats.refusedOverCap,
+      per_client_cap: stats.refusedPerClient,
+      access_rule: stats.refusedAccessRule,
+      proxy_untrusted: stats.refusedProxyUntrusted,
+      proxy_header: stats.refusedProxyHeader,
+      proxy_timeout: stats.refusedProxyTimeout,
+    },
+    closed: { idle_timeout: stats.closedIdle, max_bytes: stats.closedMaxBytes, max_duration: stats.closedMaxDuration },
+    udpDropped: {
+      source_port: udp.droppedSourcePort,
+      access_rule: udp.droppedAccessRule,
+      rate_limit: udp.droppedRateLimit,
+    },
+    errors: {
+      accept: stats.acceptErrors,
+      peer_reset: stats.resets,
+      tls_handshake: stats.tlsHandshakeErrors,
+      unexpected: stats.unexpectedErrors,
+      udp_send: udp.sendErrors,
+      udp_receive: udp.receiveErrors,
+    },
+  };
+}
+
 /** Escapes a label value: backslash, double quote and line feed, as the text format requires. */
 function labelValue(value: string): string {
   return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
@@ -152,35 +196,31 @@ export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessS
     "TCP/TLS connections admitted and served.",
     stats.accepted,
   );
-  family("echosrv_connections_rejected_total", "counter", "TCP/TLS connections refused before any echo, by reason.", [
-    [{ reason: "cap" }, stats.refusedOverCap],
-    [{ reason: "per_client_cap" }, stats.refusedPerClient],
-    [{ reason: "access_rule" }, stats.refusedAccessRule],
-    [{ reason: "proxy_untrusted" }, stats.refusedProxyUntrusted],
-    [{ reason: "proxy_header" }, stats.refusedProxyHeader],
-    [{ reason: "proxy_timeout" }, stats.refusedProxyTimeout],
-  ]);
-  family("echosrv_connections_closed_total", "counter", "Connections the server closed because of a limit.", [
-    [{ reason: "idle_timeout" }, stats.closedIdle],
-    [{ reason: "max_bytes" }, stats.closedMaxBytes],
-    [{ reason: "max_duration" }, stats.closedMaxDuration],
-  ]);
+  const labelled = (label: string, counts: ReasonCounts) =>
+    Object.entries(counts).map(([value, count]): [Record<string, string>, number] => [{ [label]: value }, count]);
+  const { rejected, closed, udpDropped, errors } = countsByReason(snapshot);
+  family(
+    "echosrv_connections_rejected_total",
+    "counter",
+    "TCP/TLS connections refused before any echo, by reason.",
+    labelled("reason", rejected),
+  );
+  family(
+    "echosrv_connections_closed_total",
+    "counter",
+    "Connections the server closed because of a limit.",
+    labelled("reason", closed),
+  );
   family("echosrv_echoed_bytes_total", "counter", "Bytes echoed over TCP/TLS.", snapshot.bytesEchoed);
   family("echosrv_udp_datagrams_echoed_total", "counter", "UDP datagrams echoed.", udp.datagramsEchoed);
   family("echosrv_udp_echoed_bytes_total", "counter", "Bytes echoed in UDP datagrams.", udp.bytesEchoed);
-  family("echosrv_udp_datagrams_dropped_total", "counter", "UDP datagrams not answered, by reason.", [
-    [{ reason: "source_port" }, udp.droppedSourcePort],
-    [{ reason: "access_rule" }, udp.droppedAccessRule],
-    [{ reason: "rate_limit" }, udp.droppedRateLimit],
-  ]);
-  family("echosrv_errors_total", "counter", "Errors, by kind.", [
-    [{ kind: "accept" }, stats.acceptErrors],
-    [{ kind: "peer_reset" }, stats.resets],
-    [{ kind: "tls_handshake" }, stats.tlsHandshakeErrors],
-    [{ kind: "unexpected" }, stats.unexpectedErrors],
-    [{ kind: "udp_send" }, udp.sendErrors],
-    [{ kind: "udp_receive" }, udp.receiveErrors],
-  ]);
+  family(
+    "echosrv_udp_datagrams_dropped_total",
+    "counter",
+    "UDP datagrams not answered, by reason.",
+    labelled("reason", udpDropped),
+  );
+  family("echosrv_errors_total", "counter", "Errors, by kind.", labelled("kind", errors));
   histogram(
     "echosrv_connection_duration_seconds",
     "How long served TCP/TLS connections lasted, accept to close, in seconds (counted when they end).",

@@ -274,11 +274,26 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** More pages served beside /metrics (the status page of lib/status_page.ts), reading the same counters. */
+export interface PageRoutes {
+  /** The paths these pages answer (GET and HEAD). */
+  readonly paths: readonly string[];
+  /** Answers a request for one of {@link paths}. */
+  respond(request: Request, path: string): Promise<Response>;
+  /** Stops whatever the pages run in the background. */
+  close(): void;
+}
+
+/** Builds the extra pages, given the function that reads the counters (summed over the sources). */
+export type Pages = (read: () => Promise<MetricsSnapshot>) => PageRoutes;
+
 /**
- * Serves /metrics, /healthz and /livez. Sources are read at each request; the array may grow later (a worker starting).
+ * Serves /metrics, /healthz and /livez, and the extra pages if any. Sources are read at each request; the array may
+ * grow later (a worker starting).
  *
  * @param address where to listen
  * @param sources one per server in this process
+ * @param pages more pages to serve (the status page), built once the counters can be read
  * @returns the running endpoint
  * @throws {ListenError} when the address cannot be listened on
  * @example
@@ -288,16 +303,20 @@ export interface MetricsServer {
  * await metrics.close();
  * ```
  */
-export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSource[]): MetricsServer {
+export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSource[], pages?: Pages): MetricsServer {
   const read = async () => sumSnapshots(await Promise.all(sources.map((source) => source())));
+  const extra = pages?.(read);
   const handler = async (request: Request): Promise<Response> => {
     const path = new URL(request.url).pathname;
-    if (path !== "/metrics" && path !== "/healthz" && path !== "/livez") {
-      return new Response("not found: try /metrics, /healthz or /livez\n", { status: 404 });
+    const known = path === "/metrics" || path === "/healthz" || path === "/livez" || extra?.paths.includes(path);
+    if (!known) {
+      const index = extra ? "/, " : "";
+      return new Response(`not found: try ${index}/metrics, /healthz or /livez\n`, { status: 404 });
     }
     if (request.method !== "GET" && request.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
     }
+    if (extra?.paths.includes(path)) return await extra.respond(request, path);
     const text = { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
     if (path === "/livez") return new Response("alive\n", { headers: text });
     const snapshot = await read();
@@ -323,6 +342,7 @@ export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSo
       },
     }, handler);
   } catch (error) {
+    extra?.close();
     const where = `the metrics address ${formatAddress(address.hostname, address.port)}`;
     if (error instanceof Deno.errors.AddrInUse) {
       throw new ListenError(`${where} is already in use; choose another --metrics address`);
@@ -331,10 +351,17 @@ export function serveMetrics(address: MetricsConfig, sources: readonly MetricsSo
   }
   const port = server.addr.port;
   const base = `http://${formatAddress(server.addr.hostname, port)}`;
-  serverLog.info("serving metrics on {url} and health on {health}", {
+  serverLog.info(`serving metrics on {url} and health on {health}${extra ? ", the status page on {page}" : ""}`, {
     url: `${base}/metrics`,
     health: `${base}/healthz`,
+    ...(extra ? { page: `${base}/` } : {}),
     port,
   });
-  return { port, close: () => server.shutdown() };
+  return {
+    port,
+    close: () => {
+      extra?.close();
+      return server.shutdown();
+    },
+  };
 }

@@ -1,0 +1,112 @@
+// What a new user meets first, as they meet it: a first `deno task start` on a machine with nothing cached fetches
+// only the packages the server needs and leaves the ready line as the last thing on the terminal; and the suite
+// itself never installs anything on the machine it runs on.
+
+import assert from "node:assert/strict";
+import { hasCommand, ROOT, within } from "./helpers.ts";
+
+/** The npm packages (name@version) of the server's module graph, as `deno info` resolves main.ts. */
+async function serverPackages(): Promise<string[]> {
+  const out = await within(
+    60_000,
+    "deno info main.ts",
+    new Deno.Command(Deno.execPath(), { args: ["info", "--json", "main.ts"], cwd: ROOT, stdout: "piped" }).output(),
+  );
+  assert.ok(out.success, "deno info main.ts");
+  const info = JSON.parse(new TextDecoder().decode(out.stdout)) as { npmPackages?: Record<string, unknown> };
+  return Object.keys(info.npmPackages ?? {}).map((id) => id.replace(/_.*$/, "")).sort();
+}
+
+Deno.test("deno.lock holds only the packages the server needs (`deno task` installs every package in it)", async () => {
+  const lock = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.lock`)) as { npm: Record<string, unknown> };
+  const locked = Object.keys(lock.npm).map((id) => id.replace(/_.*$/, "")).sort();
+  assert.deepEqual(locked, await serverPackages(), "packages in deno.lock that main.ts does not load");
+});
+
+const script = await hasCommand("script", ["--version"]);
+const whyNoFirstRun = Deno.build.os !== "linux"
+  ? "the pseudo-terminal is made with util-linux's script (Linux)"
+  : !script
+  ? "script (util-linux) is not installed"
+  : undefined;
+if (whyNoFirstRun) console.log(`first-run test skipped: ${whyNoFirstRun}`);
+
+Deno.test({
+  name:
+    "a first `deno task start` (empty DENO_DIR, on a terminal) fetches only the server's packages; the ready line stays last",
+  ignore: whyNoFirstRun !== undefined,
+  fn: async () => {
+    const denoDir = await Deno.makeTempDir({ prefix: "echosrv-first-run-" });
+    try {
+      // A 100x40 pseudo-terminal, as a person's terminal: Deno draws its download progress bar only on one. The
+      // server is stopped with SIGINT after 15 s (by then any late redraw of a progress bar would have happened).
+      const deno = Deno.execPath();
+      const command = `stty cols 100 rows 40; exec timeout -s INT 15 '${deno}' task start --port 0 -H 127.0.0.1`;
+      const out = await within(
+        120_000,
+        "a first deno task start",
+        new Deno.Command("script", {
+          args: ["-q", "-e", "-c", command, "/dev/null"],
+          cwd: ROOT,
+          env: { DENO_DIR: denoDir, TERM: "xterm-256color" },
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).output(),
+      );
+      const screen = new TextDecoder().decode(out.stdout);
+      const ready = screen.search(/echoing on port \d+/);
+      if (ready < 0 && /error|failed/i.test(screen) && /registry\.npmjs\.org|npm|download/i.test(screen)) {
+        console.log(`skipped: the npm registry cannot be reached from here:\n${screen.slice(-2000)}`);
+        return;
+      }
+      assert.ok(ready >= 0, `the server started:\n${screen}`);
+      // After the ready line: no cursor moved up and nothing erased (what a late progress bar redraw does), so the
+      // line is still on screen when the person looks.
+      const after = screen.slice(ready);
+      const stop = after.search(/stop requested/);
+      const untilStop = stop < 0 ? after : after.slice(0, stop);
+      const csi = new RegExp(`${String.fromCharCode(0x1b)}\\[\\d*[AJK]`); // cursor up, erase display, erase line
+      assert.doesNotMatch(untilStop, csi, `the ready line was overwritten:\n${JSON.stringify(untilStop)}`);
+      // What was fetched: exactly the server's packages.
+      const fetched: string[] = [];
+      const registry = `${denoDir}/npm/registry.npmjs.org`;
+      for (const entry of Deno.readDirSync(registry)) {
+        const names = entry.name.startsWith("@")
+          ? [...Deno.readDirSync(`${registry}/${entry.name}`)].map((e) => `${entry.name}/${e.name}`)
+          : [entry.name];
+        for (const name of names) {
+          for (const version of Deno.readDirSync(`${registry}/${name}`)) {
+            if (version.isDirectory) fetched.push(`${name}@${version.name}`);
+          }
+        }
+      }
+      assert.deepEqual(fetched.sort(), await serverPackages());
+    } finally {
+      await Deno.remove(denoDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("no test installs system packages (tests never change the host; .ci/run installs what they need)", () => {
+  const managers = [
+    "apt-get",
+    "apt",
+    "dpkg",
+    "dnf",
+    "yum",
+    "apk",
+    "pacman",
+    "zypper",
+    "brew",
+    "choco",
+    "winget",
+    "snap",
+  ];
+  const starts = new RegExp(`(?:Command|spawn|exec)\\(\\s*["'\`](?:${managers.join("|")})["'\`]`);
+  for (const entry of Deno.readDirSync(`${ROOT}tests`)) {
+    if (!entry.isFile || !entry.name.endsWith(".ts")) continue;
+    const text = Deno.readTextFileSync(`${ROOT}tests/${entry.name}`);
+    assert.doesNotMatch(text, starts, `${entry.name} runs a package manager`);
+  }
+});

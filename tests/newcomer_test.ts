@@ -1,9 +1,15 @@
 // What a new user meets first, as they meet it: a first `deno task start` on a machine with nothing cached fetches
-// only the packages the server needs and leaves the ready line as the last thing on the terminal; and the suite
-// itself never installs anything on the machine it runs on.
+// only the packages the server needs and leaves the ready line as the last thing on the terminal; the suite itself
+// never installs anything on the machine it runs on; and the smaller rough edges of the issue: values as systemd
+// writes them, mistyped hosts and ports, the service commands typed without `service`, TLS file errors in plain
+// words, the "port in use" error on standard error.
 
 import assert from "node:assert/strict";
+import { parseCommandLine } from "../lib/options.ts";
+import { parseDuration, UnitError } from "../lib/units.ts";
 import { hasCommand, ROOT, within } from "./helpers.ts";
+
+const quiet = { out: () => {}, err: () => {} };
 
 /** The npm packages (name@version) of the server's module graph, as `deno info` resolves main.ts. */
 async function serverPackages(): Promise<string[]> {
@@ -108,5 +114,31 @@ Deno.test("no test installs system packages (tests never change the host; .ci/ru
     if (!entry.isFile || !entry.name.endsWith(".ts")) continue;
     const text = Deno.readTextFileSync(`${ROOT}tests/${entry.name}`);
     assert.doesNotMatch(text, starts, `${entry.name} runs a package manager`);
+  }
+});
+
+Deno.test("durations as systemd writes them: --idle-timeout 5min, 2h 30min, 1min30s; units are checked, M is months", () => {
+  const cases: Array<[string, number]> = [
+    ["5min", 300_000],
+    ["2h 30min", 9_000_000],
+    ["1min30s", 90_000],
+    ["90 seconds", 90_000],
+    ["500msec", 500],
+    ["1d", 86_400_000],
+    ["1.5s", 1500],
+    ["5m", 300_000],
+    ["0", 0],
+    ["0s", 0],
+  ];
+  for (const [text, ms] of cases) assert.equal(parseDuration(text), ms, text);
+  for (const text of ["30", "5 fortnights", "-1s", "1h 30", "", "100us", "5M", "4w"]) {
+    assert.throws(() => parseDuration(text), UnitError, text);
+  }
+  assert.throws(() => parseDuration("5M"), /M is months/);
+  assert.throws(() => parseDuration("100us"), /shortest is 1ms/);
+  const parsed = parseCommandLine(["--idle-timeout", "5min", "--shutdown-timeout", "1min 30s"], quiet);
+  assert.equal(parsed.kind, "run");
+  if (parsed.kind === "run") {
+    assert.deepEqual([parsed.config.server.idleTimeoutMs, parsed.config.server.shutdownTimeoutMs], [300_000, 90_000]);
   }
 });

@@ -142,3 +142,19 @@ Deno.test("durations as systemd writes them: --idle-timeout 5min, 2h 30min, 1min
     assert.deepEqual([parsed.config.server.idleTimeoutMs, parsed.config.server.shutdownTimeoutMs], [300_000, 90_000]);
   }
 });
+
+/** Runs the option parser as echosrv does, and returns the exit code and what it wrote to standard error. */
+function usage(args: string[]): { code: number | undefined; err: string } {
+  let err = "";
+  const what = parseCommandLine(args, { out: () => {}, err: (text) => err += text });
+  return { code: what.kind === "exit" ? what.code : undefined, err };
+}
+
+Deno.test("--port -1 is out of range, not 'not a whole number'", () => {
+  const { code, err } = usage(["--port", "-1"]);
+  assert.equal(code, 2);
+  assert.match(err, /-1 is out of range: use 0 to 65535/);
+  assert.doesNotMatch(err, /whole number/);
+  assert.match(usage(["--max-connections", "-5"]).err, /-5 is out of range/);
+  assert.match(usage(["--port", "1.5"]).err, /"1\.5" is not a whole number/);
+});

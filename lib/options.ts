@@ -3,6 +3,7 @@
 // commander's (npm), standing in for the design card's @std/cli, which lives on JSR and cannot be fetched here.
 
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import ipaddr from "ipaddr.js";
 import { type AdmissionRules, CidrError, CidrList, parseCidr } from "./access.ts";
 import { loadTlsFiles, TlsFileError, type TlsMaterial } from "./tls.ts";
 import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
@@ -172,18 +173,41 @@ function reader<T>(read: (text: string) => T): (text: string) => T {
   };
 }
 
+/**
+ * Checks one host as written: an IPv6 address (a zone such as `%eth0` allowed), an IPv4 address in dotted
+ * decimal (four numbers from 0 to 255, no leading zeros), or a host name by RFC 1123 (labels of letters, digits and
+ * inner hyphens, up to 63 characters; the last label not all digits, which would be a mistyped IPv4 address).
+ *
+ * @param host the value
+ * @throws {InvalidArgumentError} saying which it looked like and what is wrong
+ */
+function checkHost(host: string): void {
+  const examples = "(examples: ::, 0.0.0.0, 127.0.0.1, ::1, localhost)";
+  if (host.includes(":")) {
+    if (!ipaddr.IPv6.isValid(host)) throw new InvalidArgumentError(`"${host}" is not an IPv6 address ${examples}`);
+    return;
+  }
+  if (/^[0-9.]+$/.test(host)) {
+    if (!ipaddr.IPv4.isValidFourPartDecimal(host)) {
+      throw new InvalidArgumentError(
+        `"${host}" is not an IPv4 address: write four numbers from 0 to 255 without leading zeros, as in 192.0.2.10`,
+      );
+    }
+    return;
+  }
+  const labels = host.split(".");
+  const label = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+  if (host.length > 253 || !labels.every((l) => label.test(l)) || /^\d+$/.test(labels.at(-1)!)) {
+    throw new InvalidArgumentError(`"${host}" is not an address or host name ${examples}`);
+  }
+}
+
 /** Reads one `--host` value (or a comma-separated list of them) and adds it to those given before. */
 function collectHosts(text: string, previous: string[] | undefined): string[] {
   const hosts = text.split(",").map((h) => h.trim()).map((h) =>
     h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h
   );
-  for (const host of hosts) {
-    if (host === "" || !/^[A-Za-z0-9._:%-]+$/.test(host) || host.length > 253) {
-      throw new InvalidArgumentError(
-        `"${host}" is not an address or host name (examples: ::, 0.0.0.0, 127.0.0.1, ::1)`,
-      );
-    }
-  }
+  for (const host of hosts) checkHost(host);
   return [...(previous ?? []), ...hosts];
 }
 
@@ -200,8 +224,6 @@ function collectCidrs(text: string, previous: string[] | undefined): string[] {
   }
   return [...(previous ?? []), ...rules];
 }
-
-const HOST_NAME = /^[A-Za-z0-9._%-]+$/;
 
 /**
  * Reads `HOST:PORT`, `[IPv6]:PORT` or a bare `PORT` (meaning 127.0.0.1: metrics stay private unless asked).
@@ -220,9 +242,7 @@ export function parseHostPort(text: string): MetricsConfig {
     );
   }
   const hostname = match[1] || match[2] || "127.0.0.1";
-  if (!match[1] && !HOST_NAME.test(hostname)) {
-    throw new InvalidArgumentError(`"${hostname}" is not an address or host name`);
-  }
+  checkHost(hostname);
   return { hostname, port: reader((t) => parseInteger(t, 0, 65535))(match[3]) };
 }
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { parseCommandLine } from "../lib/options.ts";
 import { parseDuration, UnitError } from "../lib/units.ts";
-import { hasCommand, ROOT, within } from "./helpers.ts";
+import { hasCommand, ROOT, runEchosrv, within } from "./helpers.ts";
 
 const quiet = { out: () => {}, err: () => {} };
 
@@ -157,4 +157,18 @@ Deno.test("--port -1 is out of range, not 'not a whole number'", () => {
   assert.doesNotMatch(err, /whole number/);
   assert.match(usage(["--max-connections", "-5"]).err, /-5 is out of range/);
   assert.match(usage(["--port", "1.5"]).err, /"1\.5" is not a whole number/);
+});
+
+Deno.test("--host 999.1.1.1 is a usage error (exit 2) that says what an IPv4 address is; names and IPv6 still pass", async () => {
+  const { code, stderr, stdout } = await runEchosrv(["--host", "999.1.1.1", "--port", "0"]);
+  assert.equal(code, 2, stderr);
+  assert.equal(stdout, "", "nothing starts");
+  assert.match(stderr, /--host.*'999\.1\.1\.1'.*not an IPv4 address: write four numbers from 0 to 255/);
+  for (const bad of ["1.2.3", "010.0.0.1", "256.0.0.1", "1::2::3", "-bad", "a..b", "host_name"]) {
+    assert.equal(usage(["--host", bad]).code, 2, bad);
+  }
+  assert.match(usage(["--metrics", "999.1.1.1:9407"]).err, /not an IPv4 address/);
+  for (const good of ["127.0.0.1", "::1", "[::1]", "fe80::1%eth0", "localhost", "echo-1.example.com"]) {
+    assert.equal(usage(["--host", good]).code, undefined, good);
+  }
 });

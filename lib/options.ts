@@ -528,17 +528,27 @@ const stdio: Output = {
  * program's own reading of the ECHOSRV_* variables failed on a bad variable that a flag after `run` overrode.)
  */
 function withoutRunCommand(args: string[], program: Command): string[] {
+  const i = firstWord(args, program);
+  return i >= 0 && args[i] === "run" ? [...args.slice(0, i), ...args.slice(i + 1)] : args;
+}
+
+/**
+ * Where the first argument that is neither an option nor an option's value is: the command, if any.
+ *
+ * @returns its index, or -1 when there is none before the end or a `--`
+ */
+function firstWord(args: string[], program: Command): number {
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
-    if (arg === "--") return args;
+    if (arg === "--") return -1;
     if (arg.startsWith("-") && arg !== "-") {
       // `--port 7` and `-p 7` take the next argument as their value; `--port=7` and `-p7` carry it.
       if (program.options.find((o) => o.long === arg || o.short === arg)?.required) i++;
       continue;
     }
-    return arg === "run" ? [...args.slice(0, i), ...args.slice(i + 1)] : args;
+    return i;
   }
-  return args;
+  return -1;
 }
 
 /**

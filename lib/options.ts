@@ -631,8 +631,23 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
   // `echosrv service install|uninstall|start|stop|restart|status` (lib/service/cli.ts).
   addServiceCommand(program, configure, (request) => result = { kind: "service", request }, args);
 
+  let argv = withoutRunCommand(args, program);
+  const at = firstWord(argv, program);
+  const commands = program.commands.map((c) => c.name());
+  if (at >= 0 && argv[at] === "help") {
+    argv = [...argv.slice(at + 1), "--help"]; // `echosrv help [command]`, as many tools take it
+  } else if (at >= 0 && !commands.includes(argv[at])) {
+    // commander would say "too many arguments": say which word is not a command, and what was probably meant.
+    const word = argv[at];
+    const services = program.commands.find((c) => c.name() === "service")?.commands.map((c) => c.name()) ?? [];
+    const hint = services.includes(word)
+      ? `the service commands are under \`service\`: did you mean \`echosrv service ${argv.slice(at).join(" ")}\`?`
+      : `the commands are run (the default), ${commands.join(" and ")}; see \`echosrv --help\``;
+    output.err(`echosrv: error: unknown command '${word}': ${hint}\n`);
+    return { kind: "exit", code: 2 };
+  }
   try {
-    program.parse(withoutRunCommand(args, program), { from: "user" });
+    program.parse(argv, { from: "user" });
   } catch (error) {
     if (error instanceof CommanderError) {
       const success = error.code === "commander.helpDisplayed" || error.code === "commander.version" ||

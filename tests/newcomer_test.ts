@@ -172,3 +172,22 @@ Deno.test("--host 999.1.1.1 is a usage error (exit 2) that says what an IPv4 add
     assert.equal(usage(["--host", good]).code, undefined, good);
   }
 });
+
+Deno.test("`echosrv status` (service verbs typed without `service`) points at `echosrv service status`; `help` shows help", () => {
+  for (const verb of ["status", "install", "stop"]) {
+    const { code, err } = usage([verb]);
+    assert.equal(code, 2, verb);
+    assert.match(err, new RegExp(`unknown command '${verb}'.*did you mean \`echosrv service ${verb}\`\\?`), verb);
+    assert.doesNotMatch(err, /too many arguments/);
+  }
+  assert.match(
+    usage(["--port", "7", "restart", "--name", "e2"]).err,
+    /did you mean `echosrv service restart --name e2`/,
+  );
+  assert.match(
+    usage(["extra"]).err,
+    /unknown command 'extra': the commands are run \(the default\), stats and service/,
+  );
+  assert.equal(usage(["help"]).code, 0);
+  assert.equal(usage(["run", "--port", "0"]).code, undefined, "run is still the default command");
+});

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { parseCommandLine } from "../lib/options.ts";
 import { parseDuration, UnitError } from "../lib/units.ts";
-import { hasCommand, ROOT, runEchosrv, within } from "./helpers.ts";
+import { hasCommand, makeTestCertificate, ROOT, runEchosrv, within } from "./helpers.ts";
 
 const quiet = { out: () => {}, err: () => {} };
 
@@ -190,4 +190,59 @@ Deno.test("`echosrv status` (service verbs typed without `service`) points at `e
   );
   assert.equal(usage(["help"]).code, 0);
   assert.equal(usage(["run", "--port", "0"]).code, undefined, "run is still the default command");
+});
+
+Deno.test("TLS file errors say what is wrong and what to do, never a parser's jargon", async () => {
+  await using cert = await makeTestCertificate();
+  if (!cert) {
+    console.log("skipped: openssl is not installed (it makes the test certificate)");
+    return;
+  }
+  const file = async (name: string, content: string | Uint8Array) => {
+    const path = `${cert.dir}/${name}`;
+    if (typeof content === "string") await Deno.writeTextFile(path, content);
+    else await Deno.writeFile(path, content);
+    return path;
+  };
+  const openssl = async (args: string[]) => {
+    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  };
+  const der = `${cert.dir}/cert.der`;
+  await openssl(["x509", "-in", cert.certFile, "-outform", "der", "-out", der]);
+  const encrypted = `${cert.dir}/encrypted.pem`;
+  await openssl(["pkey", "-in", cert.keyFile, "-aes256", "-passout", "pass:secret", "-out", encrypted]);
+  const cases: Array<[string, string, RegExp]> = [
+    [der, cert.keyFile, /cert\.der holds no PEM certificate: it is binary \(DER\?\); convert it with: openssl x509/],
+    [
+      cert.keyFile,
+      cert.keyFile,
+      /holds no PEM certificate: it holds a private key \(are --tls-cert and --tls-key swapped\?\)/,
+    ],
+    [
+      cert.certFile,
+      cert.certFile,
+      /holds no PEM private key: it holds a certificate \(are --tls-cert and --tls-key swapped\?\)/,
+    ],
+    [cert.certFile, encrypted, /encrypted\.pem is protected by a passphrase; echosrv needs the key unencrypted/],
+    [await file("empty.pem", ""), cert.keyFile, /empty\.pem holds no PEM certificate: the file is empty/],
+    [
+      await file("text.pem", "hello\n"),
+      cert.keyFile,
+      /text\.pem holds no PEM certificate: there is no "-----BEGIN" line/,
+    ],
+    [
+      await file("cut.pem", cert.cert.slice(0, 200)),
+      cert.keyFile,
+      /cut\.pem holds no PEM certificate: .* cannot be decoded/,
+    ],
+    [cert.dir, cert.keyFile, /--tls-cert.*cannot read .*: it is a directory$/m],
+    [`${cert.dir}/missing.pem`, cert.keyFile, /--tls-cert.*cannot read .*missing\.pem: no such file$/m],
+  ];
+  for (const [certFile, keyFile, message] of cases) {
+    const { code, err } = usage(["--tls-cert", certFile, "--tls-key", keyFile]);
+    assert.equal(code, 2, err);
+    assert.match(err, message);
+    assert.doesNotMatch(err, /BER error|nom error|DECODER|libcrypto|os error|readfile|Unexpected Tag/, err);
+  }
 });

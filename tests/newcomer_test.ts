@@ -246,3 +246,19 @@ Deno.test("TLS file errors say what is wrong and what to do, never a parser's ja
     assert.doesNotMatch(err, /BER error|nom error|DECODER|libcrypto|os error|readfile|Unexpected Tag/, err);
   }
 });
+
+Deno.test("a port in use: the reason is on standard error (one line, exit 1), and still in the log", async () => {
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = holder.addr.port;
+    for (const args of [["--port", String(port)], ["--port", "0", "--metrics", `127.0.0.1:${port}`]]) {
+      const { code, stdout, stderr } = await runEchosrv(["-H", "127.0.0.1", ...args]);
+      assert.equal(code, 1, args.join(" "));
+      assert.match(stderr, new RegExp(`^echosrv: .*${port}.* is already in use.*\\n$`), args.join(" "));
+      assert.equal(stderr.split("\n").length, 2, "one line");
+      assert.match(stdout, /\[ERR\].*already in use/, "the log line stays where the log goes");
+    }
+  } finally {
+    holder.close();
+  }
+});

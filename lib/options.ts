@@ -183,6 +183,9 @@ function reader<T>(read: (text: string) => T): (text: string) => T {
  */
 function checkHost(host: string): void {
   const examples = "(examples: ::, 0.0.0.0, 127.0.0.1, ::1, localhost)";
+  if (!/^[A-Za-z0-9._:%-]+$/.test(host)) {
+    throw new InvalidArgumentError(`"${host}" is not an address or host name ${examples}`);
+  }
   if (host.includes(":")) {
     if (!ipaddr.IPv6.isValid(host)) throw new InvalidArgumentError(`"${host}" is not an IPv6 address ${examples}`);
     return;
@@ -342,7 +345,10 @@ function addOperationsOptions(command: Command): Command {
   const count = reader((t) => parseInteger(t, 0, 10_000_000));
   return command
     .addOption(
-      new Option("--metrics <host:port>", "serve GET /metrics (Prometheus) and GET /healthz here (default: off)")
+      new Option(
+        "--metrics <host:port>",
+        "serve the status page (GET /), /metrics (Prometheus), /healthz and /livez here (default: off)",
+      )
         .env(ENV_VARS.metrics).argParser(parseHostPort),
     )
     .addOption(
@@ -567,13 +573,15 @@ function firstWord(args: string[], program: Command): number {
  */
 export function parseCommandLine(args: string[], output: Output = stdio): Invocation {
   let result: Invocation = { kind: "exit", code: 0 };
+  /** Rewrites one of commander's error messages (see below); until then, leaves them as they are. */
+  let rewriteError = (text: string) => text;
   const configure = (command: Command) =>
     command
       .exitOverride()
       .configureOutput({
         writeOut: output.out,
         writeErr: output.err,
-        outputError: (text, write) => write(`echosrv: ${text}`),
+        outputError: (text, write) => write(`echosrv: ${rewriteError(text)}`),
       })
       .showHelpAfterError("(run `echosrv --help` for the options)")
       .helpOption("-h, --help", "show this help and exit")
@@ -633,19 +641,23 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
 
   let argv = withoutRunCommand(args, program);
   const at = firstWord(argv, program);
+  if (at >= 0 && argv[at] === "help") argv = [...argv.slice(at + 1), "--help"]; // `echosrv help [command]`
+  // Once the options are read (so a bad option is still the error reported first), commander calls a word that is
+  // not a command "too many arguments": say instead which word it is, and what was probably meant.
   const commands = program.commands.map((c) => c.name());
-  if (at >= 0 && argv[at] === "help") {
-    argv = [...argv.slice(at + 1), "--help"]; // `echosrv help [command]`, as many tools take it
-  } else if (at >= 0 && !commands.includes(argv[at])) {
-    // commander would say "too many arguments": say which word is not a command, and what was probably meant.
+  rewriteError = (text) => {
+    if (at < 0 || commands.includes(argv[at])) return text;
     const word = argv[at];
     const services = program.commands.find((c) => c.name() === "service")?.commands.map((c) => c.name()) ?? [];
-    const hint = services.includes(word)
-      ? `the service commands are under \`service\`: did you mean \`echosrv service ${argv.slice(at).join(" ")}\`?`
-      : `the commands are run (the default), ${commands.join(" and ")}; see \`echosrv --help\``;
-    output.err(`echosrv: error: unknown command '${word}': ${hint}\n`);
-    return { kind: "exit", code: 2 };
-  }
+    if (services.includes(word) && /^error: (too many arguments\.|unknown option)/.test(text)) {
+      // `echosrv stop --name x`: its options are the service command's, unknown here.
+      const meant = `echosrv service ${argv.slice(at).join(" ")}`;
+      return `error: unknown command '${word}': the service commands are under \`service\`: did you mean \`${meant}\`?\n`;
+    }
+    if (!/^error: too many arguments\. /.test(text)) return text;
+    return `error: unknown command '${word}': the commands are run (the default), ${commands.join(" and ")}; ` +
+      "see `echosrv --help`\n";
+  };
   try {
     program.parse(argv, { from: "user" });
   } catch (error) {

@@ -143,8 +143,8 @@ export function parseSize(text: string): number {
  */
 export function parseInteger(text: string, min: number, max: number): number {
   const value = text.trim();
-  // A sign is read, so that -1 is called out of range (what it is) rather than not a number.
-  if (!/^[-+]?\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+  // A minus sign is read, so that -1 is called out of range (what it is) rather than not a number.
+  if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
     throw new UnitError(`"${text}" is not a whole number`);
   }
   const n = Number(value);

@@ -12,9 +12,12 @@ export class UnitError extends Error {
  * reads the same), matched without regard to case except `M`, which systemd reads as months.
  */
 const DURATION_UNITS: Record<string, number> = {
+  ns: 0.000001,
+  nsec: 0.000001,
   us: 0.001,
   usec: 0.001,
-  "µs": 0.001,
+  "\u00b5s": 0.001, // micro sign
+  "\u03bcs": 0.001, // Greek small letter mu, which systemd also takes
   ms: 1,
   msec: 1,
   s: 1000,
@@ -71,7 +74,7 @@ export function parseDuration(text: string): number {
   let months = false;
   let rest = value;
   while (rest !== "") {
-    const match = /^(\d+(?:\.\d+)?)\s*([a-zA-Zµ]+)\s*/.exec(rest);
+    const match = /^(\d+(?:\.\d+)?)\s*([a-zA-Z\u00b5\u03bc]+)\s*/.exec(rest);
     if (!match) throw new UnitError(`"${text}" is not a duration: ${expected}`);
     months ||= match[2] === "M";
     const unit = match[2] === "M" ? "month" : match[2].toLowerCase();

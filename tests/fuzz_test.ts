@@ -57,9 +57,12 @@ interface OptionSpec {
 const wholeNumber = (value: string, max: number) => /^\d+$/.test(value.trim()) && Number(value.trim()) <= max;
 /** systemd.time(7)'s units, in milliseconds; the README says durations take them (M alone is months). */
 const UNITS: Record<string, number> = {
+  ns: 0.000001,
+  nsec: 0.000001,
   us: 0.001,
   usec: 0.001,
-  "µs": 0.001,
+  "\u00b5s": 0.001, // micro sign
+  "\u03bcs": 0.001, // Greek small letter mu, which systemd also takes
   ms: 1,
   msec: 1,
   s: 1000,
@@ -89,7 +92,7 @@ const UNITS: Record<string, number> = {
 function durationMs(value: string): number | undefined {
   const text = value.trim();
   if (text === "0") return 0;
-  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)\s*([A-Za-zµ]+)\s*/g)];
+  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)\s*([A-Za-z\u00b5\u03bc]+)\s*/g)];
   if (text === "" || parts.map((p) => p[0]).join("") !== text) return undefined;
   let total = 0;
   for (const [, number, unit] of parts) {

@@ -15,6 +15,7 @@ const WORDS = {
   proxy_header: "malformed PROXY header",
   proxy_timeout: "PROXY header too slow",
   idle_timeout: "idle timeout",
+  send_timeout: "send timeout (the peer takes no echo)",
   max_bytes: "--max-bytes-per-connection",
   max_duration: "--max-connection-duration",
   accept: "accept failed",
@@ -24,6 +25,8 @@ const WORDS = {
   udp_send: "UDP send",
   udp_receive: "UDP receive",
   source_port: "from a blocked source port",
+  own_port: "from the echo's own port",
+  loop: "an echo loop partner",
   rate_limit: "over --udp-rate",
 };
 

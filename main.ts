@@ -22,7 +22,9 @@ import { describeStopSource, listenForStopRequests } from "./lib/stop_requests.t
 export async function runForeground(config: RunConfig): Promise<number> {
   const started = await startProgram(config);
   if (!started.ok) {
-    if (!started.logged) console.error(`echosrv: ${started.message}`);
+    // Why it could not start goes to standard error, as usage errors do, also when the log (standard output, a
+    // file) has it already: a script or a person watching standard error sees why the exit code is 1.
+    console.error(`echosrv: ${started.message}`);
     return started.exitCode;
   }
   const program = started.program;

@@ -19,6 +19,7 @@ import type { Copy, CopyProgress, Phase } from "./echo.ts";
 import { type EchoConn, formatAddress } from "./listen.ts";
 import { connectionEventsEnabled, connLog, type RateLimitedLog } from "./log.ts";
 import type { ServerStats } from "./counters.ts";
+import { countEndedSession } from "./session_histograms.ts";
 
 /** Why the server closes a connection itself before its peer does. */
 export type CloseReason =
@@ -244,6 +245,7 @@ export class Connection implements CopyProgress {
     closeQuietly(this.conn);
     context.gate?.release(this);
     context.stats.bytesEchoed += this.bytes;
+    countEndedSession(context.stats, (performance.now() - this.openedAt) / 1000, this.bytes);
     this.#permit.release();
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {

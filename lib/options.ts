@@ -3,6 +3,7 @@
 // commander's (npm), standing in for the design card's @std/cli, which lives on JSR and cannot be fetched here.
 
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import ipaddr from "ipaddr.js";
 import { type AdmissionRules, CidrError, CidrList, parseCidr } from "./access.ts";
 import { loadTlsFiles, TlsFileError, type TlsMaterial } from "./tls.ts";
 import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
@@ -196,18 +197,44 @@ function reader<T>(read: (text: string) => T): (text: string) => T {
   };
 }
 
+/**
+ * Checks one host as written: an IPv6 address (a zone such as `%eth0` allowed), an IPv4 address in dotted
+ * decimal (four numbers from 0 to 255, no leading zeros), or a host name by RFC 1123 (labels of letters, digits and
+ * inner hyphens, up to 63 characters; the last label not all digits, which would be a mistyped IPv4 address).
+ *
+ * @param host the value
+ * @throws {InvalidArgumentError} saying which it looked like and what is wrong
+ */
+function checkHost(host: string): void {
+  const examples = "(examples: ::, 0.0.0.0, 127.0.0.1, ::1, localhost)";
+  if (!/^[A-Za-z0-9._:%-]+$/.test(host)) {
+    throw new InvalidArgumentError(`"${host}" is not an address or host name ${examples}`);
+  }
+  if (host.includes(":")) {
+    if (!ipaddr.IPv6.isValid(host)) throw new InvalidArgumentError(`"${host}" is not an IPv6 address ${examples}`);
+    return;
+  }
+  if (/^[0-9.]+$/.test(host)) {
+    if (!ipaddr.IPv4.isValidFourPartDecimal(host)) {
+      throw new InvalidArgumentError(
+        `"${host}" is not an IPv4 address: write four numbers from 0 to 255 without leading zeros, as in 192.0.2.10`,
+      );
+    }
+    return;
+  }
+  const labels = host.split(".");
+  const label = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+  if (host.length > 253 || !labels.every((l) => label.test(l)) || /^\d+$/.test(labels.at(-1)!)) {
+    throw new InvalidArgumentError(`"${host}" is not an address or host name ${examples}`);
+  }
+}
+
 /** Reads one `--host` value (or a comma-separated list of them) and adds it to those given before. */
 function collectHosts(text: string, previous: string[] | undefined): string[] {
   const hosts = text.split(",").map((h) => h.trim()).map((h) =>
     h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h
   );
-  for (const host of hosts) {
-    if (host === "" || !/^[A-Za-z0-9._:%-]+$/.test(host) || host.length > 253) {
-      throw new InvalidArgumentError(
-        `"${host}" is not an address or host name (examples: ::, 0.0.0.0, 127.0.0.1, ::1)`,
-      );
-    }
-  }
+  for (const host of hosts) checkHost(host);
   return [...(previous ?? []), ...hosts];
 }
 
@@ -224,8 +251,6 @@ function collectCidrs(text: string, previous: string[] | undefined): string[] {
   }
   return [...(previous ?? []), ...rules];
 }
-
-const HOST_NAME = /^[A-Za-z0-9._%-]+$/;
 
 /**
  * Reads `HOST:PORT`, `[IPv6]:PORT` or a bare `PORT` (meaning 127.0.0.1: metrics stay private unless asked).
@@ -244,9 +269,7 @@ export function parseHostPort(text: string): MetricsConfig {
     );
   }
   const hostname = match[1] || match[2] || "127.0.0.1";
-  if (!match[1] && !HOST_NAME.test(hostname)) {
-    throw new InvalidArgumentError(`"${hostname}" is not an address or host name`);
-  }
+  checkHost(hostname);
   return { hostname, port: reader((t) => parseInteger(t, 0, 65535))(match[3]) };
 }
 
@@ -358,7 +381,10 @@ function addOperationsOptions(command: Command): Command {
   const count = reader((t) => parseInteger(t, 0, 10_000_000));
   return command
     .addOption(
-      new Option("--metrics <host:port>", "serve GET /metrics (Prometheus) and GET /healthz here (default: off)")
+      new Option(
+        "--metrics <host:port>",
+        "serve the status page (GET /), /metrics (Prometheus), /healthz and /livez here (default: off)",
+      )
         .env(ENV_VARS.metrics).argParser(parseHostPort),
     )
     .addOption(
@@ -558,17 +584,27 @@ const stdio: Output = {
  * program's own reading of the ECHOSRV_* variables failed on a bad variable that a flag after `run` overrode.)
  */
 function withoutRunCommand(args: string[], program: Command): string[] {
+  const i = firstWord(args, program);
+  return i >= 0 && args[i] === "run" ? [...args.slice(0, i), ...args.slice(i + 1)] : args;
+}
+
+/**
+ * Where the first argument that is neither an option nor an option's value is: the command, if any.
+ *
+ * @returns its index, or -1 when there is none before the end or a `--`
+ */
+function firstWord(args: string[], program: Command): number {
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
-    if (arg === "--") return args;
+    if (arg === "--") return -1;
     if (arg.startsWith("-") && arg !== "-") {
       // `--port 7` and `-p 7` take the next argument as their value; `--port=7` and `-p7` carry it.
       if (program.options.find((o) => o.long === arg || o.short === arg)?.required) i++;
       continue;
     }
-    return arg === "run" ? [...args.slice(0, i), ...args.slice(i + 1)] : args;
+    return i;
   }
-  return args;
+  return -1;
 }
 
 /**
@@ -587,13 +623,15 @@ function withoutRunCommand(args: string[], program: Command): string[] {
  */
 export function parseCommandLine(args: string[], output: Output = stdio): Invocation {
   let result: Invocation = { kind: "exit", code: 0 };
+  /** Rewrites one of commander's error messages (see below); until then, leaves them as they are. */
+  let rewriteError = (text: string) => text;
   const configure = (command: Command) =>
     command
       .exitOverride()
       .configureOutput({
         writeOut: output.out,
         writeErr: output.err,
-        outputError: (text, write) => write(`echosrv: ${text}`),
+        outputError: (text, write) => write(`echosrv: ${rewriteError(text)}`),
       })
       .showHelpAfterError("(run `echosrv --help` for the options)")
       .helpOption("-h, --help", "show this help and exit")
@@ -655,8 +693,27 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
   // `echosrv service install|uninstall|start|stop|restart|status` (lib/service/cli.ts).
   addServiceCommand(program, configure, (request) => result = { kind: "service", request }, args);
 
+  let argv = withoutRunCommand(args, program);
+  const at = firstWord(argv, program);
+  if (at >= 0 && argv[at] === "help") argv = [...argv.slice(at + 1), "--help"]; // `echosrv help [command]`
+  // Once the options are read (so a bad option is still the error reported first), commander calls a word that is
+  // not a command "too many arguments": say instead which word it is, and what was probably meant.
+  const commands = program.commands.map((c) => c.name());
+  rewriteError = (text) => {
+    if (at < 0 || commands.includes(argv[at])) return text;
+    const word = argv[at];
+    const services = program.commands.find((c) => c.name() === "service")?.commands.map((c) => c.name()) ?? [];
+    if (services.includes(word) && /^error: (too many arguments\.|unknown option)/.test(text)) {
+      // `echosrv stop --name x`: its options are the service command's, unknown here.
+      const meant = `echosrv service ${argv.slice(at).join(" ")}`;
+      return `error: unknown command '${word}': the service commands are under \`service\`: did you mean \`${meant}\`?\n`;
+    }
+    if (!/^error: too many arguments\. /.test(text)) return text;
+    return `error: unknown command '${word}': the commands are run (the default), ${commands.join(" and ")}; ` +
+      "see `echosrv --help`\n";
+  };
   try {
-    program.parse(withoutRunCommand(args, program), { from: "user" });
+    program.parse(argv, { from: "user" });
   } catch (error) {
     if (error instanceof CommanderError) {
       const success = error.code === "commander.helpDisplayed" || error.code === "commander.version" ||

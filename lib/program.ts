@@ -1,13 +1,14 @@
 // program: echosrv started from a configuration, the part that the foreground run (main.ts) and the Windows
 // service (lib/service/windows_program.ts) share: logging, the startup lines, the TCP server listening, and the
-// optional UDP echo and metrics endpoint beside it. Each caller adds its own way of being told to stop and of
-// reporting the outcome.
+// optional UDP echo and metrics endpoint (with its status page) beside it. Each caller adds its own way of being
+// told to stop and of reporting the outcome.
 
 import { type RunConfig, unknownEnvVars } from "./options.ts";
 import { closeLogging, LogFileError, type LogTargets, serverLog, setupLogging } from "./log.ts";
 import { ListenError } from "./listen.ts";
 import { type MetricsServer, type MetricsSource, serveMetrics, serverSource, udpSource } from "./metrics.ts";
 import { EchoServer } from "./server.ts";
+import { statusInfoOf, statusPage } from "./status_page.ts";
 import { createServer, type Server, WorkerPool } from "./workers.ts";
 import { UdpEcho } from "./udp.ts";
 import { VERSION } from "./version.ts";
@@ -98,7 +99,11 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
   try {
     const { port } = await server.start();
     await udp?.start(port);
-    if (config.metrics) metrics = serveMetrics(config.metrics, metricsSources(server, udp));
+    if (config.metrics) {
+      const workers = server instanceof WorkerPool ? config.workers : 1;
+      const page = statusPage(statusInfoOf(config, port, workers));
+      metrics = serveMetrics(config.metrics, metricsSources(server, udp), page);
+    }
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     serverLog.error("{message}", { message: error.message });

@@ -73,7 +73,7 @@ Deno.test("PROXY v1/v2: the header is not echoed, the data with it is; the carri
 
   const samples = await scrape(metricsPort);
   assert.equal(samples.get("echosrv_connections_accepted_total"), 3);
-  assert.equal(samples.get("echosrv_bytes_echoed_total"), 11 + 19 + 5);
+  assert.equal(samples.get("echosrv_echoed_bytes_total"), 11 + 19 + 5);
   server.signal("SIGTERM");
   assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
@@ -93,7 +93,7 @@ Deno.test("PROXY: malformed, missing and slow headers close the connection witho
   assert.equal(samples.get('echosrv_connections_rejected_total{reason="proxy_header"}'), 3);
   assert.equal(samples.get('echosrv_connections_rejected_total{reason="proxy_timeout"}'), 1);
   assert.equal(samples.get("echosrv_connections_accepted_total"), 0);
-  assert.equal(samples.get("echosrv_bytes_echoed_total"), 0);
+  assert.equal(samples.get("echosrv_echoed_bytes_total"), 0);
   server.signal("SIGTERM");
   assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });

@@ -310,7 +310,7 @@ Deno.test({
     for (let i = 0; i < 8; i++) assert.equal(await closedWithoutEcho(server.port, "::1"), true, "::1 is refused");
     const samples = await scrape(metricsPort);
     assert.equal(samples.get("echosrv_connections_accepted_total"), served, "accepted, summed over the workers");
-    assert.equal(samples.get("echosrv_bytes_echoed_total"), served * 1000);
+    assert.equal(samples.get("echosrv_echoed_bytes_total"), served * 1000);
     assert.equal(samples.get('echosrv_connections_closed_total{reason="max_bytes"}'), served);
     assert.equal(samples.get('echosrv_connections_rejected_total{reason="access_rule"}'), 8, "refusals summed");
     server.signal("SIGTERM");

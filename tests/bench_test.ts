@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { MAX_BUFFER, MIN_BUFFER, nextBufferSize } from "../lib/echo.ts";
-import { ROOT, within } from "./helpers.ts";
+import { cannotRun, ROOT, within } from "./helpers.ts";
 import { clientCpus, mergeHistograms, percentileOf, placement, serverCpuList } from "../bench/load.ts";
 import { readTask, scaleCounts } from "../bench/run.ts";
 
@@ -127,29 +127,40 @@ Deno.test("bench --smoke runs every server and measurement and writes the JSON a
   }
 });
 
-Deno.test("bench --help exits 0 with the usage; a smoke run refuses to write over the committed results", async () => {
-  const help = await new Deno.Command(Deno.execPath(), { args: [...BENCH_ARGS, "--help"], cwd: ROOT, stdout: "piped" })
-    .output();
-  assert.equal(help.code, 0);
-  assert.match(new TextDecoder().decode(help.stdout), /^usage: deno task bench/);
-  const bad = await new Deno.Command(Deno.execPath(), {
-    args: [...BENCH_ARGS, "--no-such-option"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(bad.code, 2, "an unknown option is a usage error");
-  const committed = `${ROOT}bench/results.json`;
-  const before = await Deno.stat(committed);
-  const smoke = await new Deno.Command(Deno.execPath(), {
-    args: [...BENCH_ARGS, "--smoke", "--out", "bench"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(smoke.code, 2);
-  assert.match(new TextDecoder().decode(smoke.stderr), /--smoke does not write to bench\//);
-  assert.equal((await Deno.stat(committed)).mtime?.getTime(), before.mtime?.getTime(), "results.json untouched");
+Deno.test({
+  name: "bench --help exits 0 with the usage; a smoke run refuses to write over the committed results",
+  ignore: cannotRun(
+    "the benchmark's runs",
+    Deno.build.os === "windows" ? "the benchmark needs Linux (cc, taskset, /proc)" : undefined,
+  ),
+  async fn() {
+    const help = await new Deno.Command(Deno.execPath(), {
+      args: [...BENCH_ARGS, "--help"],
+      cwd: ROOT,
+      stdout: "piped",
+    })
+      .output();
+    assert.equal(help.code, 0);
+    assert.match(new TextDecoder().decode(help.stdout), /^usage: deno task bench/);
+    const bad = await new Deno.Command(Deno.execPath(), {
+      args: [...BENCH_ARGS, "--no-such-option"],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(bad.code, 2, "an unknown option is a usage error");
+    const committed = `${ROOT}bench/results.json`;
+    const before = await Deno.stat(committed);
+    const smoke = await new Deno.Command(Deno.execPath(), {
+      args: [...BENCH_ARGS, "--smoke", "--out", "bench"],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(smoke.code, 2);
+    assert.match(new TextDecoder().decode(smoke.stderr), /--smoke does not write to bench\//);
+    assert.equal((await Deno.stat(committed)).mtime?.getTime(), before.mtime?.getTime(), "results.json untouched");
+  },
 });
 
 Deno.test("bench placement: pinned apart on 4+ cores, enough load processes on the cores the server leaves", () => {

@@ -118,7 +118,7 @@ Deno.test("/healthz: 200 while serving, 503 while draining open sessions, then t
   } finally {
     conn.close();
   }
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   await assert.rejects(fetch(health), "the metrics port is closed after the stop");
 });
 
@@ -183,7 +183,7 @@ Deno.test("process_* under `deno task start`: CPU, resident memory and start tim
     assert.equal(samples.has(name), false, `${name} is left out without /proc`);
   }
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test({
@@ -224,7 +224,7 @@ Deno.test({
     const after = await scrape(port);
     assert.ok(after.get("process_open_fds")! <= before.get("process_open_fds")! + 1, "the descriptors are closed");
     server.signal("SIGTERM");
-    assert.equal(await server.exited(), 0);
+    assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   },
 });
 
@@ -268,7 +268,7 @@ Deno.test("every family follows Prometheus's naming rules (not only the parse), 
     assert.equal(result.code, 0, `promtool: ${new TextDecoder().decode(result.stderr)}`);
   }
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("the naming check catches each kind of mistake (it can fail)", () => {
@@ -343,7 +343,7 @@ Deno.test("histograms: connection duration and bytes per connection, counted int
   const sum = seriesOf(all, "echosrv_connection_duration_seconds", "echosrv_connection_duration_seconds_sum")!;
   assert.ok(sum >= 1.5 && sum < 10, `the durations add up to ${sum} s`);
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test({
@@ -377,6 +377,6 @@ Deno.test({
     assert.equal(series("echosrv_connection_duration_seconds", "+Inf"), sessions);
     assert.deepEqual(namingViolations(all), []);
     server.signal("SIGTERM");
-    assert.equal(await server.exited(), 0);
+    assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   },
 });

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { formatBits, formatBytes, formatSample, reasonOf, runStats, type StatsSample } from "../lib/stats.ts";
-import { echoSession, freePort, metricsPortOf, runEchosrv, spawnServer } from "./helpers.ts";
+import { echoSession, freePort, metricsPortOf, runEchosrv, SIGTERM_EXIT_CODE, spawnServer } from "./helpers.ts";
 
 const sample = (overrides: Partial<StatsSample> = {}): StatsSample => ({
   atMs: Date.UTC(2026, 0, 1, 12, 0, 0),
@@ -71,7 +71,7 @@ Deno.test("on a terminal the line is rewritten in place, fitted to the width rea
   assert.ok(!rewrites.slice(0, 2).some((r) => r.includes("\n")), "no line break until the end");
   assert.ok(written.endsWith("\n"), "the last line is ended when it stops");
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("echosrv stats in a pipe: one whole line per sample with totals and rates; exits after --count", async () => {
@@ -88,7 +88,7 @@ Deno.test("echosrv stats in a pipe: one whole line per sample with totals and ra
   assert.match(lines[0], /5\.00 kB echoed \| udp 0 echoed, 0 dropped \| echosrv \S+$/);
   assert.match(lines[1], /\| 0 bit\/s \| 0\.0 conn\/s \|/, "the second sample has rates");
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("echosrv stats against an address where nothing answers: one line on stderr naming it, exit 1", async () => {

@@ -85,8 +85,13 @@ export function closeQuietly(closer: { close(): void }): void {
   }
 }
 
-/** A lingering close ends once the peer has sent nothing (and taken none of our echo) for this long (ms). */
-export const LINGER_QUIET_MS = 2_000;
+/**
+ * A lingering close ends once the peer has sent nothing (and taken none of our echo) for this long (ms): long enough
+ * for what a client sent before it saw our FIN to arrive, short enough that a deadline frees its socket within a
+ * second of firing (the peer's unread echo is not lost when we close: with nothing unread on our side, close sends
+ * no reset, and the kernel goes on delivering what we wrote).
+ */
+export const LINGER_QUIET_MS = 750;
 /** A lingering close lasts at most this long (ms), however much the peer keeps sending (as nginx's lingering_time). */
 export const LINGER_MAX_MS = 30_000;
 /** During a stop, whose grace period is already over, a lingering close lasts at most this long (ms). */

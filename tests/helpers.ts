@@ -728,3 +728,21 @@ export async function readUntilClosed(
   );
   return { bytes: concat(chunks, total), reset };
 }
+
+/**
+ * The server's own TCP sockets on `port` that are still open to a client (ESTABLISHED or CLOSE_WAIT), from
+ * /proc/net/tcp and tcp6 (read with cat: Deno reads /proc only under --allow-all). Undefined off Linux.
+ */
+export async function serverSocketsOpen(port: number): Promise<number | undefined> {
+  const out = await new Deno.Command("cat", { args: ["/proc/net/tcp", "/proc/net/tcp6"], stdout: "piped" }).output()
+    .catch(() => undefined);
+  if (!out?.success) return undefined;
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  let open = 0;
+  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 4 || !fields[1].endsWith(`:${hexPort}`)) continue;
+    if (fields[3] === "01" || fields[3] === "08") open++; // ESTABLISHED, CLOSE_WAIT
+  }
+  return open;
+}

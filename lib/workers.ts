@@ -217,7 +217,7 @@ export class WorkerPool implements Server {
       await Promise.all(rest.map((m) => m.listening.promise));
       serverLog.info(
         "echoing on port {port} with {workers} workers (copy {copy}, max connections {maxConnections} in total, " +
-          "idle timeout {idleTimeout})",
+          "idle timeout {idleTimeout}, send timeout {sendTimeout})",
         {
           port,
           workers,
@@ -225,6 +225,7 @@ export class WorkerPool implements Server {
           copy: server.copy,
           maxConnections: server.maxConnections || "unlimited",
           idleTimeout: server.idleTimeoutMs ? formatDuration(server.idleTimeoutMs) : "never",
+          sendTimeout: server.sendTimeoutMs ? formatDuration(server.sendTimeoutMs) : "never",
         },
       );
       return { port };

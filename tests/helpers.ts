@@ -53,6 +53,8 @@ export function underWine(symptom: string): string | undefined {
  */
 export function withoutDenoNotices(text: string): string {
   return text.replace(
+    // The escape character (\x1b) is meant: Deno colours its notice.
+    // deno-lint-ignore no-control-regex
     /^(\x1b\[[0-9;]*m)*Info(\x1b\[[0-9;]*m)* Failed to resolve 'ps' for allow-run: cannot find binary path\r?\n/m,
     "",
   );

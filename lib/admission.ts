@@ -4,9 +4,9 @@
 // that client; with TLS, the handshake must succeed in time. Each refusal is counted by reason and logged at most
 // once per 10 s per reason. lib/server.ts calls {@link Gate.admit} once per connection and nothing else of this.
 
-import { Admission, type ClientCounts, clientKey, parseClientAddress } from "./access.ts";
+import { Admission, type ClientCounts, parseClientAddress } from "./access.ts";
+import { formatPeer } from "./address.ts";
 import type { EchoConn } from "./listen.ts";
-import { formatAddress } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./options.ts";
 import { ProxyHeaderError, readProxyHeader } from "./proxy_protocol.ts";
@@ -187,8 +187,7 @@ export class Gate {
 
   #refuse(session: GatedSession, reason: GateRefusal, detail?: string): null {
     this.#counters[COUNTER_OF[reason]]++;
-    const { hostname, port } = reason === "proxy_untrusted" ? session.conn.remoteAddr : session.client;
-    const peer = formatAddress(clientKey(hostname), port);
+    const peer = formatPeer(reason === "proxy_untrusted" ? session.conn.remoteAddr : session.client);
     let log = this.#logs.get(reason);
     if (!log) {
       const what = this.#describe(reason);

@@ -13,10 +13,10 @@
 // at once: nothing was echoed, and those deadlines exist to free the socket.
 
 import type { AdmissionDeadline, Gate } from "./admission.ts";
-import { clientKey } from "./access.ts";
 import type { CoarseClock } from "./clock.ts";
 import type { Copy, CopyProgress, Phase } from "./echo.ts";
-import { type EchoConn, formatAddress } from "./listen.ts";
+import { formatPeer } from "./address.ts";
+import type { EchoConn } from "./listen.ts";
 import { connectionEventsEnabled, connLog, type RateLimitedLog } from "./log.ts";
 import type { ServerStats } from "./counters.ts";
 import { countEndedSession } from "./session_histograms.ts";
@@ -63,17 +63,6 @@ export interface ConnectionContext {
   readonly maxDurationMs: number;
   /** Where errors nothing explains are summarised. */
   readonly unexpected: RateLimitedLog;
-}
-
-/**
- * An address and port the way people write them, with an IPv4 peer of a dual-stack listener (::ffff:a.b.c.d) shown
- * as a.b.c.d.
- *
- * @param addr the address
- * @returns e.g. `127.0.0.1:40007` or `[::1]:40007`
- */
-export function peerOf({ hostname, port }: { hostname: string; port: number }): string {
-  return formatAddress(clientKey(hostname), port);
 }
 
 /** Closes a connection or listener that may be closed already. */
@@ -225,10 +214,10 @@ export class Connection implements CopyProgress {
     if (context.maxDurationMs) this.deadline = { at: this.openedAt + context.maxDurationMs, reason: "duration limit" };
     const logEvents = connectionEventsEnabled();
     // Behind a load balancer, the client a PROXY header carried is the one named; the balancer follows it.
-    const via = this.client === this.conn.remoteAddr ? undefined : peerOf(this.conn.remoteAddr);
+    const via = this.client === this.conn.remoteAddr ? undefined : formatPeer(this.conn.remoteAddr);
     if (logEvents) {
-      if (via) connLog.debug("opened {peer} via {via}", { peer: peerOf(this.client), via });
-      else connLog.debug("opened {peer}", { peer: peerOf(this.client) });
+      if (via) connLog.debug("opened {peer} via {via}", { peer: formatPeer(this.client), via });
+      else connLog.debug("opened {peer}", { peer: formatPeer(this.client) });
     }
     let reason: EndReason = "closed by peer";
     try {
@@ -254,7 +243,7 @@ export class Connection implements CopyProgress {
     this.#permit.release();
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
-        peer: peerOf(this.client),
+        peer: formatPeer(this.client),
         durationMs: Math.round(performance.now() - this.openedAt),
         bytes: this.bytes,
         reason,

@@ -4,6 +4,7 @@
 // are v6-only and both binds succeed. Without IPv6 in the kernel, `[::]` fails with EAFNOSUPPORT and IPv4 carries
 // on alone.
 
+import { formatAddress, formatHost } from "./address.ts";
 import { serverLog } from "./log.ts";
 import { listenTls, type TlsConnection, type TlsListener } from "./tls.ts";
 
@@ -33,11 +34,6 @@ export interface ListenOptions {
   reusePort?: boolean;
   /** Serve TLS with this PEM certificate chain and key (lib/tls.ts's TlsListener) instead of plain TCP. */
   tls?: { cert: string; key: string };
-}
-
-/** Formats an address and port the way people write them: `[::1]:40007`, `127.0.0.1:40007`. */
-export function formatAddress(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
 }
 
 function isWildcardV4(host: string): boolean {
@@ -200,7 +196,7 @@ function listenOne(
  * @returns the error to throw
  */
 export function listenError(error: unknown, host: string, port: number, kind: "TCP" | "TLS" | "UDP"): ListenError {
-  const where = `${kind === "UDP" ? "UDP " : ""}port ${port} on ${host.includes(":") ? `[${host}]` : host}`;
+  const where = `${kind === "UDP" ? "UDP " : ""}port ${port} on ${formatHost(host)}`;
   if (error instanceof Deno.errors.AddrInUse) {
     return new ListenError(`${where} is already in use (another echosrv or program holds it); choose another --port`);
   }

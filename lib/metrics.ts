@@ -12,7 +12,8 @@
 // label values escaped; tests/metrics_test.ts checks the output with Prometheus's own `promtool check metrics`
 // where it is installed.
 
-import { formatAddress, ListenError } from "./listen.ts";
+import { formatAddress } from "./address.ts";
+import { ListenError } from "./listen.ts";
 import { type ProcessSample, sampleProcess } from "./process_metrics.ts";
 import { DURATION_BUCKETS_SECONDS, durationKey, SIZE_BUCKETS_BYTES, sizeKey } from "./session_histograms.ts";
 import { serverLog } from "./log.ts";

@@ -5,6 +5,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import ipaddr from "ipaddr.js";
 import { type AdmissionRules, CidrError, CidrList, parseCidr } from "./access.ts";
+import { formatAddress } from "./address.ts";
 import { loadTlsFiles, TlsFileError, type TlsMaterial } from "./tls.ts";
 import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
 import { VERSION } from "./version.ts";
@@ -278,7 +279,7 @@ function parseMetricsUrl(text: string): string {
   const value = text.trim();
   if (!value.includes("://")) {
     const { hostname, port } = parseHostPort(value);
-    return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/metrics`;
+    return `http://${formatAddress(hostname, port)}/metrics`;
   }
   let url: URL;
   try {

@@ -8,7 +8,8 @@
 import type { ClientCounts } from "./access.ts";
 import { Gate, tlsHandshakeTimeout } from "./admission.ts";
 import { CoarseClock } from "./clock.ts";
-import { closeQuietly, Connection, type ConnectionContext, peerOf, type Permit, refuse } from "./connection.ts";
+import { formatPeer } from "./address.ts";
+import { closeQuietly, Connection, type ConnectionContext, type Permit, refuse } from "./connection.ts";
 import { emptyStats, type ServerStats } from "./counters.ts";
 import { COPY_STRATEGIES } from "./echo.ts";
 import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
@@ -266,7 +267,7 @@ export class EchoServer {
     const cap = this.#options.gate;
     if (cap ? !cap.tryEnter() : max > 0 && this.#sessions.size >= max) {
       this.stats.refusedOverCap++;
-      this.#refusals.add(peerOf(conn.remoteAddr));
+      this.#refusals.add(formatPeer(conn.remoteAddr));
       void refuse(conn);
       return;
     }

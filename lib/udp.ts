@@ -8,8 +8,9 @@
 // is not answered for a while; and each source address has a token bucket (`--udp-rate` per second, a burst of one
 // second). The per-source state lives in a table of bounded size. Off by default.
 
-import { allowedByRules, type CidrList, clientKey, parseClientAddress } from "./access.ts";
-import { formatAddress, openDatagramSockets } from "./listen.ts";
+import { allowedByRules, type CidrList, parseClientAddress } from "./access.ts";
+import { formatPeer } from "./address.ts";
+import { openDatagramSockets } from "./listen.ts";
 import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
 
 /**
@@ -324,7 +325,7 @@ export class UdpEcho {
         : this.#sources.take(from.hostname, fingerprint(data));
       if (drop !== undefined) {
         this.stats[DROP_COUNTERS[drop]]++;
-        this.#drops[drop].add(formatAddress(clientKey(from.hostname), from.port));
+        this.#drops[drop].add(formatPeer(from));
         continue;
       }
       try {
@@ -334,14 +335,14 @@ export class UdpEcho {
         if (connectionEventsEnabled()) {
           connLog.debug("UDP: echoed {bytes} bytes to {peer}", {
             bytes: data.length,
-            peer: formatAddress(clientKey(from.hostname), from.port),
+            peer: formatPeer(from),
           });
         }
       } catch (error) {
         if (this.#closing || error instanceof Deno.errors.BadResource) return;
         this.stats.sendErrors++;
         this.#failures.add(
-          `send to ${formatAddress(clientKey(from.hostname), from.port)}: ${(error as Error).message}`,
+          `send to ${formatPeer(from)}: ${(error as Error).message}`,
         );
       }
     }

@@ -9,6 +9,7 @@ import type { ClientCounts } from "./access.ts";
 import { Gate, tlsHandshakeTimeout } from "./admission.ts";
 import { CoarseClock } from "./clock.ts";
 import { formatPeer } from "./address.ts";
+import { type ConnectionCap, LocalConnectionCap } from "./connection_cap.ts";
 import { closeQuietly, Connection, type ConnectionContext, type Permit, refuse } from "./connection.ts";
 import { emptyStats, type ServerStats } from "./counters.ts";
 import { COPY_STRATEGIES } from "./echo.ts";
@@ -20,21 +21,10 @@ import { formatDuration } from "./units.ts";
 
 export { emptyStats, type ServerStats };
 
-/**
- * Admits connections under the `--max-connections` cap when several servers share one cap (the workers of
- * lib/workers.ts). Without one, a server counts its own sessions.
- */
-export interface ConnectionGate {
-  /** Takes a place for a new connection; false when the cap is reached (the connection is then refused). */
-  tryEnter(): boolean;
-  /** Gives back the place of a connection that has ended. */
-  leave(): void;
-}
-
 /** How a server shares the machine with others of its kind (see lib/workers.ts); the defaults suit one server. */
 export interface EchoServerOptions {
-  /** A cap shared with other servers, instead of this server's own count. */
-  gate?: ConnectionGate;
+  /** The `--max-connections` cap shared with other servers (lib/connection_cap.ts), instead of this server's own. */
+  cap?: ConnectionCap;
   /** Listen with SO_REUSEPORT, so other servers can listen on the same port (Linux; needs `--unstable-net`). */
   reusePort?: boolean;
   /** The clock of the per-byte path (lib/clock.ts); tests pass their own. */
@@ -79,8 +69,10 @@ export class EchoServer {
   #listeners: EchoListener[] = [];
   /** One accept loop per listener; a stop waits for them so the port is really free afterwards. */
   #acceptLoops: Promise<void>[] = [];
-  /** The open connections: the cap counts them, the sweeps and the stop walk them. */
+  /** The open connections: the sweeps and the stop walk them. */
   readonly #sessions = new Set<Connection>();
+  /** `--max-connections`: this server's own count, or the count shared by every worker. */
+  readonly #cap: ConnectionCap;
   /** Set once a stop begins; from then on, the last session to end resolves {@link #drained}. */
   #stopping: Promise<void> | undefined;
   #drained = Promise.withResolvers<void>();
@@ -120,6 +112,7 @@ export class EchoServer {
     this.#options = options;
     this.#gate = Gate.for(config, this.stats, options.clients);
     this.#clock = options.clock ?? new CoarseClock();
+    this.#cap = options.cap ?? new LocalConnectionCap(config.maxConnections);
     this.#context = {
       stats: this.stats,
       clock: this.#clock,
@@ -262,20 +255,17 @@ export class EchoServer {
 
   /** Serves one connection from accept to close (lib/connection.ts). Never throws. */
   #serve(conn: EchoConn): void {
-    const max = this.#config.maxConnections;
-    // The cap shared by every worker (lib/workers.ts), or this server's own count of its connections.
-    const cap = this.#options.gate;
-    if (cap ? !cap.tryEnter() : max > 0 && this.#sessions.size >= max) {
+    if (!this.#cap.tryAcquire()) {
       this.stats.refusedOverCap++;
       this.#refusals.add(formatPeer(conn.remoteAddr));
       void refuse(conn);
       return;
     }
-    // The permit: the connection's place in the set (and under a shared cap), released once when it ends.
+    // The permit: the connection's place in the set and under the cap, released once when it ends.
     const permit: Permit = {
       release: () => {
         this.#sessions.delete(connection);
-        cap?.leave();
+        this.#cap.release();
         if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
       },
     };

@@ -10,13 +10,8 @@ import { parseCommandLine } from "./options.ts";
 import { EchoServer } from "./server.ts";
 import { IO_EVENTS_VAR } from "./runtime.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
-import {
-  type ForwardedRecord,
-  type FromWorker,
-  RemoteClientCounts,
-  SharedConnectionGate,
-  type ToWorker,
-} from "./workers.ts";
+import { SharedConnectionCap } from "./connection_cap.ts";
+import { type ForwardedRecord, type FromWorker, RemoteClientCounts, type ToWorker } from "./workers.ts";
 
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
@@ -69,10 +64,10 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
     return;
   }
   const config = { ...parsed.config.server, port: message.port };
-  const gate = new SharedConnectionGate(message.open, config.maxConnections);
+  const cap = new SharedConnectionCap(message.open, config.maxConnections);
   // This worker's runtime read DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it was spawned (lib/runtime.ts).
   const own = new EchoServer(config, {
-    gate,
+    cap,
     reusePort: true,
     ioEventsPerTick: Deno.env.get(IO_EVENTS_VAR),
     clients: config.admission?.maxPerClient ? clients : undefined,

@@ -14,7 +14,7 @@ import { ListenError, listenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
 import type { LogConfig, RunConfig } from "./options.ts";
-import { type ConnectionGate, EchoServer, emptyStats, type ServerStats } from "./server.ts";
+import { EchoServer, emptyStats, type ServerStats } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 
@@ -48,41 +48,6 @@ export function createServer(config: RunConfig): Server {
   return new WorkerPool(config);
 }
 
-/**
- * The cap on open connections shared by every worker: a counter in shared memory. A worker adds 1 before it serves
- * a connection and takes it back if that went over the cap, so two workers racing for the last place cannot both
- * have it; the count is never above the cap.
- */
-export class SharedConnectionGate implements ConnectionGate {
-  readonly #open: Int32Array;
-  readonly #max: number;
-
-  /**
-   * @param buffer 4 bytes of shared memory, zeroed, the same for every worker
-   * @param max the cap; 0 = no cap (the count is still kept)
-   */
-  constructor(buffer: SharedArrayBuffer, max: number) {
-    this.#open = new Int32Array(buffer, 0, 1);
-    this.#max = max;
-  }
-
-  /** Open connections across all workers. */
-  get open(): number {
-    return Atomics.load(this.#open, 0);
-  }
-
-  tryEnter(): boolean {
-    const before = Atomics.add(this.#open, 0, 1);
-    if (this.#max <= 0 || before < this.#max) return true;
-    Atomics.sub(this.#open, 0, 1);
-    return false;
-  }
-
-  leave(): void {
-    Atomics.sub(this.#open, 0, 1);
-  }
-}
-
 /** Messages from the main thread to a worker. */
 export type ToWorker =
   | {
@@ -95,7 +60,7 @@ export type ToWorker =
     args: string[];
     port: number;
     log: LogConfig;
-    /** The shared connection count of {@link SharedConnectionGate}. */
+    /** The shared connection count of lib/connection_cap.ts's SharedConnectionCap. */
     open: SharedArrayBuffer;
   }
   | { kind: "stop"; graceMs: number }

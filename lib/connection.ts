@@ -90,6 +90,9 @@ export const REFUSAL_LINGER_MS = 1_000;
 /** Refused connections lingering at once, at most; past that a refusal closes at once (a flood must not pile up). */
 export const MAX_LINGERING_REFUSALS = 64;
 
+/** What a connection without a PROXY header has read before its echo begins. */
+const NOTHING_READ = new Uint8Array(0);
+
 /** Where discarded input goes: shared, since nobody reads it. */
 const DISCARD = new Uint8Array(64 * 1024);
 
@@ -193,54 +196,87 @@ export class Connection implements CopyProgress {
   }
 
   /**
-   * Admits, echoes and closes the connection. Never throws: every failure ends this connection only.
+   * The connection's life, in order: admit (or refuse), echo, close. Never throws: every failure ends this
+   * connection only.
    *
    * @returns resolves when the connection has ended and its permit is released
    */
   async run(): Promise<void> {
-    const context = this.#context;
-    let rest: Uint8Array | null = null;
-    if (context.gate) {
-      rest = await context.gate.admit(this);
-      if (rest === null) {
-        // A deadline closed it already; other refusals close gently.
-        if (this.closing) closeQuietly(this.conn);
-        else await refuse(this.conn);
-        this.#permit.release();
-        return;
-      }
+    try {
+      const first = await this.#admit();
+      if (first === null) return;
+      const logEvents = connectionEventsEnabled();
+      this.#opened(logEvents);
+      const reason = await this.#echo(first);
+      this.#closed(reason, logEvents);
+    } finally {
+      // The one place the permit is released: the connection's place under --max-connections and in the server.
+      this.#permit.release();
     }
+  }
+
+  /**
+   * Runs the admission steps (lib/admission.ts), if any are configured.
+   *
+   * @returns the bytes to echo first (those that came with a PROXY header; empty without one), or null when the
+   *   connection was refused (its socket is then closed)
+   */
+  async #admit(): Promise<Uint8Array | null> {
+    const gate = this.#context.gate;
+    if (!gate) return NOTHING_READ;
+    const first = await gate.admit(this);
+    if (first !== null) return first;
+    // A deadline closed it already; other refusals close gently.
+    if (this.closing) closeQuietly(this.conn);
+    else await refuse(this.conn);
+    return null;
+  }
+
+  /** Counts an admitted connection, arms its age limit, and logs it. */
+  #opened(logEvents: boolean): void {
+    const context = this.#context;
     context.stats.accepted++;
     if (context.maxDurationMs) this.deadline = { at: this.openedAt + context.maxDurationMs, reason: "duration limit" };
-    const logEvents = connectionEventsEnabled();
+    if (!logEvents) return;
     // Behind a load balancer, the client a PROXY header carried is the one named; the balancer follows it.
     const via = this.client === this.conn.remoteAddr ? undefined : formatPeer(this.conn.remoteAddr);
-    if (logEvents) {
-      if (via) connLog.debug("opened {peer} via {via}", { peer: formatPeer(this.client), via });
-      else connLog.debug("opened {peer}", { peer: formatPeer(this.client) });
-    }
-    let reason: EndReason = "closed by peer";
+    if (via) connLog.debug("opened {peer} via {via}", { peer: formatPeer(this.client), via });
+    else connLog.debug("opened {peer}", { peer: formatPeer(this.client) });
+  }
+
+  /**
+   * Echoes (lib/echo.ts: `first`, then the stream) until the peer ends its stream or the server closes the
+   * connection; a close the server started ends with the lingering close.
+   *
+   * @param first bytes already read, echoed before the stream
+   * @returns why the connection ended
+   */
+  async #echo(first: Uint8Array): Promise<EndReason> {
     try {
-      if (rest && rest.length > 0) await this.#echoFirst(rest);
-      if (this.bytes < this.byteLimit && !this.closing) await context.copy(this.conn, this);
+      if (!this.closing) await this.#context.copy(this.conn, this, first);
+      // The copy stops at the byte limit (lib/echo.ts); the server then closes the connection.
       if (!this.closing && this.bytes >= this.byteLimit) {
-        context.stats.closedMaxBytes++;
+        this.#context.stats.closedMaxBytes++;
         this.end("byte limit");
       }
-      if (this.closing) {
-        reason = this.closing;
-        await this.#lingeringClose();
-      }
+      if (!this.closing) return "closed by peer";
+      const reason = this.closing;
+      await this.#lingeringClose();
+      return reason;
     } catch (error) {
-      reason = this.closing ?? this.#classify(error);
+      return this.closing ?? this.#classify(error);
     }
+  }
+
+  /** Closes the socket, gives back the client's admission place, counts the connection's end and logs it. */
+  #closed(reason: EndReason, logEvents: boolean): void {
+    const context = this.#context;
     clearTimeout(this.#lingerTimer);
     this.phase = "closing";
     closeQuietly(this.conn);
     context.gate?.release(this);
     context.stats.bytesEchoed += this.bytes;
     countEndedSession(context.stats, (performance.now() - this.openedAt) / 1000, this.bytes);
-    this.#permit.release();
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
         peer: formatPeer(this.client),
@@ -248,18 +284,6 @@ export class Connection implements CopyProgress {
         bytes: this.bytes,
         reason,
       });
-    }
-  }
-
-  /** Echoes the client's bytes that arrived with its PROXY header, within the byte limit. */
-  async #echoFirst(rest: Uint8Array): Promise<void> {
-    const first = rest.subarray(0, Math.min(rest.length, this.byteLimit));
-    this.phase = "writing";
-    for (let written = 0; written < first.length && !this.closing;) {
-      const n = await this.conn.write(first.subarray(written));
-      written += n;
-      this.bytes += n;
-      this.lastActive = this.clock.now;
     }
   }
 

@@ -169,11 +169,11 @@ export function allowedByRules(address: Address | undefined, allow?: CidrList, d
   return !allow || allow.empty || allow.has(address);
 }
 
-/** Why a client is refused. */
-export type RefusalReason = "access_rule" | "per_client_cap";
+/** Why the access rules or the per-client cap refuse a client. */
+export type AccessRefusal = "access_rule" | "per_client_cap";
 
-/** What {@link Admission} enforces. */
-export interface AdmissionRules {
+/** What {@link AccessControl} enforces: `--allow`, `--deny`, `--max-connections-per-ip`. */
+export interface AccessRules {
   /** `--allow`: when not empty, only these networks may connect. */
   allow: CidrList;
   /** `--deny`: these networks may never connect; deny wins over allow. */
@@ -225,42 +225,43 @@ export class LocalClientCounts implements ClientCounts {
 }
 
 /**
- * The access rules and the per-client cap, applied to each new connection before a byte is echoed.
+ * Access control: the access rules and the per-client cap, applied to each new connection before a byte is echoed
+ * (one of the admission steps of lib/admission.ts).
  *
  * @example
  * ```ts
- * const admission = new Admission({ allow: new CidrList([parseCidr("10.0.0.0/8")]), deny: new CidrList([]), maxPerClient: 2 });
- * admission.admit("::ffff:10.1.2.3"); // undefined: admitted (and counted)
- * admission.admit("192.0.2.1"); // "access_rule"
- * admission.release("::ffff:10.1.2.3"); // when that connection ends
+ * const access = new AccessControl({ allow: new CidrList([parseCidr("10.0.0.0/8")]), deny: new CidrList([]), maxPerClient: 2 });
+ * access.enter("::ffff:10.1.2.3"); // undefined: let in (and counted)
+ * access.enter("192.0.2.1"); // "access_rule"
+ * access.leave("::ffff:10.1.2.3"); // when that connection ends
  * ```
  */
-export class Admission {
-  readonly #rules: AdmissionRules;
+export class AccessControl {
+  readonly #rules: AccessRules;
   readonly #open: ClientCounts;
 
   /**
    * @param rules what to enforce
    * @param counts where the per-client cap counts (a worker's are its process's; see {@link ClientCounts})
    */
-  constructor(rules: AdmissionRules, counts: ClientCounts = new LocalClientCounts(rules.maxPerClient)) {
+  constructor(rules: AccessRules, counts: ClientCounts = new LocalClientCounts(rules.maxPerClient)) {
     this.#rules = rules;
     this.#open = counts;
   }
 
-  /** True when there is anything to enforce; otherwise callers can skip admission entirely. */
+  /** True when there is anything to enforce; otherwise callers can skip access control entirely. */
   get active(): boolean {
     return !this.#rules.allow.empty || !this.#rules.deny.empty || this.#rules.maxPerClient > 0;
   }
 
   /**
-   * Decides whether a client may open one more connection; when it may, counts it (call {@link release} when
+   * Decides whether a client may open one more connection; when it may, counts it (call {@link leave} when
    * that connection ends).
    *
    * @param hostname the client's address
-   * @returns undefined when admitted, otherwise why not (a promise when the counts are another thread's)
+   * @returns undefined when let in, otherwise why not (a promise when the counts are another thread's)
    */
-  admit(hostname: string): RefusalReason | undefined | Promise<RefusalReason | undefined> {
+  enter(hostname: string): AccessRefusal | undefined | Promise<AccessRefusal | undefined> {
     const { allow, deny, maxPerClient } = this.#rules;
     if (!allow.empty || !deny.empty) {
       if (!allowedByRules(parseClientAddress(hostname), allow, deny)) return "access_rule";
@@ -274,11 +275,11 @@ export class Admission {
   }
 
   /**
-   * Counts the end of a connection admitted by {@link admit}.
+   * Counts the end of a connection let in by {@link enter}.
    *
-   * @param hostname the same address given to {@link admit}
+   * @param hostname the same address given to {@link enter}
    */
-  release(hostname: string): void {
+  leave(hostname: string): void {
     if (this.#rules.maxPerClient <= 0) return;
     this.#open.leave(clientKey(hostname));
   }

@@ -2,9 +2,10 @@
 // --proxy-protocol, the peer must be a --proxy-from load balancer and must send a valid PROXY header in time (its
 // client address then stands for the connection); the --allow/--deny rules and --max-connections-per-ip apply to
 // that client; with TLS, the handshake must succeed in time. Each refusal is counted by reason and logged at most
-// once per 10 s per reason. lib/server.ts calls {@link Gate.admit} once per connection and nothing else of this.
+// once per 10 s per reason. Each connection (lib/connection.ts) calls {@link Admission.admit} once, and
+// {@link Admission.release} when it ends.
 
-import { Admission, type ClientCounts, parseClientAddress } from "./access.ts";
+import { AccessControl, type ClientCounts, parseClientAddress } from "./access.ts";
 import { formatPeer } from "./address.ts";
 import type { EchoConn } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
@@ -53,8 +54,8 @@ export function admissionCounters(): AdmissionCounters {
 /** The deadlines admission sets, by what they bound. */
 export type AdmissionDeadline = "proxy header timeout" | "TLS handshake timeout";
 
-/** What the gate needs of a connection (lib/connection.ts's Connection has it). */
-export interface GatedSession {
+/** What admission needs of a connection (lib/connection.ts's Connection has it). */
+export interface AdmittingConnection {
   readonly conn: EchoConn;
   /** The client: the TCP peer, or the address a PROXY header carried. Logs and rules use it. */
   client: { hostname: string; port: number };
@@ -68,7 +69,7 @@ export interface GatedSession {
 const NONE = { at: Infinity, reason: "duration limit" } as const;
 
 /** Why a connection was refused, as the `reason` label of the metrics shows it. */
-export type GateRefusal =
+export type AdmissionRefusal =
   | "per_client_cap"
   | "access_rule"
   | "proxy_untrusted"
@@ -77,7 +78,7 @@ export type GateRefusal =
   | "tls_handshake";
 
 /** The counter each refusal adds to. */
-const COUNTER_OF: Record<GateRefusal, keyof AdmissionCounters> = {
+const COUNTER_OF: Record<AdmissionRefusal, keyof AdmissionCounters> = {
   per_client_cap: "refusedPerClient",
   access_rule: "refusedAccessRule",
   proxy_untrusted: "refusedProxyUntrusted",
@@ -93,36 +94,37 @@ const EMPTY = new Uint8Array(0);
  *
  * @example
  * ```ts
- * const gate = Gate.for(config, stats); // undefined when nothing is to be checked
- * const rest = gate ? await gate.admit(session) : new Uint8Array(0);
+ * const admission = Admission.for(config, stats); // undefined when nothing is to be checked
+ * const rest = admission ? await admission.admit(connection) : new Uint8Array(0);
  * if (rest === null) return; // refused, counted and logged; close the connection
- * // ... echo `rest` (bytes that came with the PROXY header), then copy; at the end: gate?.release(session)
+ * // ... echo `rest` (bytes that came with the PROXY header), then copy; at the end: admission?.release(connection)
  * ```
  */
-export class Gate {
+export class Admission {
   readonly #config: ServerConfig;
   readonly #counters: AdmissionCounters;
-  readonly #admission: Admission | undefined;
-  readonly #logs = new Map<GateRefusal, RateLimitedLog>();
+  readonly #access: AccessControl | undefined;
+  readonly #logs = new Map<AdmissionRefusal, RateLimitedLog>();
 
   /**
-   * Builds the gate, or nothing when the configuration checks nothing (the common case costs no call at all).
+   * Builds the admission steps, or nothing when the configuration checks nothing (the common case costs no call at
+   * all).
    *
    * @param config the server configuration
    * @param counters where refusals are counted (the server's stats)
    * @param clients where --max-connections-per-ip counts, when not this thread's own (a worker's)
-   * @returns the gate, or undefined
+   * @returns the admission steps, or undefined
    */
-  static for(config: ServerConfig, counters: AdmissionCounters, clients?: ClientCounts): Gate | undefined {
-    const admission = config.admission ? new Admission(config.admission, clients) : undefined;
-    if (!admission?.active && !config.proxyProtocol && !config.tls) return undefined;
-    return new Gate(config, counters, admission?.active ? admission : undefined);
+  static for(config: ServerConfig, counters: AdmissionCounters, clients?: ClientCounts): Admission | undefined {
+    const access = config.access ? new AccessControl(config.access, clients) : undefined;
+    if (!access?.active && !config.proxyProtocol && !config.tls) return undefined;
+    return new Admission(config, counters, access?.active ? access : undefined);
   }
 
-  private constructor(config: ServerConfig, counters: AdmissionCounters, admission: Admission | undefined) {
+  private constructor(config: ServerConfig, counters: AdmissionCounters, access: AccessControl | undefined) {
     this.#config = config;
     this.#counters = counters;
-    this.#admission = admission;
+    this.#access = access;
   }
 
   /**
@@ -133,7 +135,7 @@ export class Gate {
    * @returns the bytes that followed the PROXY header (to echo first; empty without one), or null when refused
    *   (counted and logged; the caller closes the connection)
    */
-  async admit(session: GatedSession): Promise<Uint8Array | null> {
+  async admit(session: AdmittingConnection): Promise<Uint8Array | null> {
     let rest: Uint8Array = EMPTY;
     const proxy = this.#config.proxyProtocol;
     if (proxy) {
@@ -152,8 +154,8 @@ export class Gate {
       }
       session.deadline = NONE;
     }
-    if (this.#admission) {
-      const refusal = await this.#admission.admit(session.client.hostname);
+    if (this.#access) {
+      const refusal = await this.#access.enter(session.client.hostname);
       if (refusal) return this.#refuse(session, refusal);
     }
     const conn = session.conn;
@@ -176,8 +178,8 @@ export class Gate {
    *
    * @param session the connection, as given to {@link admit}
    */
-  release(session: GatedSession): void {
-    this.#admission?.release(session.client.hostname);
+  release(session: AdmittingConnection): void {
+    this.#access?.leave(session.client.hostname);
   }
 
   /** Writes out the pending refusal summaries (at stop). */
@@ -185,7 +187,7 @@ export class Gate {
     for (const log of this.#logs.values()) log.flush();
   }
 
-  #refuse(session: GatedSession, reason: GateRefusal, detail?: string): null {
+  #refuse(session: AdmittingConnection, reason: AdmissionRefusal, detail?: string): null {
     this.#counters[COUNTER_OF[reason]]++;
     const peer = formatPeer(reason === "proxy_untrusted" ? session.conn.remoteAddr : session.client);
     let log = this.#logs.get(reason);
@@ -202,10 +204,10 @@ export class Gate {
     return null;
   }
 
-  #describe(reason: GateRefusal): string {
+  #describe(reason: AdmissionRefusal): string {
     switch (reason) {
       case "per_client_cap":
-        return `the client already has --max-connections-per-ip ${this.#config.admission?.maxPerClient} open`;
+        return `the client already has --max-connections-per-ip ${this.#config.access?.maxPerClient} open`;
       case "access_rule":
         return "by the --allow/--deny rules";
       case "proxy_untrusted":

@@ -12,7 +12,7 @@
 // refusal lingers briefly too; a deadline during admission (a PROXY header or TLS handshake that never came) closes
 // at once: nothing was echoed, and those deadlines exist to free the socket.
 
-import type { AdmissionDeadline, Gate } from "./admission.ts";
+import type { Admission, AdmissionDeadline } from "./admission.ts";
 import type { CoarseClock } from "./clock.ts";
 import type { Copy, CopyProgress, Phase } from "./echo.ts";
 import { formatPeer } from "./address.ts";
@@ -55,8 +55,8 @@ export interface ConnectionContext {
   readonly clock: CoarseClock;
   /** The copy strategy (`--copy`). */
   readonly copy: Copy;
-  /** Admission checks, when any are configured. */
-  readonly gate: Gate | undefined;
+  /** The admission steps (lib/admission.ts), when any are configured. */
+  readonly admission: Admission | undefined;
   /** `--max-bytes-per-connection`; Infinity = no limit. */
   readonly byteLimit: number;
   /** `--max-connection-duration` in milliseconds; 0 = no limit. */
@@ -222,9 +222,9 @@ export class Connection implements CopyProgress {
    *   connection was refused (its socket is then closed)
    */
   async #admit(): Promise<Uint8Array | null> {
-    const gate = this.#context.gate;
-    if (!gate) return NOTHING_READ;
-    const first = await gate.admit(this);
+    const admission = this.#context.admission;
+    if (!admission) return NOTHING_READ;
+    const first = await admission.admit(this);
     if (first !== null) return first;
     // A deadline closed it already; other refusals close gently.
     if (this.closing) closeQuietly(this.conn);
@@ -274,7 +274,7 @@ export class Connection implements CopyProgress {
     clearTimeout(this.#lingerTimer);
     this.phase = "closing";
     closeQuietly(this.conn);
-    context.gate?.release(this);
+    context.admission?.release(this);
     context.stats.bytesEchoed += this.bytes;
     countEndedSession(context.stats, (performance.now() - this.openedAt) / 1000, this.bytes);
     if (logEvents) {

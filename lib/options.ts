@@ -4,7 +4,7 @@
 
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import ipaddr from "ipaddr.js";
-import { type AdmissionRules, CidrError, CidrList, parseCidr } from "./access.ts";
+import { type AccessRules, CidrError, CidrList, parseCidr } from "./access.ts";
 import { formatAddress } from "./address.ts";
 import { loadTlsFiles, TlsFileError, type TlsMaterial } from "./tls.ts";
 import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
@@ -60,7 +60,7 @@ export interface ServerConfig {
   // The operations options (issue 5). Optional, so that code building a ServerConfig by hand may leave them out:
   // absent means off.
   /** `--allow`, `--deny`, `--max-connections-per-ip` (lib/access.ts). */
-  admission?: AdmissionRules;
+  access?: AccessRules;
   /** `--max-bytes-per-connection`: bytes echoed before the server closes the connection; 0 = no limit. */
   maxBytesPerConnection?: number;
   /** `--max-connection-duration`: age at which the server closes a connection; 0 = no limit. */
@@ -505,8 +505,8 @@ interface RawServerOptions {
 function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   const out: Partial<ServerConfig> = {};
   const cidrs = (rules: string[] | undefined) => new CidrList((rules ?? []).map(parseCidr));
-  const admission = { allow: cidrs(raw.allow), deny: cidrs(raw.deny), maxPerClient: raw.maxConnectionsPerIp };
-  if (!admission.allow.empty || !admission.deny.empty || admission.maxPerClient > 0) out.admission = admission;
+  const access = { allow: cidrs(raw.allow), deny: cidrs(raw.deny), maxPerClient: raw.maxConnectionsPerIp };
+  if (!access.allow.empty || !access.deny.empty || access.maxPerClient > 0) out.access = access;
   if (raw.maxBytesPerConnection > 0) out.maxBytesPerConnection = raw.maxBytesPerConnection;
   if (raw.maxConnectionDuration > 0) out.maxConnectionDurationMs = raw.maxConnectionDuration;
   if (raw.udp || envFlag(ENV_VARS.udp)) out.udp = { ratePerSource: raw.udpRate };

@@ -91,9 +91,9 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
       { variable: IO_EVENTS_VAR, value: IO_EVENTS },
     );
   }
-  const { udp: udpConfig, admission } = config.server;
+  const { udp: udpConfig, access } = config.server;
   const udp = udpConfig
-    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...admission })
+    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...access })
     : undefined;
   let metrics: MetricsServer | undefined;
   try {

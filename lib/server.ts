@@ -1,12 +1,12 @@
-// server: the echo server as one object. It owns the listeners and their accept loops, the open connections
-// (each an echo session, see lib/echo.ts), the limits the WSK sample lacked (connection cap, idle timeout), and
-// the graceful stop. The path of a byte: accept loop -> #serve (cap check, then lib/admission.ts's gate when access
-// rules, the PROXY protocol or TLS are on) -> copy -> close, all in this file. The per-connection limits of
-// issue 5 (bytes: a comparison per read in lib/echo.ts; age, PROXY header and TLS handshake deadlines: a sweep)
-// arm no timer per connection.
+// server: the echo server as one object, in the listener's role. It owns the listeners and their accept loops, the
+// connection cap (lib/connection_cap.ts), the set of open connections (each a lib/connection.ts Connection, which
+// admits, echoes and closes itself), the sweeps that enforce the idle and send timeouts and the deadlines, and the
+// graceful stop. The path of a byte: #acceptLoop -> #serve (the cap, then a permit) -> Connection.run (admit, echo,
+// close). The per-connection limits (bytes: a comparison per read in lib/echo.ts; age, PROXY header and TLS
+// handshake deadlines, idle and send timeouts: two sweeps here) arm no timer per connection.
 
 import type { ClientCounts } from "./access.ts";
-import { Gate, tlsHandshakeTimeout } from "./admission.ts";
+import { Admission, tlsHandshakeTimeout } from "./admission.ts";
 import { CoarseClock } from "./clock.ts";
 import { formatPeer } from "./address.ts";
 import { type ConnectionCap, LocalConnectionCap } from "./connection_cap.ts";
@@ -81,7 +81,7 @@ export class EchoServer {
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #limitSweepTimer: ReturnType<typeof setInterval> | undefined;
   /** Access rules, PROXY header, TLS handshake (lib/admission.ts); undefined when none is configured. */
-  readonly #gate: Gate | undefined;
+  readonly #admission: Admission | undefined;
   #finished = Promise.withResolvers<void>();
   readonly #refusals = new RateLimitedLog(
     10_000,
@@ -110,14 +110,14 @@ export class EchoServer {
   constructor(config: ServerConfig, options: EchoServerOptions = {}) {
     this.#config = config;
     this.#options = options;
-    this.#gate = Gate.for(config, this.stats, options.clients);
+    this.#admission = Admission.for(config, this.stats, options.clients);
     this.#clock = options.clock ?? new CoarseClock();
     this.#cap = options.cap ?? new LocalConnectionCap(config.maxConnections);
     this.#context = {
       stats: this.stats,
       clock: this.#clock,
       copy: COPY_STRATEGIES[config.copy],
-      gate: this.#gate,
+      admission: this.#admission,
       byteLimit: config.maxBytesPerConnection || Infinity,
       maxDurationMs: config.maxConnectionDurationMs ?? 0,
       unexpected: this.#unexpected,
@@ -219,7 +219,7 @@ export class EchoServer {
     }
     clearInterval(this.#sweepTimer);
     clearInterval(this.#limitSweepTimer);
-    this.#gate?.flush();
+    this.#admission?.flush();
     this.#refusals.flush();
     this.#acceptFailures.flush();
     this.#unexpected.flush();

@@ -44,13 +44,13 @@ export function statusInfoOf(config: RunConfig, port: number, workers: number): 
   const duration = (ms: number | undefined, off: string) => (ms ? formatDuration(ms) : off);
   const limits: Array<[string, string]> = [
     ["max connections", count(s.maxConnections, "unlimited")],
-    ["max connections per IP", count(s.admission?.maxPerClient, "unlimited")],
+    ["max connections per IP", count(s.access?.maxPerClient, "unlimited")],
     ["idle timeout", duration(s.idleTimeoutMs, "never")],
     ["max bytes per connection", count(s.maxBytesPerConnection, "unlimited")],
     ["max connection duration", duration(s.maxConnectionDurationMs, "unlimited")],
     ["shutdown timeout", duration(s.shutdownTimeoutMs, "0")],
-    ["allow", s.admission && !s.admission.allow.empty ? s.admission.allow.toString() : "everyone"],
-    ["deny", s.admission && !s.admission.deny.empty ? s.admission.deny.toString() : "no one"],
+    ["allow", s.access && !s.access.allow.empty ? s.access.allow.toString() : "everyone"],
+    ["deny", s.access && !s.access.deny.empty ? s.access.deny.toString() : "no one"],
     ["copy", s.copy],
   ];
   if (s.udp) limits.push(["UDP datagrams per second per source", String(s.udp.ratePerSource)]);

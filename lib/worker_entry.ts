@@ -70,7 +70,7 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
     cap,
     reusePort: true,
     ioEventsPerTick: Deno.env.get(IO_EVENTS_VAR),
-    clients: config.admission?.maxPerClient ? clients : undefined,
+    clients: config.access?.maxPerClient ? clients : undefined,
   });
   try {
     const { port } = await own.start();

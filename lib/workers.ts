@@ -125,7 +125,7 @@ export class WorkerPool implements Server {
   /** @param config the configuration; `config.workers` workers are started */
   constructor(config: RunConfig) {
     this.#config = config;
-    this.#clients = new LocalClientCounts(config.server.admission?.maxPerClient ?? 0);
+    this.#clients = new LocalClientCounts(config.server.access?.maxPerClient ?? 0);
   }
 
   /** The workers' counters, summed; complete once {@link finished} has resolved (each worker reports at its end). */

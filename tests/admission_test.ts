@@ -21,7 +21,7 @@ import {
 } from "./helpers.ts";
 
 const rules = (allow: string[], deny: string[], maxPerClient = 0): Partial<ServerConfig> => ({
-  admission: {
+  access: {
     allow: new CidrList(allow.map(parseCidr)),
     deny: new CidrList(deny.map(parseCidr)),
     maxPerClient,

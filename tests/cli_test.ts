@@ -90,9 +90,9 @@ Deno.test("every new option has its ECHOSRV_ variable, and the environment turns
     if (what.kind !== "run") return;
     const server = what.config.server;
     assert.deepEqual(what.config.metrics, { hostname: "127.0.0.1", port: 0 });
-    assert.equal(server.admission?.allow.toString(), "10.0.0.0/8, ::1/128");
-    assert.equal(server.admission?.deny.toString(), "10.6.0.0/16");
-    assert.equal(server.admission?.maxPerClient, 3);
+    assert.equal(server.access?.allow.toString(), "10.0.0.0/8, ::1/128");
+    assert.equal(server.access?.deny.toString(), "10.6.0.0/16");
+    assert.equal(server.access?.maxPerClient, 3);
     assert.equal(server.maxBytesPerConnection, 1024 * 1024);
     assert.equal(server.maxConnectionDurationMs, 3_600_000);
     assert.deepEqual(server.udp, { ratePerSource: 50 });

@@ -239,7 +239,7 @@ const SPECS: OptionSpec[] = [
     valid: (v) => wholeNumber(v, 10_000_000),
     good: ["0", "1", "64", " 10 "],
     near: ["-1", "1.5", "10000001", "many", "", "0x10"],
-    read: (c) => c.server.admission?.maxPerClient ?? 0,
+    read: (c) => c.server.access?.maxPerClient ?? 0,
     expect: (v) => Number(v.trim()),
   },
   {

@@ -41,7 +41,7 @@ export async function runForeground(config: RunConfig): Promise<number> {
       serverLog.info("second stop request ({source}): closing every connection now", {
         source: describeStopSource(source),
       });
-      program.stop(0);
+      program.stopNow();
     } else if (decision === "ignored") {
       serverLog.info("SIGHUP ignored: echosrv has no terminal to lose; stop it with SIGTERM or Ctrl+C");
     } else {

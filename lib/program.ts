@@ -20,10 +20,11 @@ export interface RunningProgram {
   readonly server: Server;
   /**
    * Stops gracefully (see {@link EchoServer.stop}): UDP stops at once (it has no sessions to drain); the metrics
-   * endpoint keeps answering (/healthz 503) until the TCP sessions are gone. A call with `graceMs` 0 cuts a
-   * running stop short.
+   * endpoint keeps answering (/healthz 503) until the TCP sessions are gone.
    */
   stop(graceMs?: number): void;
+  /** Stops at once, or cuts a graceful stop short (see {@link EchoServer.stopNow}). */
+  stopNow(): void;
   /** Resolves when everything is closed; then call {@link closeLogging}. */
   readonly finished: Promise<void>;
 }
@@ -107,7 +108,7 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     serverLog.error("{message}", { message: error.message });
-    await Promise.all([server.stop(0), udp?.close(), metrics?.close()]);
+    await Promise.all([server.stopNow(), udp?.close(), metrics?.close()]);
     await closeLogging();
     return { ok: false, exitCode: 1, message: error.message, logged: true };
   }
@@ -116,6 +117,10 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
     server,
     stop(graceMs?: number) {
       void server.stop(graceMs);
+      void udp?.close();
+    },
+    stopNow() {
+      void server.stopNow();
       void udp?.close();
     },
     finished,

@@ -52,7 +52,7 @@ function sleep(ms: number): Promise<void> {
  * const server = new EchoServer({ ...config.server, port: 0, hosts: ["127.0.0.1"] });
  * const { port } = await server.start();
  * // ... clients connect to port ...
- * await server.stop(); // graceful: stop accepting, let sessions finish, close the rest
+ * await server.stop(); // graceful: stop accepting, let sessions finish, close the rest (stopNow(): at once)
  * ```
  */
 export class EchoServer {
@@ -180,15 +180,27 @@ export class EchoServer {
 
   /**
    * Stops gracefully: closes the listeners at once (new connections are refused), lets open sessions finish for
-   * up to `graceMs`, then closes what remains. Calling it again while a stop runs returns the same stop; a call
-   * with `graceMs` 0 cuts the running stop's grace period short.
+   * up to `graceMs`, then closes what remains, each with a lingering close. Calling it again while a stop runs
+   * returns the same stop. A grace of 0 is {@link stopNow}.
    *
    * @param graceMs how long sessions may finish; defaults to the configured shutdown timeout
    * @returns resolves when every listener and session is closed
    */
   stop(graceMs: number = this.#config.shutdownTimeoutMs): Promise<void> {
-    if (graceMs <= 0) this.#graceCut.resolve();
+    if (graceMs <= 0) return this.stopNow();
     this.#stopping ??= this.#runStop(graceMs);
+    return this.#stopping;
+  }
+
+  /**
+   * Stops at once (a deliberate second stop request): closes the listeners and every connection now, without a
+   * grace period or a lingering close. During a graceful stop, cuts it short.
+   *
+   * @returns resolves when every listener and session is closed
+   */
+  stopNow(): Promise<void> {
+    this.#graceCut.resolve();
+    this.#stopping ??= this.#runStop(0);
     return this.#stopping;
   }
 

@@ -22,8 +22,10 @@ import { formatDuration } from "./units.ts";
 export interface Server {
   /** Opens the listeners; resolves with the port once every accept loop is listening. */
   start(): Promise<{ port: number }>;
-  /** Stops gracefully (see {@link EchoServer.stop}); `graceMs` 0 cuts a running stop short. */
+  /** Stops gracefully (see {@link EchoServer.stop}). */
   stop(graceMs?: number): Promise<void>;
+  /** Stops at once, or cuts a graceful stop short (see {@link EchoServer.stopNow}). */
+  stopNow(): Promise<void>;
   /** Resolves when the server has stopped. */
   readonly finished: Promise<void>;
 }
@@ -202,26 +204,40 @@ export class WorkerPool implements Server {
 
   /**
    * Stops every worker gracefully (see {@link EchoServer.stop}): each closes its listeners at once and lets its
-   * sessions finish for up to `graceMs`. A call with `graceMs` 0 cuts a running stop's grace period short.
+   * sessions finish for up to `graceMs`. A grace of 0 is {@link stopNow}.
    *
    * @param graceMs how long sessions may finish; defaults to the configured shutdown timeout
    * @returns resolves when every worker has stopped
    */
   stop(graceMs: number = this.#config.server.shutdownTimeoutMs): Promise<void> {
-    if (this.#stopping && graceMs <= 0) void this.#stopAll(0);
-    this.#stopping ??= this.#stopAll(graceMs).then(() => {
-      const stats = this.stats;
-      serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
-        ...stats,
-        bytes: stats.bytesEchoed,
-        workers: this.#members.length,
-      });
-      this.#finished.resolve();
-    });
+    if (graceMs <= 0) return this.stopNow();
+    this.#stopping ??= this.#stopAll(graceMs).then(() => this.#stopped());
     return this.#stopping;
   }
 
-  /** Asks every worker to stop (a worker asked again with 0 cuts its grace short) and waits for all of them. */
+  /**
+   * Stops every worker at once (see {@link EchoServer.stopNow}); during a graceful stop, cuts it short.
+   *
+   * @returns resolves when every worker has stopped
+   */
+  stopNow(): Promise<void> {
+    if (this.#stopping) void this.#stopAll(0);
+    this.#stopping ??= this.#stopAll(0).then(() => this.#stopped());
+    return this.#stopping;
+  }
+
+  /** Logs the pool's summary and resolves {@link finished}. */
+  #stopped(): void {
+    const stats = this.stats;
+    serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
+      ...stats,
+      bytes: stats.bytesEchoed,
+      workers: this.#members.length,
+    });
+    this.#finished.resolve();
+  }
+
+  /** Asks every worker to stop (a grace of 0: at once, or cutting its graceful stop short) and waits for all. */
   async #stopAll(graceMs: number): Promise<void> {
     for (const member of this.#members) post(member, { kind: "stop", graceMs });
     await Promise.all(this.#members.map((m) => m.stopped.promise));

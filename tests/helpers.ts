@@ -466,7 +466,7 @@ export async function withServer(
   try {
     await body(port, server);
   } finally {
-    await within(15_000, "the server to stop", server.stop(0));
+    await within(15_000, "the server to stop", server.stopNow());
   }
 }
 

@@ -109,7 +109,7 @@ Deno.test("a graceful stop refuses new connections, lets an in-flight session fi
     await within(10_000, "the stop to finish once the session ended", stopping);
   } finally {
     conn.close();
-    await server.stop(0);
+    await server.stopNow();
   }
 });
 
@@ -134,7 +134,7 @@ Deno.test("a second stop request cuts the grace period short", async () => {
     const graceful = server.stop();
     await sleep(100);
     assert.equal(server.activeConnections, 1, "still draining");
-    await within(10_000, "the immediate stop", server.stop(0));
+    await within(10_000, "the immediate stop", server.stopNow());
     await within(10_000, "the first stop call to resolve too", graceful);
     assert.equal(server.activeConnections, 0);
   } finally {

@@ -181,8 +181,8 @@ export const ENV_VARS = {
   workers: "ECHOSRV_WORKERS",
 } as const;
 
-/** The port `--metrics` is shown with in examples, and the one `echosrv stats` reads by default. */
-export const EXAMPLE_METRICS_PORT = 9407;
+/** The metrics port `echosrv stats` reads by default (`--metrics-url`), and the one the examples of `--metrics` use. */
+export const DEFAULT_METRICS_PORT = 9407;
 /** `--udp-rate`'s default: enough for people and test tools, too little to make a useful reflector. */
 export const DEFAULT_UDP_RATE = 100;
 
@@ -265,8 +265,8 @@ export function parseHostPort(text: string): MetricsConfig {
   const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d+)$/.exec(value) ?? /^()()(\d+)$/.exec(value);
   if (!match) {
     throw new InvalidArgumentError(
-      `"${text}" is not HOST:PORT (examples: 127.0.0.1:${EXAMPLE_METRICS_PORT}, [::1]:${EXAMPLE_METRICS_PORT}, ` +
-        `0.0.0.0:${EXAMPLE_METRICS_PORT}; IPv6 in brackets)`,
+      `"${text}" is not HOST:PORT (examples: 127.0.0.1:${DEFAULT_METRICS_PORT}, [::1]:${DEFAULT_METRICS_PORT}, ` +
+        `0.0.0.0:${DEFAULT_METRICS_PORT}; IPv6 in brackets)`,
     );
   }
   const hostname = match[1] || match[2] || "127.0.0.1";
@@ -286,7 +286,7 @@ function parseMetricsUrl(text: string): string {
     url = new URL(value);
   } catch {
     throw new InvalidArgumentError(
-      `"${text}" is not a URL (example: http://127.0.0.1:${EXAMPLE_METRICS_PORT}/metrics)`,
+      `"${text}" is not a URL (example: http://127.0.0.1:${DEFAULT_METRICS_PORT}/metrics)`,
     );
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
@@ -671,7 +671,7 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       .description("show a live one-line summary of a running echosrv, read from its --metrics endpoint")
       .addOption(
         new Option("--metrics-url <url>", "the /metrics URL (or HOST:PORT) of the echosrv to watch")
-          .default(`http://127.0.0.1:${EXAMPLE_METRICS_PORT}/metrics`).env(ENV_VARS.metricsUrl)
+          .default(`http://127.0.0.1:${DEFAULT_METRICS_PORT}/metrics`).env(ENV_VARS.metricsUrl)
           .argParser(parseMetricsUrl),
       )
       .addOption(

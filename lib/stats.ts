@@ -101,12 +101,13 @@ function siParts(value: number): [string, string] {
 }
 
 /**
- * A byte count with SI prefixes: 1234567 -> "1.23 MB" (powers of 1000, like the rates).
+ * A byte count with SI prefixes, powers of 1000 like the rates: 1234567 -> "1.23 MB". (stress/swarm.ts's
+ * formatBytesIEC writes powers of 1024 instead, as memory is read.)
  *
  * @param bytes the count
  * @returns the text
  */
-export function formatBytes(bytes: number): string {
+export function formatBytesSI(bytes: number): string {
   const [number, prefix] = siParts(bytes);
   return `${number} ${prefix}B`;
 }
@@ -157,7 +158,7 @@ function fieldsOf(now: StatsSample, before?: StatsSample): Field[] {
     { full: `${now.rejected} rejected`, drop: 3 },
     { full: `${now.errors} errors`, drop: 1 },
     { full: `${now.accepted} accepted`, drop: 5 },
-    { full: `${formatBytes(now.bytes)} echoed`, drop: 4 },
+    { full: `${formatBytesSI(now.bytes)} echoed`, drop: 4 },
     {
       full: `udp ${now.udpEchoed} echoed, ${now.udpDropped} dropped`,
       // Kept early when UDP has done anything; otherwise among the first to go.

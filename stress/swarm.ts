@@ -554,7 +554,7 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
         const { total } = sumStats(clients.map((c) => c.stats));
         options.progress(
           `[${(t / 1000).toFixed(0)}s] sessions ${total.sessions} (ok ${total.ok}, failed ${total.failed}), ` +
-            `verified ${formatBytes(total.bytesVerified)}` +
+            `verified ${formatBytesIEC(total.bytesVerified)}` +
             (watch
               ? `, server connections ${Math.max(0, watch.lastFds - watch.baselineFds)}, RSS ${
                 formatKiB(watch.lastKiB)
@@ -702,9 +702,9 @@ async function judgeIdleServer(
   };
 }
 
-/** `1.5 GiB`, `12.0 MiB`, `640 B`. */
-export function formatBytes(bytes: number): string {
-  if (bytes < 0) return `-${formatBytes(-bytes)}`;
+/** A byte count with IEC binary prefixes (powers of 1024, as memory is read): `1.5 GiB`, `12.0 MiB`, `640 B`. */
+export function formatBytesIEC(bytes: number): string {
+  if (bytes < 0) return `-${formatBytesIEC(-bytes)}`;
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let value = bytes;
   let unit = 0;
@@ -717,5 +717,5 @@ export function formatBytes(bytes: number): string {
 
 /** Kibibytes as `12.3 MiB`. */
 export function formatKiB(kiB: number): string {
-  return formatBytes(kiB * 1024);
+  return formatBytesIEC(kiB * 1024);
 }

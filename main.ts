@@ -7,7 +7,7 @@ import { scmBoot } from "./lib/service/scm_boot.ts";
 import { parseCommandLine, type RunConfig } from "./lib/options.ts";
 import { closeLogging, serverLog } from "./lib/log.ts";
 import { startProgram } from "./lib/program.ts";
-import { runStats } from "./lib/stats.ts";
+import { runStats } from "./lib/stats_command.ts";
 import { windowsServiceProgram } from "./lib/service/windows_program.ts";
 import { runServiceCommand } from "./lib/service/commands.ts";
 import { describeStopSource, listenForStopRequests } from "./lib/stop_requests.ts";

@@ -23,7 +23,7 @@ export function tlsHandshakeTimeout(config: ServerConfig): number {
   return config.tlsHandshakeTimeoutMs ?? 10_000;
 }
 
-/** The counters admission keeps, part of the server's `stats` (plain numbers, read by the metrics). */
+/** The counters admission keeps, part of the server's `counters` (plain numbers, read by the metrics). */
 export interface AdmissionCounters {
   /** Refused: the client already had --max-connections-per-ip connections open. */
   refusedPerClient: number;
@@ -94,7 +94,7 @@ const EMPTY = new Uint8Array(0);
  *
  * @example
  * ```ts
- * const admission = Admission.for(config, stats); // undefined when nothing is to be checked
+ * const admission = Admission.for(config, counters); // undefined when nothing is to be checked
  * const rest = admission ? await admission.admit(connection) : new Uint8Array(0);
  * if (rest === null) return; // refused, counted and logged; close the connection
  * // ... echo `rest` (bytes that came with the PROXY header), then copy; at the end: admission?.release(connection)
@@ -111,7 +111,7 @@ export class Admission {
    * all).
    *
    * @param config the server configuration
-   * @param counters where refusals are counted (the server's stats)
+   * @param counters where refusals are counted (the server's counters)
    * @param clients where --max-connections-per-ip counts, when not this thread's own (a worker's)
    * @returns the admission steps, or undefined
    */

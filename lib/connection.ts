@@ -18,7 +18,7 @@ import type { Copy, CopyProgress, Phase } from "./echo.ts";
 import { formatPeer } from "./address.ts";
 import type { EchoConn } from "./listen.ts";
 import { connectionEventsEnabled, connLog, type RateLimitedLog } from "./log.ts";
-import type { ServerStats } from "./counters.ts";
+import type { ServerCounters } from "./counters.ts";
 import { countEndedSession } from "./session_histograms.ts";
 
 /** Why the server closes a connection itself before its peer does. */
@@ -51,7 +51,7 @@ export interface Permit {
 
 /** What a connection needs from the server that accepted it. */
 export interface ConnectionContext {
-  readonly stats: ServerStats;
+  readonly counters: ServerCounters;
   readonly clock: CoarseClock;
   /** The copy strategy (`--copy`). */
   readonly copy: Copy;
@@ -235,7 +235,7 @@ export class Connection implements CopyProgress {
   /** Counts an admitted connection, arms its age limit, and logs it. */
   #opened(logEvents: boolean): void {
     const context = this.#context;
-    context.stats.accepted++;
+    context.counters.accepted++;
     if (context.maxDurationMs) this.deadline = { at: this.openedAt + context.maxDurationMs, reason: "duration limit" };
     if (!logEvents) return;
     // Behind a load balancer, the client a PROXY header carried is the one named; the balancer follows it.
@@ -256,7 +256,7 @@ export class Connection implements CopyProgress {
       if (!this.closing) await this.#context.copy(this.conn, this, first);
       // The copy stops at the byte limit (lib/echo.ts); the server then closes the connection.
       if (!this.closing && this.bytes >= this.byteLimit) {
-        this.#context.stats.closedMaxBytes++;
+        this.#context.counters.closedMaxBytes++;
         this.end("byte limit");
       }
       if (!this.closing) return "closed by peer";
@@ -275,8 +275,8 @@ export class Connection implements CopyProgress {
     this.phase = "closing";
     closeQuietly(this.conn);
     context.admission?.release(this);
-    context.stats.bytesEchoed += this.bytes;
-    countEndedSession(context.stats, (performance.now() - this.openedAt) / 1000, this.bytes);
+    context.counters.bytesEchoed += this.bytes;
+    countEndedSession(context.counters, (performance.now() - this.openedAt) / 1000, this.bytes);
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
         peer: formatPeer(this.client),
@@ -337,17 +337,17 @@ export class Connection implements CopyProgress {
     this.#lingerTimer = setTimeout(check, Math.min(LINGER_QUIET_MS, maxMs));
   }
   #classify(error: unknown): EndReason {
-    const stats = this.#context.stats;
+    const counters = this.#context.counters;
     // A TLS client that closes without close_notify (many do): an ordinary end, not an error.
     if (error instanceof Deno.errors.UnexpectedEof) return "closed by peer";
     if (
       error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
       error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected
     ) {
-      stats.resets++;
+      counters.resets++;
       return "reset by peer";
     }
-    stats.unexpectedErrors++;
+    counters.unexpectedErrors++;
     this.#context.unexpected.add(`${(error as Error)?.name}: ${(error as Error)?.message}`);
     return "error";
   }

@@ -95,7 +95,7 @@ export interface MetricsConfig {
   port: number;
 }
 
-/** What `echosrv stats` reads and how often (lib/stats.ts). */
+/** What `echosrv stats` reads and how often (lib/stats_command.ts). */
 export interface StatsConfig {
   /** The /metrics address of a running echosrv. */
   url: string;

@@ -11,15 +11,13 @@ import { CoarseClock } from "./clock.ts";
 import { formatPeer } from "./address.ts";
 import { type ConnectionCap, LocalConnectionCap } from "./connection_cap.ts";
 import { closeQuietly, Connection, type ConnectionContext, type Permit, refuse } from "./connection.ts";
-import { emptyStats, type ServerStats } from "./counters.ts";
+import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { COPY_STRATEGIES } from "./echo.ts";
 import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./options.ts";
 import { ioEventsAtStart } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
-
-export { emptyStats, type ServerStats };
 
 /** How a server shares the machine with others of its kind (see lib/workers.ts); the defaults suit one server. */
 export interface EchoServerOptions {
@@ -57,7 +55,7 @@ function sleep(ms: number): Promise<void> {
  */
 export class EchoServer {
   /** Counters since start. */
-  readonly stats: ServerStats = emptyStats();
+  readonly counters: ServerCounters = emptyCounters();
 
   readonly #config: ServerConfig;
   readonly #options: EchoServerOptions;
@@ -110,11 +108,11 @@ export class EchoServer {
   constructor(config: ServerConfig, options: EchoServerOptions = {}) {
     this.#config = config;
     this.#options = options;
-    this.#admission = Admission.for(config, this.stats, options.clients);
+    this.#admission = Admission.for(config, this.counters, options.clients);
     this.#clock = options.clock ?? new CoarseClock();
     this.#cap = options.cap ?? new LocalConnectionCap(config.maxConnections);
     this.#context = {
-      stats: this.stats,
+      counters: this.counters,
       clock: this.#clock,
       copy: COPY_STRATEGIES[config.copy],
       admission: this.#admission,
@@ -136,7 +134,7 @@ export class EchoServer {
 
   /** Bytes echoed so far, by ended and open connections alike (for the metrics, at scrape time). */
   bytesEchoedNow(): number {
-    let bytes = this.stats.bytesEchoed;
+    let bytes = this.counters.bytesEchoed;
     for (const session of this.#sessions) bytes += session.bytes;
     return bytes;
   }
@@ -236,8 +234,8 @@ export class EchoServer {
     this.#acceptFailures.flush();
     this.#unexpected.flush();
     serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed", {
-      ...this.stats,
-      bytes: this.stats.bytesEchoed,
+      ...this.counters,
+      bytes: this.counters.bytesEchoed,
     });
     this.#finished.resolve();
   }
@@ -251,7 +249,7 @@ export class EchoServer {
         conn = await listener.accept();
       } catch (error) {
         if (this.#stopping || error instanceof Deno.errors.BadResource) return;
-        this.stats.acceptErrors++;
+        this.counters.acceptErrors++;
         const code = (error as { code?: string }).code;
         this.#acceptFailures.add(`${code ?? (error as Error).name}: ${(error as Error).message}`);
         // Doubling from 10 ms to 1 s: under EMFILE the pending connection stays queued, and each retry that fails
@@ -268,7 +266,7 @@ export class EchoServer {
   /** Serves one connection from accept to close (lib/connection.ts). Never throws. */
   #serve(conn: EchoConn): void {
     if (!this.#cap.tryAcquire()) {
-      this.stats.refusedOverCap++;
+      this.counters.refusedOverCap++;
       this.#refusals.add(formatPeer(conn.remoteAddr));
       void refuse(conn);
       return;
@@ -310,10 +308,10 @@ export class EchoServer {
         }
         const quiet = now - connection.quietSince;
         if (connection.phase === "reading" && idleMs > 0 && quiet >= idleMs) {
-          this.stats.closedIdle++;
+          this.counters.closedIdle++;
           connection.end("idle timeout");
         } else if (connection.phase === "writing" && sendMs > 0 && quiet >= sendMs) {
-          this.stats.closedSendTimeout++;
+          this.counters.closedSendTimeout++;
           connection.end("send timeout");
         }
       }
@@ -338,7 +336,7 @@ export class EchoServer {
       const now = performance.now();
       for (const session of this.#sessions) {
         if (now >= session.deadline.at && !session.closing) {
-          if (session.deadline.reason === "duration limit") this.stats.closedMaxDuration++;
+          if (session.deadline.reason === "duration limit") this.counters.closedMaxDuration++;
           session.end(session.deadline.reason);
         }
       }

@@ -100,7 +100,7 @@ export class History {
     const now = {
       t,
       bytes: snapshot.bytesEchoed,
-      accepted: snapshot.stats.accepted,
+      accepted: snapshot.counters.accepted,
       udpBytes: snapshot.udp?.bytesEchoed ?? 0,
     };
     const before = this.#previous;
@@ -198,9 +198,9 @@ export function statusDocument(
     info,
     current: {
       connections: snapshot.connectionsActive,
-      accepted: snapshot.stats.accepted,
+      accepted: snapshot.counters.accepted,
       echoedBytes: snapshot.bytesEchoed,
-      connectionsEnded: snapshot.stats.sessionsEnded,
+      connectionsEnded: snapshot.counters.sessionsEnded,
       udpDatagrams: snapshot.udp?.datagramsEchoed ?? 0,
       udpEchoedBytes: snapshot.udp?.bytesEchoed ?? 0,
     },

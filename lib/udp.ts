@@ -62,7 +62,7 @@ const BLOCKED = new Uint8Array(65_536);
 for (const port of BLOCKED_SOURCE_PORTS) BLOCKED[port] = 1;
 
 /** Counters of the UDP echo, plain numbers read by the metrics at scrape time. */
-export interface UdpStats {
+export interface UdpCounters {
   /** Datagrams sent back. */
   datagramsEchoed: number;
   /** Bytes sent back in them. */
@@ -189,7 +189,7 @@ export interface UdpEchoOptions {
 }
 
 /** The counter of each drop reason. */
-const DROP_COUNTERS: Record<DropReason, keyof UdpStats> = {
+const DROP_COUNTERS: Record<DropReason, keyof UdpCounters> = {
   source_port: "droppedSourcePort",
   own_port: "droppedOwnPort",
   access_rule: "droppedAccessRule",
@@ -198,7 +198,7 @@ const DROP_COUNTERS: Record<DropReason, keyof UdpStats> = {
 };
 
 /** Fresh UDP counters, all zero. */
-export function emptyUdpStats(): UdpStats {
+export function emptyUdpCounters(): UdpCounters {
   return {
     datagramsEchoed: 0,
     bytesEchoed: 0,
@@ -225,7 +225,7 @@ export function emptyUdpStats(): UdpStats {
  */
 export class UdpEcho {
   /** Counters since start. */
-  readonly stats: UdpStats = emptyUdpStats();
+  readonly counters: UdpCounters = emptyUdpCounters();
   readonly #options: UdpEchoOptions;
   readonly #sources: SourceTable;
   #sockets: Deno.DatagramConn[] = [];
@@ -312,7 +312,7 @@ export class UdpEcho {
         from = addr as Deno.NetAddr;
       } catch (error) {
         if (this.#closing || error instanceof Deno.errors.BadResource) return;
-        this.stats.receiveErrors++;
+        this.counters.receiveErrors++;
         this.#failures.add(`receive: ${(error as Error).message}`);
         // An error that repeats at once (none is known to) must not spin the CPU.
         await new Promise((resolve) => setTimeout(resolve, 10));
@@ -324,14 +324,14 @@ export class UdpEcho {
         ? "own_port"
         : this.#sources.take(from.hostname, fingerprint(data));
       if (drop !== undefined) {
-        this.stats[DROP_COUNTERS[drop]]++;
+        this.counters[DROP_COUNTERS[drop]]++;
         this.#drops[drop].add(formatPeer(from));
         continue;
       }
       try {
         await socket.send(data, from);
-        this.stats.datagramsEchoed++;
-        this.stats.bytesEchoed += data.length;
+        this.counters.datagramsEchoed++;
+        this.counters.bytesEchoed += data.length;
         if (connectionEventsEnabled()) {
           connLog.debug("UDP: echoed {bytes} bytes to {peer}", {
             bytes: data.length,
@@ -340,7 +340,7 @@ export class UdpEcho {
         }
       } catch (error) {
         if (this.#closing || error instanceof Deno.errors.BadResource) return;
-        this.stats.sendErrors++;
+        this.counters.sendErrors++;
         this.#failures.add(
           `send to ${formatPeer(from)}: ${(error as Error).message}`,
         );

@@ -80,7 +80,7 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
     send({ kind: "failed", message: (error as Error).message, listen: error instanceof ListenError });
     return;
   }
-  own.finished.then(() => send({ kind: "stopped", stats: { ...own.stats } }));
+  own.finished.then(() => send({ kind: "stopped", counters: { ...own.counters } }));
   if (stopRequested !== undefined) own.stop(stopRequested);
 }
 

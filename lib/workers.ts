@@ -14,7 +14,8 @@ import { ListenError, listenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
 import type { LogConfig, RunConfig } from "./options.ts";
-import { EchoServer, emptyStats, type ServerStats } from "./server.ts";
+import { emptyCounters, type ServerCounters } from "./counters.ts";
+import { EchoServer } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 
@@ -79,7 +80,7 @@ export type FromWorker =
   | { kind: "listening"; port: number }
   | { kind: "failed"; message: string; listen: boolean }
   | { kind: "log"; record: ForwardedRecord }
-  | { kind: "stopped"; stats: ServerStats }
+  | { kind: "stopped"; counters: ServerCounters }
   | { kind: "snapshot"; request: number; snapshot: MetricsSnapshot }
   /** --max-connections-per-ip, counted in the main thread for every worker: one more connection of `key`? */
   | { kind: "client-enter"; request: number; key: string }
@@ -94,7 +95,7 @@ interface Member {
   listening: PromiseWithResolvers<number>;
   /** Resolves when it has stopped (or died). */
   stopped: PromiseWithResolvers<void>;
-  stats?: ServerStats;
+  counters?: ServerCounters;
   /** Metrics readings asked for and not yet answered, by request number. */
   snapshots: Map<number, (snapshot: MetricsSnapshot) => void>;
   /** The per-client counts this worker holds, given back if it dies. */
@@ -131,10 +132,10 @@ export class WorkerPool implements Server {
   }
 
   /** The workers' counters, summed; complete once {@link finished} has resolved (each worker reports at its end). */
-  get stats(): ServerStats {
-    const total = emptyStats();
+  get counters(): ServerCounters {
+    const total = emptyCounters();
     for (const member of this.#members) {
-      for (const key of Object.keys(total) as (keyof ServerStats)[]) total[key] += member.stats?.[key] ?? 0;
+      for (const key of Object.keys(total) as (keyof ServerCounters)[]) total[key] += member.counters?.[key] ?? 0;
     }
     return total;
   }
@@ -154,7 +155,7 @@ export class WorkerPool implements Server {
   }
 
   #snapshot(member: Member): Promise<MetricsSnapshot> {
-    if (member.stats) return Promise.resolve(finalSnapshot(member.stats));
+    if (member.counters) return Promise.resolve(finalSnapshot(member.counters));
     const request = ++this.#requests;
     const { promise, resolve } = Promise.withResolvers<MetricsSnapshot>();
     member.snapshots.set(request, resolve);
@@ -228,10 +229,10 @@ export class WorkerPool implements Server {
 
   /** Logs the pool's summary and resolves {@link finished}. */
   #stopped(): void {
-    const stats = this.stats;
+    const counters = this.counters;
     serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
-      ...stats,
-      bytes: stats.bytesEchoed,
+      ...counters,
+      bytes: counters.bytesEchoed,
       workers: this.#members.length,
     });
     this.#finished.resolve();
@@ -284,7 +285,7 @@ export class WorkerPool implements Server {
         this.#ended(member);
         break;
       case "stopped":
-        member.stats = message.stats;
+        member.counters = message.counters;
         this.#ended(member);
         break;
       case "snapshot":
@@ -311,8 +312,8 @@ export class WorkerPool implements Server {
   #ended(member: Member): void {
     member.listening.reject(new Error(`worker ${member.id} ended before it listened`));
     // Readings still awaited get the final counters (or zeros, for a worker that died).
-    const stats = member.stats ?? emptyStats();
-    for (const answer of member.snapshots.values()) answer(finalSnapshot(stats));
+    const counters = member.counters ?? emptyCounters();
+    for (const answer of member.snapshots.values()) answer(finalSnapshot(counters));
     member.snapshots.clear();
     // A worker that died cannot say its connections ended: they did, with it.
     for (const [key, held] of member.clients) for (let i = 0; i < held; i++) this.#clients.leave(key);
@@ -323,8 +324,8 @@ export class WorkerPool implements Server {
 }
 
 /** The reading of a worker that has ended: its last counters, no open connection, draining. */
-function finalSnapshot(stats: ServerStats): MetricsSnapshot {
-  return { connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats };
+function finalSnapshot(counters: ServerCounters): MetricsSnapshot {
+  return { connectionsActive: 0, bytesEchoed: counters.bytesEchoed, draining: true, counters };
 }
 
 function post(member: Member, message: ToWorker): void {

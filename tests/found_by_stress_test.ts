@@ -30,7 +30,7 @@ Deno.test("the idle timeout never closes a connection before it has been silent 
     );
     const early = silences.filter((ms) => ms < timeoutMs).map(Math.round);
     assert.deepEqual(early, [], `closed after less than ${timeoutMs} ms of silence`);
-    assert.equal(server.stats.closedIdle >= 20, true, "closed by the idle timeout");
+    assert.equal(server.counters.closedIdle >= 20, true, "closed by the idle timeout");
   });
 });
 

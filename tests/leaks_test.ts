@@ -95,9 +95,13 @@ async function everyKind(overrides: Partial<ServerConfig>, transport?: Transport
       })),
     );
     assert.deepEqual(endings.filter((e) => !e.endsWith(": ok")), [], "every session ended as planned");
-    assert.ok(server.stats.accepted >= sessions.length);
-    assert.equal(server.stats.unexpectedErrors, 0);
-    assert.equal(server.stats.tlsHandshakeErrors + server.stats.refusedProxyHeader, 0, "every client was admitted");
+    assert.ok(server.counters.accepted >= sessions.length);
+    assert.equal(server.counters.unexpectedErrors, 0);
+    assert.equal(
+      server.counters.tlsHandshakeErrors + server.counters.refusedProxyHeader,
+      0,
+      "every client was admitted",
+    );
   });
 }
 

@@ -5,10 +5,10 @@
 import assert from "node:assert/strict";
 import { type MetricsSnapshot, renderMetrics, sumSnapshots } from "../lib/metrics.ts";
 import { sampleProcess } from "../lib/process_metrics.ts";
-import { emptyStats } from "../lib/server.ts";
+import { emptyCounters } from "../lib/counters.ts";
 import { reusePortUnavailable } from "../lib/runtime.ts";
 import { type Family, namingViolations, parseExposition } from "./exposition.ts";
-import { formatSample, parseMetricsText, sampleOf } from "../lib/stats.ts";
+import { formatSample, parseMetricsText, sampleOf } from "../lib/stats_command.ts";
 import {
   cannotRun,
   echoSession,
@@ -144,16 +144,16 @@ Deno.test("--metrics on a port in use exits 1 naming it; a bad --metrics value e
 });
 
 Deno.test("sumSnapshots adds several servers up (a multi-worker process); stats reads what renderMetrics writes", () => {
-  const stats = () => ({ ...emptyStats(), accepted: 2, refusedOverCap: 1, bytesEchoed: 10 });
-  const one: MetricsSnapshot = { connectionsActive: 1, bytesEchoed: 100, draining: false, stats: stats() };
-  const two: MetricsSnapshot = { ...one, draining: true, stats: { ...stats(), refusedAccessRule: 3 } };
+  const counters = () => ({ ...emptyCounters(), accepted: 2, refusedOverCap: 1, bytesEchoed: 10 });
+  const one: MetricsSnapshot = { connectionsActive: 1, bytesEchoed: 100, draining: false, counters: counters() };
+  const two: MetricsSnapshot = { ...one, draining: true, counters: { ...counters(), refusedAccessRule: 3 } };
   const total = sumSnapshots([one, two]);
   assert.equal(total.connectionsActive, 2);
   assert.equal(total.bytesEchoed, 200);
-  assert.equal(total.stats.accepted, 4);
-  assert.equal(total.stats.refusedAccessRule, 3);
+  assert.equal(total.counters.accepted, 4);
+  assert.equal(total.counters.refusedAccessRule, 3);
   assert.equal(total.draining, true, "draining if any drains");
-  assert.equal(one.stats.accepted, 2, "the sources are not modified");
+  assert.equal(one.counters.accepted, 2, "the sources are not modified");
   const sample = sampleOf(parseMetricsText(renderMetrics(total, sampleProcess())), 0);
   assert.equal(sample.accepted, 4);
   assert.equal(sample.rejected, 2 + 3);

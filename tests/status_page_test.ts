@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { History, statusInfoOf } from "../lib/status_page.ts";
-import { emptyStats } from "../lib/server.ts";
+import { emptyCounters } from "../lib/counters.ts";
 import { parseCommandLine } from "../lib/options.ts";
 import { Chromium, findChromium, type Page } from "./browser.ts";
 import {
@@ -116,7 +116,7 @@ Deno.test("History: rates in bit/s and connections/s between readings, five minu
     connectionsActive,
     bytesEchoed: bytes,
     draining: false,
-    stats: { ...emptyStats(), accepted },
+    counters: { ...emptyCounters(), accepted },
   });
   const latest = () => history.latest;
   history.record(reading(0, 0), 1000);

@@ -1,4 +1,4 @@
-// stats: `echosrv stats`, a live one-line view of a running echosrv for a terminal, read from its --metrics
+// stats_command: `echosrv stats`, a live one-line view of a running echosrv for a terminal, read from its --metrics
 // endpoint (no Prometheus or Grafana needed). Each sample fetches /metrics, reads the few series it shows, and
 // prints a line with totals and rates since the previous sample: throughput in bit/s with SI prefixes (kbit/s,
 // Mbit/s, Gbit/s: powers of 1000, as network rates are written), new connections per second, open connections,

@@ -7,6 +7,7 @@
 
 import { AccessControl, type ClientCounts, parseClientAddress } from "./access.ts";
 import { formatPeer } from "./address.ts";
+import type { AdmissionDeadline, CloseReason } from "./ending.ts";
 import type { EchoConn } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./options.ts";
@@ -51,22 +52,19 @@ export function admissionCounters(): AdmissionCounters {
   };
 }
 
-/** The deadlines admission sets, by what they bound. */
-export type AdmissionDeadline = "proxy header timeout" | "TLS handshake timeout";
-
 /** What admission needs of a connection (lib/connection.ts's Connection has it). */
 export interface AdmittingConnection {
+  /** The accepted socket. */
   readonly conn: EchoConn;
   /** The client: the TCP peer, or the address a PROXY header carried. Logs and rules use it. */
   client: { hostname: string; port: number };
-  /** Set when the server closes the connection (stop, sweep), with the reason. */
-  readonly closing: string | undefined;
-  /** When the server's limit sweep closes the connection (performance.now() time, ms), and why. */
-  deadline: { at: number; reason: AdmissionDeadline | "duration limit" };
+  /** Set when the server closes the connection (its deadline, a stop), with the reason. */
+  readonly closing: CloseReason | undefined;
+  /** Has the server's limit sweep close the connection with `reason` `ms` from now (performance.now() time). */
+  armDeadline(reason: AdmissionDeadline, ms: number): void;
+  /** Takes that deadline away. */
+  clearDeadline(): void;
 }
-
-/** The deadline of a connection that has none. */
-const NONE = { at: Infinity, reason: "duration limit" } as const;
 
 /** Why a connection was refused, as the `reason` label of the metrics shows it. */
 export type AdmissionRefusal =
@@ -131,44 +129,44 @@ export class Admission {
    * Runs the admission steps for one new connection. The caller's sweep enforces `deadline` (header and handshake
    * deadlines) by closing the connection, which ends a pending read here.
    *
-   * @param session the new connection
+   * @param connection the new connection
    * @returns the bytes that followed the PROXY header (to echo first; empty without one), or null when refused
    *   (counted and logged; the caller closes the connection)
    */
-  async admit(session: AdmittingConnection): Promise<Uint8Array | null> {
+  async admit(connection: AdmittingConnection): Promise<Uint8Array | null> {
     let rest: Uint8Array = EMPTY;
     const proxy = this.#config.proxyProtocol;
     if (proxy) {
-      const peer = session.conn.remoteAddr;
-      if (!proxy.from.has(parseClientAddress(peer.hostname))) return this.#refuse(session, "proxy_untrusted");
-      session.deadline = { at: performance.now() + proxy.timeoutMs, reason: "proxy header timeout" };
+      const peer = connection.conn.remoteAddr;
+      if (!proxy.from.has(parseClientAddress(peer.hostname))) return this.#refuse(connection, "proxy_untrusted");
+      connection.armDeadline("proxy header timeout", proxy.timeoutMs);
       try {
-        const read = await readProxyHeader(session.conn);
+        const read = await readProxyHeader(connection.conn);
         rest = read.rest;
-        if (read.header.command === "proxy" && read.header.source) session.client = read.header.source;
+        if (read.header.command === "proxy" && read.header.source) connection.client = read.header.source;
       } catch (error) {
-        if (session.closing === "proxy header timeout") return this.#refuse(session, "proxy_timeout");
-        if (session.closing) return null; // the server is stopping
+        if (connection.closing === "proxy header timeout") return this.#refuse(connection, "proxy_timeout");
+        if (connection.closing) return null; // the server is stopping
         const detail = error instanceof ProxyHeaderError ? error.message : `${(error as Error).name}`;
-        return this.#refuse(session, "proxy_header", detail);
+        return this.#refuse(connection, "proxy_header", detail);
       }
-      session.deadline = NONE;
+      connection.clearDeadline();
     }
     if (this.#access) {
-      const refusal = await this.#access.enter(session.client.hostname);
-      if (refusal) return this.#refuse(session, refusal);
+      const refusal = await this.#access.enter(connection.client.hostname);
+      if (refusal) return this.#refuse(connection, refusal);
     }
-    const conn = session.conn;
+    const conn = connection.conn;
     if (this.#config.tls && "handshake" in conn) {
-      session.deadline = { at: performance.now() + tlsHandshakeTimeout(this.#config), reason: "TLS handshake timeout" };
+      connection.armDeadline("TLS handshake timeout", tlsHandshakeTimeout(this.#config));
       try {
         await conn.handshake();
       } catch (error) {
-        this.release(session);
-        if (session.closing && session.closing !== "TLS handshake timeout") return null;
-        return this.#refuse(session, "tls_handshake", (error as Error).message ?? String(error));
+        this.release(connection);
+        if (connection.closing && connection.closing !== "TLS handshake timeout") return null;
+        return this.#refuse(connection, "tls_handshake", (error as Error).message ?? String(error));
       }
-      session.deadline = NONE;
+      connection.clearDeadline();
     }
     return rest;
   }
@@ -176,10 +174,10 @@ export class Admission {
   /**
    * Counts the end of an admitted connection (frees its place under --max-connections-per-ip).
    *
-   * @param session the connection, as given to {@link admit}
+   * @param connection the connection, as given to {@link admit}
    */
-  release(session: AdmittingConnection): void {
-    this.#access?.leave(session.client.hostname);
+  release(connection: AdmittingConnection): void {
+    this.#access?.leave(connection.client.hostname);
   }
 
   /** Writes out the pending refusal summaries (at stop). */
@@ -187,9 +185,9 @@ export class Admission {
     for (const log of this.#logs.values()) log.flush();
   }
 
-  #refuse(session: AdmittingConnection, reason: AdmissionRefusal, detail?: string): null {
+  #refuse(connection: AdmittingConnection, reason: AdmissionRefusal, detail?: string): null {
     this.#counters[COUNTER_OF[reason]]++;
-    const peer = formatPeer(reason === "proxy_untrusted" ? session.conn.remoteAddr : session.client);
+    const peer = formatPeer(reason === "proxy_untrusted" ? connection.conn.remoteAddr : connection.client);
     let log = this.#logs.get(reason);
     if (!log) {
       const what = this.#describe(reason);

@@ -12,37 +12,15 @@
 // refusal lingers briefly too; a deadline during admission (a PROXY header or TLS handshake that never came) closes
 // at once: nothing was echoed, and those deadlines exist to free the socket.
 
-import type { Admission, AdmissionDeadline } from "./admission.ts";
+import type { Admission } from "./admission.ts";
 import type { CoarseClock } from "./clock.ts";
 import type { Copy, CopyProgress, Phase } from "./echo.ts";
 import { formatPeer } from "./address.ts";
 import type { EchoConn } from "./listen.ts";
 import { connectionEventsEnabled, connLog, type RateLimitedLog } from "./log.ts";
 import type { ServerCounters } from "./counters.ts";
+import { type AdmissionDeadline, type CloseReason, type Deadline, type EndReason, NO_DEADLINE } from "./ending.ts";
 import { countEndedSession } from "./session_histograms.ts";
-
-/** Why the server closes a connection itself before its peer does. */
-export type CloseReason =
-  | "idle timeout"
-  | "send timeout"
-  | "server stopping"
-  | "byte limit"
-  | "duration limit"
-  | "proxy header timeout"
-  | "TLS handshake timeout";
-
-/** Why a connection ended, as the closing log line says. */
-export type EndReason = CloseReason | "closed by peer" | "reset by peer" | "error";
-
-/** A moment at which the server closes the connection, and why: the limit sweep of lib/server.ts enforces it. */
-export interface Deadline {
-  /** performance.now() time, in milliseconds. */
-  at: number;
-  reason: AdmissionDeadline | "duration limit";
-}
-
-/** No deadline. */
-export const NO_DEADLINE: Deadline = { at: Infinity, reason: "duration limit" };
 
 /** A place under the connection caps, given back exactly once when the connection has ended. */
 export interface Permit {
@@ -123,18 +101,26 @@ export async function refuse(conn: EchoConn): Promise<void> {
 
 /** One accepted connection. */
 export class Connection implements CopyProgress {
+  /** Bytes echoed so far (see {@link CopyProgress.bytes}). */
   bytes = 0;
+  /** The coarse clock's time of the last byte moved (see {@link CopyProgress.lastActive}). */
   lastActive: number;
-  byteLimit: number;
+  /** `--max-bytes-per-connection`; Infinity = no limit (see {@link CopyProgress.byteLimit}). */
+  readonly byteLimit: number;
+  /** Where the connection is in its life; the sweeps and {@link end} read it. */
   phase: Phase = "admitting";
   /** Set when the server begins to close the connection itself, with why. */
   closing: CloseReason | undefined;
+  /** Set once the peer has ended its stream (a close or a half-close). */
   peerEnded = false;
+  /** The coarse clock of the per-byte path (lib/clock.ts), the server's. */
   readonly clock: CoarseClock;
-  /** The sweeps' last look at {@link lastActive}, and the sweep tick from which nothing has moved since. */
+  /** The quiet sweep's last look at {@link lastActive}. */
   sweptActive = NaN;
+  /** The quiet sweep's tick from which nothing has moved since (ms). */
   quietSince = 0;
-  readonly openedAt = performance.now();
+  /** When the connection was accepted (performance.now() time, ms). */
+  readonly openedAt: number = performance.now();
   /** When the limit sweep closes this connection, and why. */
   deadline: Deadline = NO_DEADLINE;
   /** The client the logs and rules name: the TCP peer, or the one a PROXY header carried. */
@@ -166,6 +152,22 @@ export class Connection implements CopyProgress {
     this.clock = context.clock;
     this.lastActive = context.clock.now;
     this.byteLimit = context.byteLimit;
+  }
+
+  /**
+   * Sets a deadline of the admission steps (lib/admission.ts): the limit sweep closes the connection with `reason`
+   * once `ms` have passed, unless {@link clearDeadline} comes first.
+   *
+   * @param reason what the deadline bounds
+   * @param ms from now, in milliseconds
+   */
+  armDeadline(reason: AdmissionDeadline, ms: number): void {
+    this.deadline = { at: performance.now() + ms, reason };
+  }
+
+  /** Takes the admission step's deadline away: that step is done. */
+  clearDeadline(): void {
+    this.deadline = NO_DEADLINE;
   }
 
   /**

@@ -68,7 +68,7 @@ export class EchoServer {
   /** One accept loop per listener; a stop waits for them so the port is really free afterwards. */
   #acceptLoops: Promise<void>[] = [];
   /** The open connections: the sweeps and the stop walk them. */
-  readonly #sessions = new Set<Connection>();
+  readonly #connections = new Set<Connection>();
   /** `--max-connections`: this server's own count, or the count shared by every worker. */
   readonly #cap: ConnectionCap;
   /** Set once a stop begins; from then on, the last session to end resolves {@link #drained}. */
@@ -124,7 +124,7 @@ export class EchoServer {
 
   /** Open connections right now. */
   get activeConnections(): number {
-    return this.#sessions.size;
+    return this.#connections.size;
   }
 
   /** True once a stop has begun (what /healthz reports as 503 "draining"). */
@@ -135,7 +135,7 @@ export class EchoServer {
   /** Bytes echoed so far, by ended and open connections alike (for the metrics, at scrape time). */
   bytesEchoedNow(): number {
     let bytes = this.counters.bytesEchoed;
-    for (const session of this.#sessions) bytes += session.bytes;
+    for (const connection of this.#connections) bytes += connection.bytes;
     return bytes;
   }
 
@@ -205,7 +205,7 @@ export class EchoServer {
   async #runStop(graceMs: number): Promise<void> {
     for (const listener of this.#listeners) closeQuietly(listener);
     await Promise.all(this.#acceptLoops);
-    const open = this.#sessions.size;
+    const open = this.#connections.size;
     if (open > 0) {
       serverLog.info("stopped accepting; waiting up to {grace} for {open} open connection(s) to finish", {
         grace: formatDuration(graceMs),
@@ -219,12 +219,12 @@ export class EchoServer {
       ]);
       clearTimeout(timer);
     }
-    if (this.#sessions.size > 0) {
+    if (this.#connections.size > 0) {
       // A lingering close for each (lib/connection.ts), bounded by STOP_LINGER_MS; a second stop request cuts it.
-      serverLog.info("closing {count} connection(s) still open", { count: this.#sessions.size });
-      for (const connection of this.#sessions) connection.end("server stopping");
+      serverLog.info("closing {count} connection(s) still open", { count: this.#connections.size });
+      for (const connection of this.#connections) connection.end("server stopping");
       await Promise.race([this.#drained.promise, this.#graceCut.promise]);
-      for (const connection of this.#sessions) connection.abort();
+      for (const connection of this.#connections) connection.abort();
       await this.#drained.promise;
     }
     clearInterval(this.#sweepTimer);
@@ -274,13 +274,13 @@ export class EchoServer {
     // The permit: the connection's place in the set and under the cap, released once when it ends.
     const permit: Permit = {
       release: () => {
-        this.#sessions.delete(connection);
+        this.#connections.delete(connection);
         this.#cap.release();
-        if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
+        if (this.#stopping && this.#connections.size === 0) this.#drained.resolve();
       },
     };
     const connection = new Connection(conn, this.#context, permit);
-    this.#sessions.add(connection);
+    this.#connections.add(connection);
     void connection.run();
   }
 
@@ -299,7 +299,7 @@ export class EchoServer {
     const period = sweepPeriod(Math.min(idleMs > 0 ? idleMs : Infinity, sendMs > 0 ? sendMs : Infinity));
     this.#sweepTimer = setInterval(() => {
       const now = this.#clock.advance();
-      for (const connection of this.#sessions) {
+      for (const connection of this.#connections) {
         if (connection.closing) continue;
         if (connection.lastActive !== connection.sweptActive) {
           connection.sweptActive = connection.lastActive;
@@ -334,10 +334,10 @@ export class EchoServer {
     const period = sweepPeriod(Math.min(...limits));
     this.#limitSweepTimer = setInterval(() => {
       const now = performance.now();
-      for (const session of this.#sessions) {
-        if (now >= session.deadline.at && !session.closing) {
-          if (session.deadline.reason === "duration limit") this.counters.closedMaxDuration++;
-          session.end(session.deadline.reason);
+      for (const connection of this.#connections) {
+        if (now >= connection.deadline.at && !connection.closing) {
+          if (connection.deadline.reason === "duration limit") this.counters.closedMaxDuration++;
+          connection.end(connection.deadline.reason);
         }
       }
     }, period);

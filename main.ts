@@ -4,7 +4,8 @@
 // Keep this import first: when the Windows SCM started this process, it connects to the SCM while the rest of the
 // program is still loading (see lib/service/scm_boot.ts). Elsewhere it does nothing.
 import { scmBoot } from "./lib/service/scm_boot.ts";
-import { parseCommandLine, type RunConfig } from "./lib/options.ts";
+import type { RunConfig } from "./lib/config.ts";
+import { parseCommandLine } from "./lib/options.ts";
 import { closeLogging, serverLog } from "./lib/log.ts";
 import { startProgram } from "./lib/program.ts";
 import { runStats } from "./lib/stats_command.ts";

@@ -10,7 +10,7 @@ import { formatPeer } from "./address.ts";
 import type { AdmissionDeadline, CloseReason } from "./ending.ts";
 import type { EchoConn } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
-import type { ServerConfig } from "./options.ts";
+import type { ServerConfig } from "./config.ts";
 import { ProxyHeaderError, readProxyHeader } from "./proxy_protocol.ts";
 import { formatDuration } from "./units.ts";
 

@@ -15,7 +15,7 @@ import {
   type Sink,
 } from "@logtape/logtape";
 import { getRotatingFileSink } from "@logtape/file";
-import { type LogConfig, type LogLevelName, TRACE_CONNECTIONS, TRACE_ERRORS, TRACE_INFO } from "./options.ts";
+import { type LogConfig, type LogLevelName, TRACE_CONNECTIONS, TRACE_ERRORS, TRACE_INFO } from "./config.ts";
 
 /** Lines about the server as a whole: listeners, limits, stop. */
 export const serverLog: Logger = getLogger(["echosrv", "server"]);

@@ -17,7 +17,7 @@ import { ListenError } from "./listen.ts";
 import { type ProcessSample, sampleProcess } from "./process_metrics.ts";
 import { DURATION_BUCKETS_SECONDS, durationKey, SIZE_BUCKETS_BYTES, sizeKey } from "./session_histograms.ts";
 import { serverLog } from "./log.ts";
-import type { MetricsConfig } from "./options.ts";
+import type { MetricsConfig } from "./config.ts";
 import { emptyCounters, type ServerCounters } from "./counters.ts";
 import type { EchoServer } from "./server.ts";
 import { emptyUdpCounters, type UdpCounters, type UdpEcho } from "./udp.ts";

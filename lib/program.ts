@@ -3,7 +3,8 @@
 // optional UDP echo and metrics endpoint (with its status page) beside it. Each caller adds its own way of being
 // told to stop and of reporting the outcome.
 
-import { type RunConfig, unknownEnvVars } from "./options.ts";
+import type { RunConfig } from "./config.ts";
+import { unknownEnvVars } from "./options.ts";
 import { closeLogging, LogFileError, type LogTargets, serverLog, setupLogging } from "./log.ts";
 import { ListenError } from "./listen.ts";
 import { type MetricsServer, type MetricsSource, serveMetrics, serverSource, udpSource } from "./metrics.ts";

@@ -15,7 +15,7 @@ import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { COPY_STRATEGIES } from "./echo.ts";
 import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
-import type { ServerConfig } from "./options.ts";
+import type { ServerConfig } from "./config.ts";
 import { ioEventsAtStart } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 

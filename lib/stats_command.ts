@@ -11,7 +11,7 @@
 // (the first attempt fails: the error names the address and why, on standard error, in one line); 2 for a usage
 // error (lib/options.ts).
 
-import type { StatsConfig } from "./options.ts";
+import type { StatsConfig } from "./config.ts";
 
 /** The series of one /metrics page: `name{labels}` (as written) -> value. */
 export type MetricsPage = Map<string, number>;

@@ -12,7 +12,7 @@ import statusCss from "./status_page/status.css" with { type: "text" };
 import statusJs from "./status_page/status.js" with { type: "text" };
 import { countsByReason, type MetricsSnapshot, type Pages, type ReasonCounts } from "./metrics.ts";
 import { type ProcessSample, sampleProcess } from "./process_metrics.ts";
-import type { RunConfig } from "./options.ts";
+import type { RunConfig } from "./config.ts";
 import { formatDuration } from "./units.ts";
 import { VERSION } from "./version.ts";
 

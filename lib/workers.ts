@@ -13,7 +13,7 @@ import { type ClientCounts, LocalClientCounts } from "./access.ts";
 import { ListenError, listenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
-import type { LogConfig, RunConfig } from "./options.ts";
+import type { LogConfig, RunConfig } from "./config.ts";
 import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { EchoServer } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { CidrList, parseCidr } from "../lib/access.ts";
-import type { ServerConfig } from "../lib/options.ts";
+import type { ServerConfig } from "../lib/config.ts";
 import {
   cannotRun,
   CLIENT_RESET,

@@ -2,7 +2,7 @@
 // with data in flight, zero-byte sessions, resets at both points, a client that never reads, many at once.
 
 import assert from "node:assert/strict";
-import type { CopyStrategy } from "../lib/options.ts";
+import type { CopyStrategy } from "../lib/config.ts";
 import {
   cannotRun,
   echoSession,

@@ -4,7 +4,7 @@
 
 import denoJson from "../deno.json" with { type: "json" };
 import { EchoServer } from "../lib/server.ts";
-import type { ServerConfig } from "../lib/options.ts";
+import type { ServerConfig } from "../lib/config.ts";
 import { parseMetricsText } from "../lib/stats_command.ts";
 import ipaddr from "ipaddr.js";
 import { fileURLToPath } from "node:url";

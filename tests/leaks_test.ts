@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { CidrList, parseCidr } from "../lib/access.ts";
-import type { CopyStrategy, ServerConfig } from "../lib/options.ts";
+import type { CopyStrategy, ServerConfig } from "../lib/config.ts";
 import { loadTlsFiles } from "../lib/tls.ts";
 import { KINDS, type PlanLimits, planSession } from "../stress/kinds.ts";
 import { endingOf, SessionContext, type Transport } from "../stress/session.ts";

@@ -9,7 +9,8 @@ import { reusePortUnavailable } from "../lib/runtime.ts";
 import type { ServiceDefinition } from "../lib/service/contract.ts";
 import { systemdUnit } from "../lib/service/systemd.ts";
 import { launchdPlist } from "../lib/service/launchd.ts";
-import { parseCommandLine, type RunConfig } from "../lib/options.ts";
+import type { RunConfig } from "../lib/config.ts";
+import { parseCommandLine } from "../lib/options.ts";
 
 Deno.test("deno task start sets DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64 before deno starts", () => {
   assert.deepEqual(taskEnv("start"), SERVER_ENV);

@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { join, resolve } from "node:path";
-import { parseCommandLine, type RunConfig } from "../lib/options.ts";
+import type { RunConfig } from "../lib/config.ts";
+import { parseCommandLine } from "../lib/options.ts";
 import { describePlan, executePlan, type ServiceDefinition, ServiceError, type Step } from "../lib/service/contract.ts";
 import { quoteWindowsArg, windowsCommandLine, WindowsManager, windowsServiceArgv } from "../lib/service/windows.ts";
 import { serviceSid, windowsAccount } from "../lib/service/win_account.ts";

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type ServiceDefinition, ServiceError } from "../lib/service/contract.ts";
 import { systemdUnit } from "../lib/service/systemd.ts";
-import { parseCommandLine, type RunConfig } from "../lib/options.ts";
+import type { RunConfig } from "../lib/config.ts";
+import { parseCommandLine } from "../lib/options.ts";
 import { plannedFile, runServiceTask, within } from "./helpers.ts";
 
 interface Output {

@@ -37,7 +37,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { DEFAULT_HOSTS, type RunConfig } from "../options.ts";
+import { DEFAULT_HOSTS, type RunConfig } from "../config.ts";
 
 /** A running service, as its program hands it to the service manager's code. */
 export interface RunningService {

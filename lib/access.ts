@@ -5,6 +5,7 @@
 // ours, because ipaddr.js also accepts forms such as `127.1` or `0x7f.0.0.1` that nobody writing a rule means.
 
 import ipaddr from "ipaddr.js";
+import type { AccessRules } from "./config.ts";
 
 /** Thrown when a rule cannot be read; the message says what is wrong and what was expected. */
 export class CidrError extends Error {
@@ -120,6 +121,17 @@ export function clientKey(hostname: string): string {
   return parseClientAddress(hostname)?.toString() ?? hostname;
 }
 
+/**
+ * Reads a list of networks written as {@link parseCidr} reads them (the configuration keeps them as text).
+ *
+ * @param rules the networks
+ * @returns the list
+ * @throws {CidrError} when one is not a network
+ */
+export function cidrList(rules: readonly string[]): CidrList {
+  return new CidrList(rules.map(parseCidr));
+}
+
 /** A list of networks and the question "is this address in one of them?". */
 export class CidrList {
   readonly #v4: Cidr[];
@@ -172,16 +184,6 @@ export function allowedByRules(address: Address | undefined, allow?: CidrList, d
 /** Why the access rules or the per-client cap refuse a client. */
 export type AccessRefusal = "access_rule" | "per_client_cap";
 
-/** What {@link AccessControl} enforces: `--allow`, `--deny`, `--max-connections-per-ip`. */
-export interface AccessRules {
-  /** `--allow`: when not empty, only these networks may connect. */
-  allow: CidrList;
-  /** `--deny`: these networks may never connect; deny wins over allow. */
-  deny: CidrList;
-  /** `--max-connections-per-ip`: open connections per client address; 0 = no limit. */
-  maxPerClient: number;
-}
-
 /**
  * Open connections per client, for `--max-connections-per-ip`: one table per process, however many workers serve
  * (lib/workers.ts keeps it in the main thread and its workers ask it), so the cap is exact.
@@ -230,28 +232,33 @@ export class LocalClientCounts implements ClientCounts {
  *
  * @example
  * ```ts
- * const access = new AccessControl({ allow: new CidrList([parseCidr("10.0.0.0/8")]), deny: new CidrList([]), maxPerClient: 2 });
+ * const access = new AccessControl({ allow: ["10.0.0.0/8"], deny: [], maxPerClient: 2 });
  * access.enter("::ffff:10.1.2.3"); // undefined: let in (and counted)
  * access.enter("192.0.2.1"); // "access_rule"
  * access.leave("::ffff:10.1.2.3"); // when that connection ends
  * ```
  */
 export class AccessControl {
-  readonly #rules: AccessRules;
+  readonly #allow: CidrList;
+  readonly #deny: CidrList;
+  readonly #maxPerClient: number;
   readonly #open: ClientCounts;
 
   /**
-   * @param rules what to enforce
+   * @param rules what to enforce (the configuration's text, read here)
    * @param counts where the per-client cap counts (a worker's are its process's; see {@link ClientCounts})
+   * @throws {CidrError} when a rule is not a network (lib/options.ts checked them already)
    */
   constructor(rules: AccessRules, counts: ClientCounts = new LocalClientCounts(rules.maxPerClient)) {
-    this.#rules = rules;
+    this.#allow = cidrList(rules.allow);
+    this.#deny = cidrList(rules.deny);
+    this.#maxPerClient = rules.maxPerClient;
     this.#open = counts;
   }
 
   /** True when there is anything to enforce; otherwise callers can skip access control entirely. */
   get active(): boolean {
-    return !this.#rules.allow.empty || !this.#rules.deny.empty || this.#rules.maxPerClient > 0;
+    return !this.#allow.empty || !this.#deny.empty || this.#maxPerClient > 0;
   }
 
   /**
@@ -262,11 +269,12 @@ export class AccessControl {
    * @returns undefined when let in, otherwise why not (a promise when the counts are another thread's)
    */
   enter(hostname: string): AccessRefusal | undefined | Promise<AccessRefusal | undefined> {
-    const { allow, deny, maxPerClient } = this.#rules;
+    const allow = this.#allow;
+    const deny = this.#deny;
     if (!allow.empty || !deny.empty) {
       if (!allowedByRules(parseClientAddress(hostname), allow, deny)) return "access_rule";
     }
-    if (maxPerClient > 0) {
+    if (this.#maxPerClient > 0) {
       const entered = this.#open.enter(clientKey(hostname));
       if (entered instanceof Promise) return entered.then((ok) => ok ? undefined : "per_client_cap");
       if (!entered) return "per_client_cap";
@@ -280,7 +288,7 @@ export class AccessControl {
    * @param hostname the same address given to {@link enter}
    */
   leave(hostname: string): void {
-    if (this.#rules.maxPerClient <= 0) return;
+    if (this.#maxPerClient <= 0) return;
     this.#open.leave(clientKey(hostname));
   }
 }

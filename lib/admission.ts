@@ -5,7 +5,7 @@
 // once per 10 s per reason. Each connection (lib/connection.ts) calls {@link Admission.admit} once, and
 // {@link Admission.release} when it ends.
 
-import { AccessControl, type ClientCounts, parseClientAddress } from "./access.ts";
+import { AccessControl, type CidrList, cidrList, type ClientCounts, parseClientAddress } from "./access.ts";
 import { formatPeer } from "./address.ts";
 import type { AdmissionDeadline, CloseReason } from "./ending.ts";
 import type { EchoConn } from "./listen.ts";
@@ -102,6 +102,8 @@ export class Admission {
   readonly #config: ServerConfig;
   readonly #counters: AdmissionCounters;
   readonly #access: AccessControl | undefined;
+  /** `--proxy-from`, read from the configuration's text. */
+  readonly #proxyFrom: CidrList | undefined;
   readonly #logs = new Map<AdmissionRefusal, RateLimitedLog>();
 
   /**
@@ -123,6 +125,7 @@ export class Admission {
     this.#config = config;
     this.#counters = counters;
     this.#access = access;
+    this.#proxyFrom = config.proxyProtocol ? cidrList(config.proxyProtocol.from) : undefined;
   }
 
   /**
@@ -138,7 +141,7 @@ export class Admission {
     const proxy = this.#config.proxyProtocol;
     if (proxy) {
       const peer = connection.conn.remoteAddr;
-      if (!proxy.from.has(parseClientAddress(peer.hostname))) return this.#refuse(connection, "proxy_untrusted");
+      if (!this.#proxyFrom?.has(parseClientAddress(peer.hostname))) return this.#refuse(connection, "proxy_untrusted");
       connection.armDeadline("proxy header timeout", proxy.timeoutMs);
       try {
         const read = await readProxyHeader(connection.conn);
@@ -209,7 +212,7 @@ export class Admission {
       case "access_rule":
         return "by the --allow/--deny rules";
       case "proxy_untrusted":
-        return `not from --proxy-from ${this.#config.proxyProtocol?.from}, so it may not send a PROXY header`;
+        return `not from --proxy-from ${this.#proxyFrom}, so it may not send a PROXY header`;
       case "proxy_header":
         return "missing or malformed PROXY header";
       case "proxy_timeout":

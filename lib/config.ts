@@ -3,9 +3,8 @@
 // settings, and the defaults. Every value is plain data (numbers, strings, arrays, plain objects) that survives
 // structuredClone, so the main thread hands a worker (lib/workers.ts) its configuration by value; the modules that
 // use a setting compile it into what they need (lib/access.ts reads the networks of the access rules).
-
-import type { AccessRules, CidrList } from "./access.ts";
-import type { TlsMaterial } from "./tls.ts";
+//
+// It imports nothing, so that every module may import it without a cycle.
 
 /**
  * `--send-timeout`'s default (ms). Linux wakes a writer blocked on a full send buffer only once about a third of the
@@ -70,10 +69,26 @@ export interface ServerConfig {
   udp?: UdpConfig;
 }
 
+/**
+ * `--allow`, `--deny` and `--max-connections-per-ip`, as read: each network in its canonical text (`10.0.0.0/8`,
+ * `2001:db8::/32`; lib/access.ts's parseCidr wrote it, and its AccessControl matches against it).
+ */
+export interface AccessRules {
+  /** `--allow`: when not empty, only these networks may connect. */
+  allow: string[];
+  /** `--deny`: these networks may never connect; deny wins over allow. */
+  deny: string[];
+  /** `--max-connections-per-ip`: open connections per client address; 0 = no limit. */
+  maxPerClient: number;
+}
+
 /** How PROXY headers are accepted (lib/proxy_protocol.ts, lib/admission.ts). */
 export interface ProxyProtocolConfig {
-  /** `--proxy-from`: the load balancers allowed to send a header; connections from anywhere else are refused. */
-  from: CidrList;
+  /**
+   * `--proxy-from`: the load balancers allowed to send a header, each network in its canonical text; connections
+   * from anywhere else are refused.
+   */
+  from: string[];
   /** `--proxy-timeout`: how long a connection may take to send its header. */
   timeoutMs: number;
 }
@@ -82,6 +97,22 @@ export interface ProxyProtocolConfig {
 export interface UdpConfig {
   /** `--udp-rate`: datagrams per second answered per source address (token bucket, burst of one second). */
   ratePerSource: number;
+}
+
+/** `--tls-cert` and `--tls-key`, read and checked (lib/tls.ts's loadTlsFiles): what the TLS listener serves with. */
+export interface TlsMaterial {
+  /** The certificate chain, PEM. */
+  cert: string;
+  /** The private key, PEM. */
+  key: string;
+  /** The file the certificate came from, for logs. */
+  certFile: string;
+  /** The file the key came from, for logs. */
+  keyFile: string;
+  /** The leaf certificate's subject, for the status page. */
+  subject: string;
+  /** The leaf certificate's expiry, as X509Certificate.validTo writes it. */
+  validTo: string;
 }
 
 /** Where `--metrics` serves /metrics and /healthz (lib/metrics.ts). */
@@ -120,11 +151,6 @@ export interface RunConfig {
   metrics?: MetricsConfig;
   /** Accept loops, each in its own worker thread with its own listener (lib/workers.ts); 1 = no worker threads. */
   workers: number;
-  /**
-   * The arguments this configuration was read from. Workers read them again (lib/worker_entry.ts): the rules and
-   * certificates in a configuration are objects that cannot cross to another thread, but their source can.
-   */
-  args: string[];
 }
 
 /** Trace flags: the WSK sample's two WPP flags plus one for per-connection events. */

@@ -5,7 +5,7 @@
 
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import ipaddr from "ipaddr.js";
-import { CidrError, CidrList, parseCidr } from "./access.ts";
+import { CidrError, parseCidr } from "./access.ts";
 import { formatAddress } from "./address.ts";
 import {
   type CopyStrategy,
@@ -387,9 +387,10 @@ interface RawServerOptions {
 /** Reads the options that only make sense together, and the files they name; throws {@link UsageError}. */
 function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   const out: Partial<ServerConfig> = {};
-  const cidrs = (rules: string[] | undefined) => new CidrList((rules ?? []).map(parseCidr));
+  // Each network in its canonical text (as parseCidr writes it): the configuration stays plain data.
+  const cidrs = (rules: string[] | undefined) => (rules ?? []).map((rule) => parseCidr(rule).text);
   const access = { allow: cidrs(raw.allow), deny: cidrs(raw.deny), maxPerClient: raw.maxConnectionsPerIp };
-  if (!access.allow.empty || !access.deny.empty || access.maxPerClient > 0) out.access = access;
+  if (access.allow.length > 0 || access.deny.length > 0 || access.maxPerClient > 0) out.access = access;
   if (raw.maxBytesPerConnection > 0) out.maxBytesPerConnection = raw.maxBytesPerConnection;
   if (raw.maxConnectionDuration > 0) out.maxConnectionDurationMs = raw.maxConnectionDuration;
   if (raw.udp || envFlag(ENV_VARS.udp)) out.udp = { ratePerSource: raw.udpRate };
@@ -430,7 +431,7 @@ function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   return out;
 }
 
-function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
+function toRunConfig(raw: RawServerOptions): RunConfig {
   const config: RunConfig = {
     server: {
       port: raw.port,
@@ -444,7 +445,6 @@ function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
     },
     log: { level: raw.logLevel, traceFlags: raw.traceFlags, format: raw.logFormat, file: raw.logFile },
     workers: raw.workers === AUTO ? autoWorkers() : raw.workers,
-    args: [...args],
   };
   if (raw.metrics) config.metrics = raw.metrics;
   return config;
@@ -528,7 +528,7 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       // given on purpose shows its events, per-connection ones included, unless --log-level is given too.
       const given = (name: string) => command.getOptionValueSource(name) !== "default";
       if (given("traceFlags") && !given("logLevel")) opts = { ...opts, logLevel: "debug" };
-      return { kind: "run", config: toRunConfig(opts, args) };
+      return { kind: "run", config: toRunConfig(opts) };
     } catch (error) {
       if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: 2 });
       throw error;

@@ -49,13 +49,13 @@ export function statusInfoOf(config: RunConfig, port: number, workers: number): 
     ["max bytes per connection", count(s.maxBytesPerConnection, "unlimited")],
     ["max connection duration", duration(s.maxConnectionDurationMs, "unlimited")],
     ["shutdown timeout", duration(s.shutdownTimeoutMs, "0")],
-    ["allow", s.access && !s.access.allow.empty ? s.access.allow.toString() : "everyone"],
-    ["deny", s.access && !s.access.deny.empty ? s.access.deny.toString() : "no one"],
+    ["allow", s.access && s.access.allow.length > 0 ? s.access.allow.join(", ") : "everyone"],
+    ["deny", s.access && s.access.deny.length > 0 ? s.access.deny.join(", ") : "no one"],
     ["copy", s.copy],
   ];
   if (s.udp) limits.push(["UDP datagrams per second per source", String(s.udp.ratePerSource)]);
   if (s.proxyProtocol) {
-    limits.push(["PROXY header from", s.proxyProtocol.from.toString()]);
+    limits.push(["PROXY header from", s.proxyProtocol.from.join(", ")]);
     limits.push(["PROXY header timeout", formatDuration(s.proxyProtocol.timeoutMs)]);
   }
   if (s.tls) limits.push(["TLS certificate", `${s.tls.subject}, valid to ${s.tls.validTo}`]);

@@ -7,20 +7,7 @@ import type { Buffer } from "node:buffer";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
-
-/** The PEM text Deno.listenTls takes, and what the log says about it. */
-export interface TlsMaterial {
-  /** The certificate chain, PEM. */
-  cert: string;
-  /** The private key, PEM. */
-  key: string;
-  /** The files they came from, for logs. */
-  certFile: string;
-  keyFile: string;
-  /** The leaf certificate's subject and expiry, for the startup log. */
-  subject: string;
-  validTo: string;
-}
+import type { TlsMaterial } from "./config.ts";
 
 /** Thrown when the files cannot be used; `option` names the option at fault. */
 export class TlsFileError extends Error {

@@ -8,7 +8,7 @@
 // is not answered for a while; and each source address has a token bucket (`--udp-rate` per second, a burst of one
 // second). The per-source state lives in a table of bounded size. Off by default.
 
-import { allowedByRules, type CidrList, parseClientAddress } from "./access.ts";
+import { allowedByRules, cidrList, parseClientAddress } from "./access.ts";
 import { formatPeer } from "./address.ts";
 import { openDatagramSockets } from "./listen.ts";
 import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
@@ -183,9 +183,10 @@ export interface UdpEchoOptions {
   hosts: readonly string[];
   /** Datagrams per second answered per source address. */
   ratePerSource: number;
-  /** The --allow / --deny rules; absent = everyone. */
-  allow?: CidrList;
-  deny?: CidrList;
+  /** `--allow`: when not empty, only these networks are answered (as the configuration writes them). */
+  allow?: readonly string[];
+  /** `--deny`: these networks are never answered. */
+  deny?: readonly string[];
 }
 
 /** The counter of each drop reason. */
@@ -242,7 +243,8 @@ export class UdpEcho {
   /** @param options addresses, rate and access rules */
   constructor(options: UdpEchoOptions) {
     this.#options = options;
-    const { allow, deny } = options;
+    const allow = cidrList(options.allow ?? []);
+    const deny = cidrList(options.deny ?? []);
     const admits = (hostname: string) => allowedByRules(parseClientAddress(hostname), allow, deny);
     this.#sources = new SourceTable(options.ratePerSource, MAX_UDP_SOURCES, admits);
     const dropLog = (reason: string) =>

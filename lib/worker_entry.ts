@@ -1,12 +1,12 @@
 // worker_entry: the inside of one worker of lib/workers.ts. It runs one EchoServer that listens with SO_REUSEPORT
 // and admits connections through the cap shared by all workers, sends its log records to the main thread (which
-// writes them, so there is one log stream and one log file writer), and stops when the main thread says so.
+// writes them, so there is one log stream and one log file writer), and stops when the main thread says so. Its
+// configuration comes by value from the main thread, which read and checked it.
 
 import type { LogRecord } from "@logtape/logtape";
 import { ListenError } from "./listen.ts";
 import { serverLog, setupLogging } from "./log.ts";
 import { serverSource } from "./metrics.ts";
-import { parseCommandLine } from "./options.ts";
 import { EchoServer } from "./server.ts";
 import { IO_EVENTS_VAR } from "./runtime.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
@@ -56,14 +56,8 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
     event.preventDefault();
     serverLog.error("internal error (please report it): {error}", { error: String(event.reason) });
   });
-  // The main thread read these arguments already, so they are valid; reading them again here rebuilds the access
-  // rules and the TLS material, which cannot be posted.
-  const parsed = parseCommandLine(message.args, { out: () => {}, err: () => {} });
-  if (parsed.kind !== "run") {
-    send({ kind: "failed", message: "the worker could not read the command line again", listen: false });
-    return;
-  }
-  const config = { ...parsed.config.server, port: message.port };
+  // The main thread read and checked the configuration; it comes by value (lib/config.ts).
+  const config = message.config;
   const cap = new SharedConnectionCap(message.open, config.maxConnections);
   // This worker's runtime read DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it was spawned (lib/runtime.ts).
   const own = new EchoServer(config, {

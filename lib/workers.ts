@@ -13,7 +13,7 @@ import { type ClientCounts, LocalClientCounts } from "./access.ts";
 import { ListenError, listenError } from "./listen.ts";
 import { serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
-import type { LogConfig, RunConfig } from "./config.ts";
+import type { LogConfig, RunConfig, ServerConfig } from "./config.ts";
 import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { EchoServer } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
@@ -56,12 +56,8 @@ export type ToWorker =
   | {
     kind: "start";
     id: number;
-    /**
-     * The command line the configuration came from: the worker reads it again (access rules and certificates are
-     * objects that cannot be posted to a worker), then listens on `port`.
-     */
-    args: string[];
-    port: number;
+    /** The server's configuration, by value (lib/config.ts: plain data), with the port this worker listens on. */
+    config: ServerConfig;
     log: LogConfig;
     /** The shared connection count of lib/connection_cap.ts's SharedConnectionCap. */
     open: SharedArrayBuffer;
@@ -268,7 +264,13 @@ export class WorkerPool implements Server {
       });
       this.#ended(member);
     };
-    post(member, { kind: "start", id, args: this.#config.args, port, log: this.#config.log, open: this.#open });
+    post(member, {
+      kind: "start",
+      id,
+      config: { ...this.#config.server, port },
+      log: this.#config.log,
+      open: this.#open,
+    });
     return member;
   }
 

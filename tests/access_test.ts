@@ -104,10 +104,10 @@ Deno.test("parseClientAddress reads IPv4 peers, plain and IPv4-mapped, exactly a
 });
 
 Deno.test("AccessControl: deny wins over allow; any allow rule denies the rest; no rule allows all", () => {
-  const none = new AccessControl({ allow: list(), deny: list(), maxPerClient: 0 });
+  const none = new AccessControl({ allow: [], deny: [], maxPerClient: 0 });
   assert.equal(none.active, false);
   assert.equal(none.enter("203.0.113.1"), undefined);
-  const rules = new AccessControl({ allow: list("10.0.0.0/8", "::1"), deny: list("10.6.0.0/16"), maxPerClient: 0 });
+  const rules = new AccessControl({ allow: ["10.0.0.0/8", "::1"], deny: ["10.6.0.0/16"], maxPerClient: 0 });
   assert.equal(rules.active, true);
   assert.equal(rules.enter("10.1.1.1"), undefined);
   assert.equal(rules.enter("::ffff:10.1.1.1"), undefined);
@@ -116,14 +116,14 @@ Deno.test("AccessControl: deny wins over allow; any allow rule denies the rest; 
   assert.equal(rules.enter("192.0.2.1"), "access_rule", "not allowed");
   assert.equal(rules.enter("::1"), undefined);
   assert.equal(rules.enter("::2"), "access_rule");
-  const denyOnly = new AccessControl({ allow: list(), deny: list("127.0.0.0/8"), maxPerClient: 0 });
+  const denyOnly = new AccessControl({ allow: [], deny: ["127.0.0.0/8"], maxPerClient: 0 });
   assert.equal(denyOnly.enter("::ffff:127.0.0.1"), "access_rule");
   assert.equal(denyOnly.enter("::1"), undefined, "IPv6 loopback is another network");
 });
 
 Deno.test("AccessControl: the per-client cap counts one client in all its spellings and frees up on leave", () => {
   const counts = new LocalClientCounts(2);
-  const access = new AccessControl({ allow: list(), deny: list(), maxPerClient: 2 }, counts);
+  const access = new AccessControl({ allow: [], deny: [], maxPerClient: 2 }, counts);
   assert.equal(access.enter("192.0.2.1"), undefined);
   assert.equal(access.enter("::ffff:192.0.2.1"), undefined);
   assert.equal(access.enter("192.0.2.1"), "per_client_cap");

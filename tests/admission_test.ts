@@ -2,7 +2,6 @@
 // each refuses what it should, before a byte is echoed, counts it, and leaves everything else alone.
 
 import assert from "node:assert/strict";
-import { CidrList, parseCidr } from "../lib/access.ts";
 import type { ServerConfig } from "../lib/config.ts";
 import {
   cannotRun,
@@ -22,8 +21,8 @@ import {
 
 const rules = (allow: string[], deny: string[], maxPerClient = 0): Partial<ServerConfig> => ({
   access: {
-    allow: new CidrList(allow.map(parseCidr)),
-    deny: new CidrList(deny.map(parseCidr)),
+    allow,
+    deny,
     maxPerClient,
   },
 });

@@ -4,7 +4,6 @@
 // when Deno runs without --unstable-net.
 
 import assert from "node:assert/strict";
-import { CidrList, parseCidr } from "../lib/access.ts";
 import { BLOCKED_SOURCE_PORTS, fingerprint, LOOP_BOUNCES, LOOP_QUIET_MS, SourceTable, UdpEcho } from "../lib/udp.ts";
 import {
   cannotRun,
@@ -31,8 +30,8 @@ async function withUdp(
   const udp = new UdpEcho({
     hosts: options.hosts,
     ratePerSource: options.ratePerSource ?? 1000,
-    allow: new CidrList((options.allow ?? []).map(parseCidr)),
-    deny: new CidrList((options.deny ?? []).map(parseCidr)),
+    allow: options.allow,
+    deny: options.deny,
   });
   await udp.start(port);
   try {

@@ -8,7 +8,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { launchArgs, type Launcher, servicePermissions } from "../lib/service/contract.ts";
+import { launchArgs, type Launcher } from "../lib/service/contract.ts";
+import { serverFlags } from "../lib/runtime.ts";
 import { ServiceState } from "../lib/service/scm.ts";
 import { ROOT, ServerProcess, waitUntil, within } from "./helpers.ts";
 
@@ -286,7 +287,7 @@ export class FakeScmHost implements AsyncDisposable {
       `echosrv service ${args.join(" ")}`,
       new Deno.Command(Deno.execPath(), {
         args: [
-          ...["run", ...servicePermissions("windows"), "--config", join(ROOT, "deno.json"), join(ROOT, "main.ts")],
+          ...["run", ...serverFlags("windows"), "--config", join(ROOT, "deno.json"), join(ROOT, "main.ts")],
           ...["service", ...args],
         ],
         cwd: this.dir,

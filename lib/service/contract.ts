@@ -38,6 +38,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_HOSTS, type RunConfig } from "../config.ts";
+import { serverFlags } from "../runtime.ts";
 
 /** A running service, as its program hands it to the service manager's code. */
 export interface RunningService {
@@ -200,26 +201,7 @@ export interface ServiceManager {
 }
 
 /**
- * The Deno flags the service's process needs on `os`: the network, its settings, its log file (+ FFI), and
- * `--unstable-net`, without which `--udp` cannot open its sockets (Deno.listenDatagram) and `--workers` cannot share
- * a port (reusePort).
- */
-export function servicePermissions(os: typeof Deno.build.os): string[] {
-  // --max-semi-space-size=4: V8's young generation capped at 4 MiB semi-spaces, as in the `start` task: it keeps
-  // idle connections at about 6.7 KiB each instead of 8.6 (measured with `deno task bench`, GC cost about 1%).
-  const flags = [
-    "--unstable-net",
-    "--v8-flags=--max-semi-space-size=4",
-    "--allow-net",
-    "--allow-env",
-    "--allow-read",
-    "--allow-write",
-  ];
-  return os === "windows" ? [...flags, "--allow-ffi"] : flags;
-}
-
-/**
- * The permissions `echosrv` itself needs on `os`, baked into the compiled executable: the service's own, plus
+ * The permissions `echosrv` itself needs on `os`, baked into the compiled executable: the server's own, plus
  * (Linux, macOS) running the service manager's tool and reading the user id to say "run as root" up front. On
  * Windows `service ...` calls the SCM's API through FFI, which the service's own permissions already allow.
  * `--allow-ffi` stays unscoped on Windows on purpose: a scoped FFI permission makes Deno resolve "advapi32.dll"
@@ -232,11 +214,11 @@ export function servicePermissions(os: typeof Deno.build.os): string[] {
 export function executablePermissions(os: typeof Deno.build.os): string[] {
   switch (os) {
     case "windows":
-      return servicePermissions(os);
+      return serverFlags(os);
     case "darwin":
-      return [...servicePermissions(os), "--allow-run=launchctl", "--allow-sys=uid"];
+      return [...serverFlags(os), "--allow-run=launchctl", "--allow-sys=uid"];
     default:
-      return [...servicePermissions(os), "--allow-run=systemctl", "--allow-sys=uid"];
+      return [...serverFlags(os), "--allow-run=systemctl", "--allow-sys=uid"];
   }
 }
 
@@ -289,7 +271,7 @@ function denoDirOfThisProcess(): string | undefined {
  */
 export function launchArgs(launcher: Launcher, os: typeof Deno.build.os): string[] {
   if (launcher.kind === "compiled") return [launcher.executable];
-  return [launcher.deno, "run", ...servicePermissions(os), "--config", launcher.config, launcher.main];
+  return [launcher.deno, "run", ...serverFlags(os), "--config", launcher.config, launcher.main];
 }
 
 /** Formats an argv as a POSIX shell would need it typed (for messages and --dry-run). */

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { launchArgs, type Launcher } from "../lib/service/contract.ts";
+import { launchArgs, type Launcher } from "../lib/service/launcher.ts";
 import { serverFlags } from "../lib/runtime.ts";
 import { ServiceState } from "../lib/service/scm.ts";
 import { ROOT, ServerProcess, waitUntil, within } from "./helpers.ts";

@@ -15,7 +15,8 @@ import {
   serverFlags,
 } from "../lib/runtime.ts";
 import { ROOT, spawnServer, taskArgs, taskEnv } from "./helpers.ts";
-import { executablePermissions, launchArgs, type ServiceDefinition } from "../lib/service/contract.ts";
+import type { ServiceDefinition } from "../lib/service/contract.ts";
+import { executablePermissions, launchArgs } from "../lib/service/launcher.ts";
 import { systemdServiceArgv, systemdUnit } from "../lib/service/systemd.ts";
 import { launchdPlist } from "../lib/service/launchd.ts";
 import { windowsServiceArgv } from "../lib/service/windows.ts";

@@ -4,7 +4,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type ServiceDefinition, ServiceError } from "../lib/service/contract.ts";
+import type { ServiceDefinition } from "../lib/service/contract.ts";
+import { ServiceError } from "../lib/service/error.ts";
 import { systemdUnit } from "../lib/service/systemd.ts";
 import type { RunConfig } from "../lib/config.ts";
 import { parseCommandLine } from "../lib/options.ts";

@@ -6,16 +6,10 @@
 import { isAbsolute, resolve } from "node:path";
 import { parseCommandLine } from "../options.ts";
 import type { ServiceRequest } from "./cli.ts";
-import {
-  describePlan,
-  executePlan,
-  launcherOfThisProcess,
-  listenWords,
-  type Plan,
-  type ServiceDefinition,
-  ServiceError,
-  type ServiceManager,
-} from "./contract.ts";
+import { listenWords, type ServiceDefinition, type ServiceManager } from "./contract.ts";
+import { ServiceError } from "./error.ts";
+import { launcherOfThisProcess } from "./launcher.ts";
+import { describePlan, executePlan, type Plan } from "./plan.ts";
 import { LaunchdManager } from "./launchd.ts";
 import { SystemdManager } from "./systemd.ts";
 import { WindowsManager } from "./windows.ts";

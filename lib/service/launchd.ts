@@ -8,16 +8,14 @@
 import { posix } from "node:path";
 import {
   fileLimit,
-  launchArgs,
-  type Plan,
-  runTool,
   type ServiceDefinition,
-  ServiceError,
   type ServiceManager,
   type ServiceStatus,
-  shellQuote,
   stopGraceSeconds,
 } from "./contract.ts";
+import { ServiceError } from "./error.ts";
+import { launchArgs } from "./launcher.ts";
+import { type Plan, runTool, shellQuote } from "./plan.ts";
 import { SERVER_ENV } from "../runtime.ts";
 import { VERSION } from "../version.ts";
 

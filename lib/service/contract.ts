@@ -47,6 +47,8 @@ import type { Plan } from "./plan.ts";
 export interface RunningService {
   /** Begins a graceful stop and returns at once; `shutdown` means the machine is going down (less time). */
   stop(reason: "stop" | "shutdown"): void;
+  /** Stops at once, or cuts a graceful stop short: a deliberate second stop request in a console (the SCM has none). */
+  stopNow(): void;
   /** Resolves with the exit code once the service has stopped (after {@link stop}, or by itself on a failure). */
   readonly finished: Promise<number>;
 }

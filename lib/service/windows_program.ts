@@ -200,6 +200,9 @@ export function windowsServiceProgram(processArgs: string[], libraries?: Win32Li
           });
           program.stop(graceMs);
         },
+        stopNow() {
+          program.stopNow();
+        },
         finished: program.finished.then(
           async () => {
             events.write(EventType.INFORMATION, EventId.STOPPED, `${serviceName} has stopped`);

@@ -1,4 +1,4 @@
-// program: echosrv started from a configuration, the part that the foreground run (main.ts) and the Windows
+// program: echosrv started from a configuration, the part that the console (lib/service/console.ts) and the Windows
 // service (lib/service/windows_program.ts) share: logging, the startup lines, the TCP server listening, and the
 // optional UDP echo and metrics endpoint (with its status page) beside it. Each caller adds its own way of being
 // told to stop and of reporting the outcome.

@@ -12,7 +12,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { parseCommandLine } from "../lib/options.ts";
 import { formatDuration, parseDuration, parseInteger, parseSize, UnitError } from "../lib/units.ts";
-import { makeTestCertificate } from "../tests/helpers.ts";
+import { makeTestCertificate } from "../support/certificate.ts";
 import { defaultWeights, KINDS, parseWeights, type PlanLimits } from "./kinds.ts";
 import type { Transport } from "./session.ts";
 import {
@@ -141,7 +141,7 @@ function program(): Command {
       new Option(
         "--stop-with <how>",
         "how the server is stopped (at --stop-after, or at the end): SIGTERM, or the Windows service's STOP " +
-          "through the fake SCM of tests/fake_scm.ts (Linux, needs cc)",
+          "through the fake SCM of support/fake_scm.ts (Linux, needs cc)",
       ).choices(["sigterm", "service"])
         .default("sigterm"),
     )

@@ -9,7 +9,8 @@
 // live reader gets cut (measured: over 10 s between writes at load 7 on 2 cores). The idle kinds get a second
 // echosrv of their own with a shorter idle timeout (10 s), so the timeout is still checked on every run.
 
-import { descriptorCount, type LogLine, openDescriptors, residentKiB, ROOT, spawnServer } from "../tests/helpers.ts";
+import { descriptorCount, openDescriptors, residentKiB } from "../support/process_info.ts";
+import { type LogLine, ROOT, spawnServer } from "../support/server_process.ts";
 import { type ClientConfig, type ClientMessage, emptyStats, type KindStats } from "./client.ts";
 import { KINDS, type PlanLimits, type SessionPlan, SLOW_BYTES_PER_MS } from "./kinds.ts";
 import type { Ending, Target, Transport } from "./session.ts";

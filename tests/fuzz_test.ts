@@ -16,7 +16,7 @@ import type { RunConfig } from "../lib/config.ts";
 import { ENV_VARS, parseCommandLine } from "../lib/options.ts";
 import { parseProxyHeader } from "../lib/proxy_protocol.ts";
 import { BLOCKED_SOURCE_PORTS } from "../lib/udp.ts";
-import { Random } from "../stress/rng.ts";
+import { Random } from "../support/rng.ts";
 import {
   cannotRun,
   hasCommand,

@@ -16,7 +16,7 @@ import { LaunchdManager, launchdPlist, launchdServiceArgv } from "../lib/service
 import { absoluteLogFileArgs } from "../lib/service/commands.ts";
 import { judgeStart, STAY_UP_MS, SystemdManager } from "../lib/service/systemd.ts";
 import { cannotRun, plannedFile, ROOT, runServiceTask } from "./helpers.ts";
-import { commandLineToArgv } from "./fake_scm.ts";
+import { commandLineToArgv } from "../support/fake_scm.ts";
 import { plistReader } from "./python.ts";
 
 const plist = await plistReader();

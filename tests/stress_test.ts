@@ -5,11 +5,11 @@
 
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { ByteStream, deriveSeed, Verifier } from "../stress/rng.ts";
+import { ByteStream, deriveSeed, Verifier } from "../support/rng.ts";
 import { defaultWeights, KINDS, planSession } from "../stress/kinds.ts";
 import type { CrowdConfig, CrowdMessage } from "../stress/crowd.ts";
 import type { SwarmReport } from "../stress/swarm.ts";
-import { buildFakeAdvapi32 } from "./fake_scm.ts";
+import { buildFakeAdvapi32 } from "../support/fake_scm.ts";
 import {
   cannotRun,
   CLIENT_RESET,

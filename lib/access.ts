@@ -9,17 +9,19 @@ import type { AccessRules } from "./config.ts";
 
 /** Thrown when a rule cannot be read; the message says what is wrong and what was expected. */
 export class CidrError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "CidrError";
 }
 
-type Address = ipaddr.IPv4 | ipaddr.IPv6;
+/** An IPv4 or IPv6 address, as ipaddr.js parses it. */
+export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
 
 /** One network: an address and a prefix length, as in `192.0.2.0/24` or `2001:db8::/32`. */
 export interface Cidr {
   /** The rule in its canonical form, for logs (`10.0.0.0/8`; a mapped IPv6 rule is shown as IPv4). */
   readonly text: string;
   /** The network address. */
-  readonly address: Address;
+  readonly address: IpAddress;
   /** The prefix length in bits. */
   readonly bits: number;
 }
@@ -47,7 +49,7 @@ export function parseCidr(text: string): Cidr {
   const addressText = slash < 0 ? value : value.slice(0, slash);
   const prefixText = slash < 0 ? undefined : value.slice(slash + 1);
   const expected = "write an IPv4 or IPv6 network such as 192.0.2.0/24, 2001:db8::/32, or one address";
-  let address: Address;
+  let address: IpAddress;
   if (addressText.includes(":")) {
     if (addressText.includes("%") || !ipaddr.IPv6.isValid(addressText)) {
       throw new CidrError(`"${text}" is not a network: "${addressText}" is not an IPv6 address; ${expected}`);
@@ -89,7 +91,7 @@ const DOTTED_QUAD = /^(?:::ffff:)?(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d
  * @param hostname an IPv4 or IPv6 address (`192.0.2.1`, `::ffff:192.0.2.1`, `2001:db8::1`)
  * @returns the address, or undefined when `hostname` is not an IP address
  */
-export function parseClientAddress(hostname: string): Address | undefined {
+export function parseClientAddress(hostname: string): IpAddress | undefined {
   // The common case first, without ipaddr.js's general parser: an IPv4 peer as Deno reports it, plain or
   // IPv4-mapped (every IPv4 client of the dual-stack [::] listener). With access rules on this runs for every new
   // connection, and the general parse (which tries each IPv4 and IPv6 form in turn, twice: isValid, then parse)
@@ -137,7 +139,11 @@ export class CidrList {
   readonly #v4: Cidr[];
   readonly #v6: Cidr[];
 
-  /** @param cidrs the networks */
+  /**
+   * A list of the given networks.
+   *
+   * @param cidrs the networks
+   */
   constructor(readonly cidrs: readonly Cidr[]) {
     this.#v4 = cidrs.filter((c) => c.address.kind() === "ipv4");
     this.#v6 = cidrs.filter((c) => c.address.kind() === "ipv6");
@@ -154,7 +160,7 @@ export class CidrList {
    * @param address the address, parsed by {@link parseClientAddress}
    * @returns true when one network holds it
    */
-  has(address: Address | undefined): boolean {
+  has(address: IpAddress | undefined): boolean {
     if (address === undefined) return false;
     if (address instanceof ipaddr.IPv4) return this.#v4.some((c) => address.match(c.address as ipaddr.IPv4, c.bits));
     return this.#v6.some((c) => address.match(c.address as ipaddr.IPv6, c.bits));
@@ -176,7 +182,7 @@ export class CidrList {
  * @param deny the `--deny` networks; absent = no one
  * @returns true when the rules let the address in
  */
-export function allowedByRules(address: Address | undefined, allow?: CidrList, deny?: CidrList): boolean {
+export function allowedByRules(address: IpAddress | undefined, allow?: CidrList, deny?: CidrList): boolean {
   if (deny?.has(address)) return false;
   return !allow || allow.empty || allow.has(address);
 }
@@ -204,7 +210,11 @@ export interface ClientCounts {
 export class LocalClientCounts implements ClientCounts {
   readonly #open = new Map<string, number>();
 
-  /** @param max connections allowed per client; 0 = no limit */
+  /**
+   * Empty counts.
+   *
+   * @param max connections allowed per client; 0 = no limit
+   */
   constructor(readonly max: number) {}
 
   enter(key: string): boolean {
@@ -245,6 +255,8 @@ export class AccessControl {
   readonly #open: ClientCounts;
 
   /**
+   * Access control with these rules.
+   *
    * @param rules what to enforce (the configuration's text, read here)
    * @param counts where the per-client cap counts (a worker's are its process's; see {@link ClientCounts})
    * @throws {CidrError} when a rule is not a network (lib/options.ts checked them already)

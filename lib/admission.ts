@@ -90,12 +90,17 @@ const EMPTY = new Uint8Array(0);
 /**
  * The admission steps the configuration asks for.
  *
- * @example
+ * @example What lib/connection.ts does with it, for each connection
  * ```ts
- * const admission = Admission.for(config, counters); // undefined when nothing is to be checked
- * const rest = admission ? await admission.admit(connection) : new Uint8Array(0);
- * if (rest === null) return; // refused, counted and logged; close the connection
- * // ... echo `rest` (bytes that came with the PROXY header), then copy; at the end: admission?.release(connection)
+ * import type { ServerConfig } from "./config.ts";
+ *
+ * async function serve(config: ServerConfig, counters: AdmissionCounters, connection: AdmittingConnection) {
+ *   const admission = Admission.for(config, counters); // undefined when nothing is to be checked
+ *   const rest = admission ? await admission.admit(connection) : new Uint8Array(0);
+ *   if (rest === null) return; // refused, counted and logged: close the connection
+ *   // ... echo `rest` (the bytes that came with the PROXY header), then the stream ...
+ *   admission?.release(connection); // when the connection has ended
+ * }
  * ```
  */
 export class Admission {

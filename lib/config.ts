@@ -117,7 +117,9 @@ export interface TlsMaterial {
 
 /** Where `--metrics` serves /metrics and /healthz (lib/metrics.ts). */
 export interface MetricsConfig {
+  /** The address to listen on (IPv4, IPv6 or a host name). */
   hostname: string;
+  /** The port; 0 lets the OS pick one (the log says which). */
   port: number;
 }
 
@@ -145,7 +147,9 @@ export interface LogConfig {
 
 /** Everything `echosrv run` needs. */
 export interface RunConfig {
+  /** What the TCP server needs (lib/server.ts). */
   server: ServerConfig;
+  /** How and where it logs (lib/log.ts). */
   log: LogConfig;
   /** `--metrics HOST:PORT`, or undefined when off. */
   metrics?: MetricsConfig;

@@ -24,12 +24,15 @@ import { countEndedSession } from "./session_histograms.ts";
 
 /** A place under the connection caps, given back exactly once when the connection has ended. */
 export interface Permit {
+  /** Gives the place back; called once, when the connection has ended. */
   release(): void;
 }
 
 /** What a connection needs from the server that accepted it. */
 export interface ConnectionContext {
+  /** The server's counters, which the connection adds to as it ends. */
   readonly counters: ServerCounters;
+  /** The coarse clock of the per-byte path (lib/clock.ts). */
   readonly clock: CoarseClock;
   /** The copy strategy (`--copy`). */
   readonly copy: Copy;
@@ -116,7 +119,7 @@ export class Connection implements CopyProgress {
   /** The coarse clock of the per-byte path (lib/clock.ts), the server's. */
   readonly clock: CoarseClock;
   /** The quiet sweep's last look at {@link lastActive}. */
-  sweptActive = NaN;
+  sweptActive: number = NaN;
   /** The quiet sweep's tick from which nothing has moved since (ms). */
   quietSince = 0;
   /** When the connection was accepted (performance.now() time, ms). */
@@ -141,6 +144,8 @@ export class Connection implements CopyProgress {
   #aborted = false;
 
   /**
+   * A connection just accepted, not yet admitted: {@link run} does the rest.
+   *
    * @param conn the accepted socket
    * @param context what the server shares with its connections
    * @param permit its place under --max-connections, released when it ends

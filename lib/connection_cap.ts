@@ -36,7 +36,11 @@ export class LocalConnectionCap implements ConnectionCap {
   #open = 0;
   readonly #max: number;
 
-  /** @param max the cap; 0 = no cap (the count is still kept) */
+  /**
+   * A cap on this thread's connections.
+   *
+   * @param max the cap; 0 = no cap (the count is still kept)
+   */
   constructor(max: number) {
     this.#max = max;
   }
@@ -69,6 +73,8 @@ export class SharedConnectionCap implements ConnectionCap {
   readonly #max: number;
 
   /**
+   * A cap shared through `buffer` with every worker that has it.
+   *
    * @param buffer 4 bytes of shared memory, zeroed, the same for every worker
    * @param max the cap; 0 = no cap (the count is still kept)
    */

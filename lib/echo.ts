@@ -77,7 +77,9 @@ export function nextBufferSize(size: number, n: number): number {
 
 /** What a copy needs of a connection: a Deno.TcpConn, or lib/tls.ts's TlsConnection. */
 export interface EchoStream {
+  /** Reads into `buffer`: the bytes read, or null at the peer's end of stream. */
   read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes from `data`: the bytes written (perhaps fewer than given). */
   write(data: Uint8Array): Promise<number>;
   /** Turns Nagle's algorithm off (both kinds of connection have it). */
   setNoDelay(noDelay?: boolean): void;
@@ -121,12 +123,15 @@ async function echoFirst(conn: EchoStream, progress: CopyProgress, first: Uint8A
  * @param conn the connection
  * @param progress counters updated as bytes move
  * @param first bytes already read, echoed first
- * @example
+ * @example Echo what one client sends, until it half-closes
  * ```ts
  * import { CoarseClock } from "./clock.ts";
  *
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
  * const conn = await listener.accept();
+ * await client.write(new TextEncoder().encode("ping"));
+ * await client.closeWrite(); // the client is done: the copy ends once "ping" is back
  * const progress: CopyProgress = {
  *   bytes: 0,
  *   lastActive: 0,
@@ -136,9 +141,10 @@ async function echoFirst(conn: EchoStream, progress: CopyProgress, first: Uint8A
  *   peerEnded: false,
  *   clock: new CoarseClock(),
  * };
- * await copyLoop(conn, progress); // until the peer closes
- * conn.close();
- * listener.close();
+ * await copyLoop(conn, progress);
+ * const echo = new Uint8Array(4);
+ * await client.read(echo); // "ping"; progress.bytes is 4
+ * for (const socket of [conn, client, listener]) socket.close();
  * ```
  */
 export async function copyLoop(conn: EchoStream, progress: CopyProgress, first: Uint8Array = NOTHING): Promise<void> {

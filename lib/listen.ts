@@ -10,6 +10,7 @@ import { listenTls, type TlsConnection, type TlsListener } from "./tls.ts";
 
 /** Thrown when the listeners cannot be opened; the message names the address, the port and the reason. */
 export class ListenError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "ListenError";
 }
 
@@ -20,7 +21,9 @@ export type EchoListener = Deno.TcpListener | TlsListener;
 
 /** The outcome of {@link openListeners}: the open listeners and the port they share. */
 export interface Listeners {
+  /** One per address bound. */
   listeners: EchoListener[];
+  /** The port they share (the one the OS picked for port 0). */
   port: number;
 }
 

@@ -31,6 +31,7 @@ export interface MetricsSnapshot {
   bytesEchoed: number;
   /** True once a stop has begun. */
   draining: boolean;
+  /** The server's counters (lib/counters.ts). */
   counters: ServerCounters;
   /** The UDP echo's counters, when `--udp` is on. */
   udp?: UdpCounters;
@@ -315,8 +316,20 @@ export type Pages = (read: () => Promise<MetricsSnapshot>) => PageRoutes;
  * @throws {ListenError} when the address cannot be listened on
  * @example
  * ```ts
- * const metrics = serveMetrics({ hostname: "127.0.0.1", port: 9407 }, [() => snapshotOf(server)]);
- * // curl http://127.0.0.1:9407/metrics ; curl -i http://127.0.0.1:9407/healthz
+ * import { EchoServer } from "./server.ts";
+ *
+ * const server = new EchoServer({
+ *   port: 0,
+ *   hosts: ["127.0.0.1"],
+ *   maxConnections: 100,
+ *   idleTimeoutMs: 60_000,
+ *   shutdownTimeoutMs: 1000,
+ *   copy: "loop",
+ * });
+ * await server.start();
+ * const metrics = serveMetrics({ hostname: "127.0.0.1", port: 0 }, [serverSource(server)]);
+ * // curl http://127.0.0.1:PORT/metrics ; curl -i http://127.0.0.1:PORT/healthz (PORT: metrics.port)
+ * await server.stop();
  * await metrics.close();
  * ```
  */

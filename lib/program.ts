@@ -4,7 +4,7 @@
 // told to stop and of reporting the outcome.
 
 import type { RunConfig } from "./config.ts";
-import { unknownEnvVars } from "./options.ts";
+import { unknownEnvVars } from "./environment.ts";
 import { closeLogging, LogFileError, type LogTargets, serverLog, setupLogging } from "./log.ts";
 import { ListenError } from "./listen.ts";
 import { type MetricsServer, type MetricsSource, serveMetrics, serverSource, udpSource } from "./metrics.ts";
@@ -47,6 +47,7 @@ let rejectionGuard = false;
  * @returns the running server, or why it could not start (the log file cannot be opened, the port is in use)
  * @example
  * ```ts
+ * import { closeLogging } from "./log.ts";
  * import { parseCommandLine } from "./options.ts";
  *
  * const parsed = parseCommandLine(["--port", "0", "--host", "127.0.0.1"]);
@@ -55,8 +56,8 @@ let rejectionGuard = false;
  *   if (started.ok) {
  *     started.program.stop();
  *     await started.program.finished;
- *   }
- *   else console.error(started.message);
+ *     await closeLogging(); // writes out what is buffered
+ *   } else console.error(started.message);
  * }
  * ```
  */

@@ -47,9 +47,20 @@ function sleep(ms: number): Promise<void> {
  *
  * @example
  * ```ts
- * const server = new EchoServer({ ...config.server, port: 0, hosts: ["127.0.0.1"] });
+ * const server = new EchoServer({
+ *   port: 0, // the OS picks one
+ *   hosts: ["127.0.0.1"],
+ *   maxConnections: 100,
+ *   idleTimeoutMs: 60_000,
+ *   shutdownTimeoutMs: 10_000,
+ *   copy: "loop",
+ * });
  * const { port } = await server.start();
- * // ... clients connect to port ...
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * await conn.write(new TextEncoder().encode("ping"));
+ * const echo = new Uint8Array(4);
+ * await conn.read(echo); // "ping", back
+ * conn.close();
  * await server.stop(); // graceful: stop accepting, let sessions finish, close the rest (stopNow(): at once)
  * ```
  */
@@ -102,6 +113,8 @@ export class EchoServer {
   );
 
   /**
+   * A server, not yet listening: {@link start} opens the listeners.
+   *
    * @param config where to listen and the limits to enforce
    * @param options for a server that is one of several workers (lib/workers.ts)
    */

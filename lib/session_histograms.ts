@@ -33,8 +33,10 @@ export const SIZE_BUCKETS_BYTES = [
   17179869184,
 ] as const;
 
-type DurationKey = `sessionsUpTo_${(typeof DURATION_BUCKETS_SECONDS)[number]}s`;
-type SizeKey = `sessionsUpTo_${(typeof SIZE_BUCKETS_BYTES)[number]}B`;
+/** The counter of one duration bucket: `sessionsUpTo_<bound>s`. */
+export type DurationKey = `sessionsUpTo_${(typeof DURATION_BUCKETS_SECONDS)[number]}s`;
+/** The counter of one bytes bucket: `sessionsUpTo_<bound>B`. */
+export type SizeKey = `sessionsUpTo_${(typeof SIZE_BUCKETS_BYTES)[number]}B`;
 
 /**
  * The histogram counters: `sessionsUpTo_<bound>s` and `sessionsUpTo_<bound>B` count ended sessions at or under

@@ -44,16 +44,25 @@ function total(page: MetricsPage, name: string): number {
 
 /** What one line shows. */
 export interface StatsSample {
+  /** When it was read (ms since the Unix epoch). */
   atMs: number;
+  /** The echosrv version the page names. */
   version: string;
+  /** True once a stop has begun. */
   draining: boolean;
+  /** Open connections. */
   active: number;
+  /** Connections accepted, in total. */
   accepted: number;
+  /** Connections refused, in total. */
   rejected: number;
   /** TCP/TLS bytes echoed. */
   bytes: number;
+  /** UDP datagrams echoed, in total. */
   udpEchoed: number;
+  /** UDP datagrams dropped, in total. */
   udpDropped: number;
+  /** Errors, in total. */
   errors: number;
 }
 
@@ -200,6 +209,7 @@ export interface StatsOutput {
   isTerminal: boolean;
   /** The terminal's width in columns now (it may change between samples), or undefined when unknown. */
   columns(): number | undefined;
+  /** Writes a line, or a rewrite of the line in place. */
   write(text: string): void;
   /** Where the one-line error goes when nothing answers (standard error). */
   error(text: string): void;

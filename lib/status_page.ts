@@ -87,7 +87,11 @@ export class History {
   readonly #points: HistoryPoint[] = [];
   #previous: { t: number; bytes: number; accepted: number; udpBytes: number } | undefined;
 
-  /** @param size how many points to keep (300 = five minutes at one a second) */
+  /**
+   * An empty history.
+   *
+   * @param size how many points to keep (300 = five minutes at one a second)
+   */
   constructor(readonly size = 300) {}
 
   /**
@@ -137,15 +141,21 @@ export class History {
 
 /** The body of GET /status.json. */
 export interface StatusDocument {
+  /** echosrv's version. */
   version: string;
+  /** Deno's version. */
   deno: string;
+  /** The operating system (Deno.build.os). */
   os: string;
   /** "serving", or "draining" once a stop has begun. */
   state: "serving" | "draining";
   /** Now, and the process start, in milliseconds since the Unix epoch. */
   now: number;
+  /** When the process started (ms since the Unix epoch). */
   startedAt: number;
+  /** Seconds since then. */
   uptimeSeconds: number;
+  /** What does not change while the server runs. */
   info: StatusInfo;
   /** Open connections and the totals since start (bytes, connections, UDP datagrams). */
   current: {
@@ -158,12 +168,17 @@ export interface StatusDocument {
   };
   /** The rates over the last second (0 before the second reading). */
   rates: { bitsPerSecond: number; connectionsPerSecond: number; udpBitsPerSecond: number };
+  /** Connections refused before any echo, by reason. */
   rejected: ReasonCounts;
+  /** Connections the server closed because of a limit, by reason. */
   closed: ReasonCounts;
+  /** UDP datagrams not answered, by reason. */
   udpDropped: ReasonCounts;
+  /** Errors, by kind. */
   errors: ReasonCounts;
   /** The process's health; absent fields could not be read (see lib/process_metrics.ts). */
   process: Omit<ProcessSample, "source">;
+  /** The last five minutes, one point a second, oldest first. */
   history: HistoryPoint[];
 }
 
@@ -268,8 +283,13 @@ const SAMPLE_MS = 1000;
  * @returns the pages
  * @example
  * ```ts
- * const metrics = serveMetrics(config.metrics, sources, statusPage(statusInfoOf(config, port, 1)));
- * // open http://127.0.0.1:9407/ in a browser
+ * import type { RunConfig } from "./config.ts";
+ * import { type MetricsSource, serveMetrics } from "./metrics.ts";
+ *
+ * function serveWithPage(config: RunConfig, port: number, sources: MetricsSource[]) {
+ *   const info = statusInfoOf(config, port, 1);
+ *   return serveMetrics(config.metrics!, sources, statusPage(info)); // then open http://HOST:PORT/ in a browser
+ * }
  * ```
  */
 export function statusPage(info: StatusInfo): Pages {

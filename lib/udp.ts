@@ -121,6 +121,8 @@ export class SourceTable {
   readonly #sources = new Map<string, Source>();
 
   /**
+   * An empty table.
+   *
    * @param rate datagrams per second per source (also the burst)
    * @param maxSources entries kept at most
    * @param admits whether the access rules let an address in (asked once per source in the table)
@@ -240,7 +242,11 @@ export class UdpEcho {
     (count, detail) => serverLog.warn("UDP: {count} send/receive error(s) (latest: {detail})", { count, detail }),
   );
 
-  /** @param options addresses, rate and access rules */
+  /**
+   * A UDP echo, not yet listening: {@link start} opens the sockets.
+   *
+   * @param options addresses, rate and access rules
+   */
   constructor(options: UdpEchoOptions) {
     this.#options = options;
     const allow = cidrList(options.allow ?? []);

@@ -3,15 +3,14 @@
 // writes them, so there is one log stream and one log file writer), and stops when the main thread says so. Its
 // configuration comes by value from the main thread, which read and checked it.
 
-import type { LogRecord } from "@logtape/logtape";
 import { ListenError } from "./listen.ts";
-import { serverLog, setupLogging } from "./log.ts";
+import { type ForwardedRecord, serverLog, setupLogging } from "./log.ts";
 import { serverSource } from "./metrics.ts";
 import { EchoServer } from "./server.ts";
 import { IO_EVENTS_VAR } from "./runtime.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
 import { SharedConnectionCap } from "./connection_cap.ts";
-import { type ForwardedRecord, type FromWorker, RemoteClientCounts, type ToWorker } from "./workers.ts";
+import { type FromWorker, RemoteClientCounts, type ToWorker } from "./workers.ts";
 
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
@@ -23,15 +22,8 @@ function send(message: FromWorker): void {
 }
 
 /** Hands a log record to the main thread; values that cannot be cloned travel as text. */
-function forward(record: LogRecord): void {
-  const plain: { -readonly [K in keyof ForwardedRecord]: ForwardedRecord[K] } = {
-    category: [...record.category],
-    level: record.level,
-    message: [...record.message],
-    rawMessage: typeof record.rawMessage === "string" ? record.rawMessage : record.rawMessage.join("{}"),
-    timestamp: record.timestamp,
-    properties: record.properties,
-  };
+function forward(record: ForwardedRecord): void {
+  const plain = { ...record };
   try {
     send({ kind: "log", record: plain });
   } catch {

@@ -8,10 +8,10 @@
 // `--unstable-net` (without the flag Deno exits the process instead of throwing), so both are checked first; where
 // either is missing, echosrv says why and runs one server in the main thread.
 
-import { getLogger, type LogRecord } from "@logtape/logtape";
+import { getLogger } from "@logtape/logtape";
 import { type ClientCounts, LocalClientCounts } from "./access.ts";
 import { ListenError, listenError } from "./listen.ts";
-import { serverLog } from "./log.ts";
+import { type ForwardedRecord, serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
 import type { LogConfig, RunConfig, ServerConfig } from "./config.ts";
 import { emptyCounters, type ServerCounters } from "./counters.ts";
@@ -68,9 +68,6 @@ export type ToWorker =
   /** The answer to a `client-enter`: whether the client was under --max-connections-per-ip (and is now counted). */
   | { kind: "client-entered"; request: number; ok: boolean };
 
-/** A log record as it crosses from a worker to the main thread (structured-clone safe). */
-export type ForwardedRecord = Omit<LogRecord, "rawMessage"> & { rawMessage: string };
-
 /** Messages from a worker to the main thread. */
 export type FromWorker =
   | { kind: "listening"; port: number }
@@ -103,9 +100,15 @@ interface Member {
  *
  * @example
  * ```ts
- * const pool = new WorkerPool({ ...config, workers: 2 }); // needs Linux and --unstable-net
- * const { port } = await pool.start();
- * await pool.stop();
+ * import { parseCommandLine } from "./options.ts";
+ *
+ * const what = parseCommandLine(["--port", "0", "--host", "127.0.0.1", "--workers", "2"]);
+ * if (what.kind === "run") {
+ *   const pool = new WorkerPool(what.config); // needs Linux and --unstable-net (see reusePortUnavailable)
+ *   const { port } = await pool.start();
+ *   console.log(`two accept loops on port ${port}`);
+ *   await pool.stop();
+ * }
  * ```
  */
 export class WorkerPool implements Server {
@@ -121,7 +124,11 @@ export class WorkerPool implements Server {
   /** --max-connections-per-ip for every worker at once, so the cap is exact (lib/access.ts). */
   readonly #clients: LocalClientCounts;
 
-  /** @param config the configuration; `config.workers` workers are started */
+  /**
+   * A pool, not yet started: {@link start} spawns the workers.
+   *
+   * @param config the configuration; `config.workers` workers are started
+   */
   constructor(config: RunConfig) {
     this.#config = config;
     this.#clients = new LocalClientCounts(config.server.access?.maxPerClient ?? 0);
@@ -372,7 +379,11 @@ export class RemoteClientCounts implements ClientCounts {
   readonly #waiting = new Map<number, (ok: boolean) => void>();
   #requests = 0;
 
-  /** @param send posts a message to the main thread */
+  /**
+   * Counts that ask the main thread through `send`.
+   *
+   * @param send posts a message to the main thread
+   */
   constructor(send: (message: FromWorker) => void) {
     this.#send = send;
   }

@@ -3,5 +3,6 @@
 
 /** Thrown for every failure of a service command; the message says what went wrong and what to do. */
 export class ServiceError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "ServiceError";
 }

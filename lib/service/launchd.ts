@@ -130,7 +130,11 @@ export function launchdPlist(definition: ServiceDefinition): string {
 export class LaunchdManager implements ServiceManager {
   readonly system = "launchd";
 
-  /** @param daemonDir where property lists are written */
+  /**
+   * The manager of launchd daemons.
+   *
+   * @param daemonDir where property lists are written
+   */
   constructor(readonly daemonDir: string = DAEMON_DIR) {}
 
   formatCommand(argv: string[]): string {

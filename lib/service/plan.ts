@@ -33,6 +33,7 @@ export type Step =
 export interface Plan {
   /** One line on what the plan does. */
   summary: string;
+  /** What it does, in order. */
   steps: Step[];
   /** Things worth saying about the plan (printed with it). */
   notes?: string[];
@@ -78,8 +79,11 @@ export function describePlan(plan: Plan, quote: (argv: string[]) => string = she
 
 /** What a tool printed and how it ended. */
 export interface ToolResult {
+  /** The exit code. */
   code: number;
+  /** What it wrote to standard output. */
   stdout: string;
+  /** What it wrote to standard error. */
   stderr: string;
 }
 

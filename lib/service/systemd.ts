@@ -289,7 +289,11 @@ function parseProperties(text: string): UnitProperties {
 export class SystemdManager implements ServiceManager {
   readonly system = "systemd";
 
-  /** @param unitDir where unit files are written (the default is where an administrator's units belong) */
+  /**
+   * The manager of systemd units.
+   *
+   * @param unitDir where unit files are written (the default is where an administrator's units belong)
+   */
   constructor(readonly unitDir: string = UNIT_DIR) {}
 
   formatCommand(argv: string[]): string {

@@ -102,9 +102,12 @@ export const WINDOWS_ERRORS: Readonly<Record<number, string>> = {
 
 /** A Windows function that failed: which one, on what, and the Windows error (its code and its words). */
 export class Win32Error extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "Win32Error";
 
   /**
+   * A Windows function that failed.
+   *
    * @param call the function, with what it was called on (e.g. `CreateServiceW(echosrv)`)
    * @param code the Windows error code (GetLastError, or the function's own result)
    * @param words the error in words

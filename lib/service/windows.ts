@@ -216,6 +216,7 @@ export class WindowsManager implements ServiceManager {
   readonly #programData: string;
   readonly #standIn: boolean;
 
+  /** The manager of Windows services, through the SCM's API. */
   constructor(options: WindowsManagerOptions = {}) {
     this.#calls = { libraries: options.libraries ?? SYSTEM_LIBRARIES };
     this.#standIn = options.libraries !== undefined && options.libraries !== SYSTEM_LIBRARIES;

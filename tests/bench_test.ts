@@ -20,11 +20,14 @@ async function hasCompiler(): Promise<boolean> {
 /** The bench task's own command line (after `deno`), as `deno task bench` runs it. */
 const BENCH_ARGS = denoJson.tasks.bench.split(/\s+/).slice(1);
 
-Deno.test("bench --smoke runs every server and measurement and writes the JSON and the charts", async (t) => {
-  if (Deno.build.os !== "linux" || !(await hasCompiler())) {
-    console.log("skipped: the benchmark needs Linux and a C compiler (cc) for its load client (.ci/run installs gcc)");
-    return;
-  }
+const NO_BENCH = Deno.build.os !== "linux" || !(await hasCompiler())
+  ? "the benchmark needs Linux and a C compiler (cc) for its load client (.ci/run installs gcc)"
+  : undefined;
+
+Deno.test({
+  name: "bench --smoke runs every server and measurement and writes the JSON and the charts",
+  ignore: cannotRun("the benchmark's smoke run", NO_BENCH),
+}, async (t) => {
   const out = await Deno.makeTempDir({ prefix: "echosrv-bench-" });
   try {
     const args = BENCH_ARGS;

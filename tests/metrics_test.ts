@@ -263,7 +263,7 @@ Deno.test("every family follows Prometheus's naming rules (not only the parse), 
   }
   if (Deno.build.os === "linux") assert.ok(names.includes("process_open_fds"), "the /proc metrics are checked too");
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test({

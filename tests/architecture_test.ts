@@ -49,7 +49,8 @@ async function moduleGraph(entries: string[]): Promise<Map<string, Set<string>>>
       120_000,
       "deno info --json",
       new Deno.Command(Deno.execPath(), {
-        args: ["info", "--json", "--config", join(ROOT, "deno.json"), all],
+        // A file URL, not a path: Deno reads a Windows path (C:\Users\...) as a URL whose scheme is the drive.
+        args: ["info", "--json", "--config", join(ROOT, "deno.json"), pathToFileURL(all).href],
         cwd: ROOT,
         stdout: "piped",
         stderr: "piped",

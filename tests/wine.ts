@@ -255,6 +255,8 @@ export class WineMachine implements AsyncDisposable {
         "stress",
         "scripts",
         "deploy",
+        "docs",
+        "ARCHITECTURE.md",
       ];
       const copied = await run(["cp", "-r", ...parts.map((p) => join(ROOT, p)), project], { ms: 60_000 });
       if (copied.code !== 0) throw new Error(`copying the project: ${copied.stderr}`);

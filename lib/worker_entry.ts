@@ -43,7 +43,7 @@ let stopRequested: number | undefined;
 async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<void> {
   // The main thread writes the lines (to standard output and the log file); this worker only forwards them.
   await setupLogging({ ...message.log, file: undefined }, { console: false, forward });
-  // As in main.ts: a rejection nobody handled would end this worker and every connection on it.
+  // As in lib/program.ts: a rejection nobody handled would end this worker and every connection on it.
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
     serverLog.error("internal error (please report it): {error}", { error: String(event.reason) });

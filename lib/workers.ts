@@ -19,7 +19,7 @@ import { EchoServer } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 
-/** What a server looks like to main.ts, whether one EchoServer or a pool of workers. */
+/** What a server looks like to lib/program.ts, whether one EchoServer or a pool of workers. */
 export interface Server {
   /** Opens the listeners; resolves with the port once every accept loop is listening. */
   start(): Promise<{ port: number }>;

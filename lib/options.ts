@@ -4,10 +4,8 @@
 // by lib/option_values.ts. It runs nothing. Parsing is commander's (npm), standing in for the design card's
 // @std/cli, which lives on JSR and cannot be fetched here.
 
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import ipaddr from "ipaddr.js";
-import { CidrError, parseCidr } from "./access.ts";
-import { formatAddress } from "./address.ts";
+import { Command, CommanderError, Option } from "commander";
+import { parseCidr } from "./access.ts";
 import {
   type CopyStrategy,
   DEFAULT_HOSTS,

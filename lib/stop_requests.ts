@@ -108,26 +108,32 @@ export function hasTerminal(): boolean {
  * Calls `onRequest` for every stop signal and for the end of the quick start's `npx` process, with what the request
  * means (see {@link StopRequests}); a SIGHUP without a terminal is passed on as "ignored".
  *
+ * The function it returns ends the listening, but leaves the signal listeners in place, doing nothing, until the
+ * process exits: a stop signal's default action is to kill the process, and the copy of a stop signal that
+ * `deno task` forwards can arrive while the stopped server exits (a few milliseconds late, or more on a busy
+ * machine), which would turn a clean exit 0 into a death by the signal (status 130 for SIGINT).
+ *
  * @param onRequest called on the JavaScript thread for each request
  * @param terminal whether a terminal is attached (see {@link hasTerminal})
- * @returns a function that removes the listeners and stops the watch
+ * @returns a function that stops the watch and makes later stop signals do nothing (call it once the server has
+ *   stopped, then exit)
  */
 export function listenForStopRequests(
   onRequest: (decision: StopDecision | "ignored", source: StopSource) => void,
   terminal: boolean = hasTerminal(),
 ): () => void {
   const requests = new StopRequests();
-  const handlers = stopSignals().map((signal) => {
-    const handler = () => {
+  let ended = false;
+  for (const signal of stopSignals()) {
+    Deno.addSignalListener(signal, () => {
+      if (ended) return;
       if (signal === "SIGHUP" && !terminal) onRequest("ignored", signal);
       else onRequest(requests.decide(signal), signal);
-    };
-    Deno.addSignalListener(signal, handler);
-    return [signal, handler] as const;
-  });
+    });
+  }
   const launcher = new LauncherWatch(() => onRequest(requests.decide("launcher gone"), "launcher gone"));
   return () => {
-    for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+    ended = true;
     launcher.stop();
   };
 }

@@ -73,6 +73,7 @@ export async function runInConsole(program: ServiceProgram): Promise<number> {
     }
   });
   const code = await running.finished;
+  // Stop signals that come now (the forwarded copy of the last one) do nothing, rather than kill the exiting process.
   stopListening();
   await closeLogging();
   return code;

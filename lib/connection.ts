@@ -20,6 +20,7 @@ import { type EchoConn, formatAddress } from "./listen.ts";
 import { connectionEventsEnabled, connLog, type RateLimitedLog } from "./log.ts";
 import type { ServerStats } from "./counters.ts";
 import { countEndedSession } from "./session_histograms.ts";
+import type { FaultHook } from "./faults/runtime.ts";
 
 /** Why the server closes a connection itself before its peer does. */
 export type CloseReason =
@@ -29,7 +30,11 @@ export type CloseReason =
   | "byte limit"
   | "duration limit"
   | "proxy header timeout"
-  | "TLS handshake timeout";
+  | "TLS handshake timeout"
+  // Issue 14: an impairment profile ended it (lib/faults/copy.ts).
+  | "fault close"
+  | "fault reset"
+  | "fault refuse";
 
 /** Why a connection ended, as the closing log line says. */
 export type EndReason = CloseReason | "closed by peer" | "reset by peer" | "error";
@@ -63,6 +68,8 @@ export interface ConnectionContext {
   readonly maxDurationMs: number;
   /** Where errors nothing explains are summarised. */
   readonly unexpected: RateLimitedLog;
+  /** Issue 14: the impairment profiles (lib/faults/runtime.ts), when --fault-* options are given. */
+  readonly faults?: FaultHook;
 }
 
 /**
@@ -156,6 +163,8 @@ export class Connection implements CopyProgress {
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   /** Closed at once (the socket is gone), not lingering. */
   #aborted = false;
+  /** Issue 14: called once when the server begins to close the connection (the impaired copy's timers wake up). */
+  onClosing: (() => void) | undefined;
 
   /**
    * @param conn the accepted socket
@@ -186,6 +195,7 @@ export class Connection implements CopyProgress {
       return;
     }
     this.closing = reason;
+    this.onClosing?.();
     if (this.phase === "admitting") return this.abort();
     this.#linger(lingerMs);
     if (this.phase === "reading") this.#sendFin();
@@ -227,8 +237,11 @@ export class Connection implements CopyProgress {
     }
     let reason: EndReason = "closed by peer";
     try {
-      if (rest && rest.length > 0) await this.#echoFirst(rest);
-      if (this.bytes < this.byteLimit && !this.closing) await context.copy(this.conn, this);
+      // Issue 14: a connection an impairment profile applies to gets the impaired copy (lib/faults), which echoes
+      // the bytes that came with a PROXY header itself; every other connection, the plain copy.
+      const impaired = context.faults?.copyFor(this, rest);
+      if (!impaired && rest && rest.length > 0) await this.#echoFirst(rest);
+      if (this.bytes < this.byteLimit && !this.closing) await (impaired ? impaired() : context.copy(this.conn, this));
       if (!this.closing && this.bytes >= this.byteLimit) {
         context.stats.closedMaxBytes++;
         this.end("byte limit");

@@ -10,6 +10,7 @@ import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./
 import { VERSION } from "./version.ts";
 import { autoWorkers, MAX_AUTO_WORKERS } from "./runtime.ts";
 import { addServiceCommand, type ServiceRequest } from "./service/cli.ts";
+import type { FaultConfig } from "./faults/config.ts";
 
 /**
  * `--send-timeout`'s default (ms). Linux wakes a writer blocked on a full send buffer only once about a third of the
@@ -72,6 +73,8 @@ export interface ServerConfig {
   tlsHandshakeTimeoutMs?: number;
   /** `--udp`: also echo UDP datagrams (RFC 862) on the same port and addresses. */
   udp?: UdpConfig;
+  /** Issue 14: the impairment profiles, their listeners and the control API (lib/faults/options.ts). */
+  faults?: FaultConfig;
 }
 
 /** How PROXY headers are accepted (lib/proxy_protocol.ts, lib/admission.ts). */

@@ -16,6 +16,7 @@ import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./options.ts";
 import { ioEventsAtStart } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
+import { FaultRuntime } from "./faults/runtime.ts";
 
 export { emptyStats, type ServerStats };
 
@@ -42,6 +43,9 @@ export interface EchoServerOptions {
   ioEventsPerTick?: string;
   /** The --max-connections-per-ip counts shared with other servers (lib/workers.ts), instead of this server's own. */
   clients?: ClientCounts;
+  /** Issue 14: the worker's number (part of each impaired connection's seed), and the --fault-listen ports to join. */
+  worker?: number;
+  faultPorts?: number[];
 }
 
 /** How often a sweep that enforces a limit of `limitMs` ticks: a tenth of it, from 10 ms to 1 s. */
@@ -89,6 +93,8 @@ export class EchoServer {
   #limitSweepTimer: ReturnType<typeof setInterval> | undefined;
   /** Access rules, PROXY header, TLS handshake (lib/admission.ts); undefined when none is configured. */
   readonly #gate: Gate | undefined;
+  /** Issue 14: the impairment profiles and their listeners (lib/faults/runtime.ts); undefined without --fault-*. */
+  readonly faults: FaultRuntime | undefined;
   #finished = Promise.withResolvers<void>();
   readonly #refusals = new RateLimitedLog(
     10_000,
@@ -119,6 +125,7 @@ export class EchoServer {
     this.#options = options;
     this.#gate = Gate.for(config, this.stats, options.clients);
     this.#clock = options.clock ?? new CoarseClock();
+    this.faults = config.faults && new FaultRuntime(config.faults, options.worker ?? 0, () => this.#sessions);
     this.#context = {
       stats: this.stats,
       clock: this.#clock,
@@ -127,6 +134,7 @@ export class EchoServer {
       byteLimit: config.maxBytesPerConnection || Infinity,
       maxDurationMs: config.maxConnectionDurationMs ?? 0,
       unexpected: this.#unexpected,
+      faults: this.faults,
     };
   }
 
@@ -166,7 +174,19 @@ export class EchoServer {
       reusePort: this.#options.reusePort,
     });
     this.#listeners = listeners;
-    this.#acceptLoops = listeners.map((l) => this.#acceptLoop(l));
+    // Issue 14: the --fault-listen listeners, beside the main ones (closed again, with those, if one cannot open).
+    try {
+      const { hosts, tls } = this.#config;
+      const faultListeners = await this.faults?.openListeners(
+        { hosts, tls, reusePort: this.#options.reusePort },
+        this.#options.faultPorts,
+      );
+      this.#listeners.push(...faultListeners ?? []);
+    } catch (error) {
+      for (const listener of listeners) closeQuietly(listener);
+      throw error;
+    }
+    this.#acceptLoops = this.#listeners.map((l) => this.#acceptLoop(l));
     this.#startQuietSweep(this.#config.idleTimeoutMs, this.#config.sendTimeoutMs ?? 0);
     this.#startLimitSweep();
     serverLog.info(

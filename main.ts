@@ -11,6 +11,7 @@ import { runStats } from "./lib/stats.ts";
 import { windowsServiceProgram } from "./lib/service/windows_program.ts";
 import { runServiceCommand } from "./lib/service/commands.ts";
 import { describeStopSource, listenForStopRequests } from "./lib/stop_requests.ts";
+import { runFaultCommand } from "./lib/faults/cli.ts";
 
 /**
  * Runs the server in the foreground until asked to stop (see lib/stop_requests.ts): the first request stops
@@ -70,6 +71,7 @@ export async function main(args: string[]): Promise<number> {
   if (what.kind === "exit") return what.code;
   if (what.kind === "stats") return await runStats(what.config);
   if (what.kind === "service") return await runServiceCommand(what.request);
+  if (what.kind === "fault") return await runFaultCommand(what.request); // issue 14: lib/faults/cli.ts
   return await runForeground(what.config);
 }
 

@@ -20,6 +20,7 @@ import type { MetricsConfig } from "./options.ts";
 import { type EchoServer, emptyStats, type ServerStats } from "./server.ts";
 import { emptyUdpStats, type UdpEcho, type UdpStats } from "./udp.ts";
 import { VERSION } from "./version.ts";
+import { type FaultCounters, faultMetricLines, sumFaultCounters } from "./faults/metrics.ts";
 
 /** One reading of one server's counters. */
 export interface MetricsSnapshot {
@@ -32,6 +33,8 @@ export interface MetricsSnapshot {
   stats: ServerStats;
   /** The UDP echo's counters, when `--udp` is on. */
   udp?: UdpStats;
+  /** Issue 14: the fault profiles' counters (lib/faults/metrics.ts), when --fault-* options are given. */
+  faults?: FaultCounters;
 }
 
 /** Reads one server's counters; may be asynchronous (a worker answering a message). */
@@ -52,6 +55,7 @@ export function serverSource(server: EchoServer, udp?: UdpEcho): MetricsSource {
     draining: server.draining,
     stats: server.stats,
     udp: udp?.stats,
+    faults: server.faults?.counters(),
   });
 }
 
@@ -89,6 +93,7 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
       for (const key of Object.keys(total.udp) as (keyof UdpStats)[]) total.udp[key] += s.udp[key];
     }
   }
+  total.faults = sumFaultCounters(snapshots.map((s) => s.faults)); // issue 14
   return total;
 }
 
@@ -242,6 +247,7 @@ export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessS
     stats.sessionBytesTotal,
     stats.sessionsEnded,
   );
+  lines.push(...faultMetricLines(snapshot.faults)); // issue 14: lib/faults/metrics.ts
   // The standard process metrics (https://prometheus.io/docs/instrumenting/writing_clientlibs/#process-metrics).
   const p = processSample;
   family(

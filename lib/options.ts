@@ -11,6 +11,15 @@ import { VERSION } from "./version.ts";
 import { autoWorkers, MAX_AUTO_WORKERS } from "./runtime.ts";
 import { addServiceCommand, type ServiceRequest } from "./service/cli.ts";
 import type { FaultConfig } from "./faults/config.ts";
+import {
+  addFaultOptions,
+  argsWithSeed,
+  FAULT_ENV_VARS,
+  faultConfig,
+  FaultOptionError,
+  type RawFaultOptions,
+} from "./faults/options.ts";
+import { addFaultCommand, type FaultRequest } from "./faults/cli.ts";
 
 /**
  * `--send-timeout`'s default (ms). Linux wakes a writer blocked on a full send buffer only once about a third of the
@@ -139,6 +148,8 @@ export type Invocation =
   | { kind: "run"; config: RunConfig }
   | { kind: "stats"; config: StatsConfig }
   | { kind: "service"; request: ServiceRequest }
+  // Issue 14: `echosrv fault ...` (lib/faults/cli.ts).
+  | { kind: "fault"; request: FaultRequest }
   | { kind: "exit"; code: number };
 
 /** Trace flags: the WSK sample's two WPP flags plus one for per-connection events. */
@@ -473,8 +484,8 @@ function envFlag(name: string): boolean {
 /** A usage error found after commander has read the options (combinations, files, flags from the environment). */
 class UsageError extends Error {}
 
-/** The raw option values commander hands over. */
-interface RawServerOptions {
+/** The raw option values commander hands over (with issue 14's --fault-* options). */
+interface RawServerOptions extends RawFaultOptions {
   port: number;
   host?: string[];
   maxConnections: number;
@@ -504,8 +515,19 @@ interface RawServerOptions {
 }
 
 /** Reads the options that only make sense together, and the files they name; throws {@link UsageError}. */
-function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
+function operationsConfig(
+  raw: RawServerOptions,
+  given: (option: keyof RawFaultOptions) => boolean,
+): Partial<ServerConfig> {
   const out: Partial<ServerConfig> = {};
+  // Issue 14: the --fault-* options (lib/faults/options.ts).
+  try {
+    const faults = faultConfig(raw, raw.port, given);
+    if (faults) out.faults = faults;
+  } catch (error) {
+    if (error instanceof FaultOptionError) throw new UsageError(error.message);
+    throw error;
+  }
   const cidrs = (rules: string[] | undefined) => new CidrList((rules ?? []).map(parseCidr));
   const admission = { allow: cidrs(raw.allow), deny: cidrs(raw.deny), maxPerClient: raw.maxConnectionsPerIp };
   if (!admission.allow.empty || !admission.deny.empty || admission.maxPerClient > 0) out.admission = admission;
@@ -549,7 +571,12 @@ function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   return out;
 }
 
-function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
+function toRunConfig(
+  raw: RawServerOptions,
+  args: string[],
+  given: (option: keyof RawFaultOptions) => boolean,
+): RunConfig {
+  const operations = operationsConfig(raw, given);
   const config: RunConfig = {
     server: {
       port: raw.port,
@@ -559,11 +586,12 @@ function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
       sendTimeoutMs: raw.sendTimeout,
       shutdownTimeoutMs: raw.shutdownTimeout,
       copy: raw.copy,
-      ...operationsConfig(raw),
+      ...operations,
     },
     log: { level: raw.logLevel, traceFlags: raw.traceFlags, format: raw.logFormat, file: raw.logFile },
     workers: raw.workers === AUTO ? autoWorkers() : raw.workers,
-    args: [...args],
+    // Issue 14: workers read the run's fault seed too, also when it was chosen at random.
+    args: argsWithSeed(args, operations.faults),
   };
   if (raw.metrics) config.metrics = raw.metrics;
   return config;
@@ -647,14 +675,15 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       // given on purpose shows its events, per-connection ones included, unless --log-level is given too.
       const given = (name: string) => command.getOptionValueSource(name) !== "default";
       if (given("traceFlags") && !given("logLevel")) opts = { ...opts, logLevel: "debug" };
-      return { kind: "run", config: toRunConfig(opts, args) };
+      const onCommandLine = (name: string) => command.getOptionValueSource(name) === "cli";
+      return { kind: "run", config: toRunConfig(opts, args, onCommandLine) };
     } catch (error) {
       if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: 2 });
       throw error;
     }
   };
 
-  const program = configure(addOperationsOptions(addServerOptions(new Command("echosrv"))))
+  const program = configure(addFaultOptions(addOperationsOptions(addServerOptions(new Command("echosrv")))))
     .description(
       "A TCP echo server: every byte received is sent back until the peer closes. The modern port of " +
         "Microsoft's WSK echosrv sample. Every option can also come from its ECHOSRV_* environment variable; " +
@@ -695,6 +724,8 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
 
   // `echosrv service install|uninstall|start|stop|restart|status` (lib/service/cli.ts).
   addServiceCommand(program, configure, (request) => result = { kind: "service", request }, args);
+  // Issue 14: `echosrv fault list|set|remove|listener|connections` (lib/faults/cli.ts).
+  addFaultCommand(program, configure, (request) => result = { kind: "fault", request });
 
   let argv = withoutRunCommand(args, program);
   const at = firstWord(argv, program);
@@ -735,6 +766,6 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
  * @returns the unknown names, sorted
  */
 export function unknownEnvVars(env: Record<string, string>): string[] {
-  const known = new Set<string>(Object.values(ENV_VARS));
+  const known = new Set<string>([...Object.values(ENV_VARS), ...Object.values(FAULT_ENV_VARS)]);
   return Object.keys(env).filter((name) => name.startsWith("ECHOSRV_") && !known.has(name)).sort();
 }

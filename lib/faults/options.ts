@@ -193,7 +193,9 @@ export function addFaultOptions(command: Command): Command {
         "--fault-api <host:port>",
         `serve the fault control API here (a bare port means 127.0.0.1; example: ${DEFAULT_FAULT_API_PORT})`,
       ).env(FAULT_ENV_VARS.faultApi).argParser((text) => {
-        const { host, port } = parseAddress(text, "127.0.0.1");
+        // `echosrv fault` reads the same variable and also takes a URL: so does the server, for one environment.
+        const url = /^http:\/\/([^/]+)\/?$/i.exec(text.trim());
+        const { host, port } = parseAddress(url ? url[1] : text, "127.0.0.1");
         return { hostname: host!, port };
       }),
     )

@@ -5,7 +5,7 @@ import { type AdmissionCounters, admissionCounters } from "./admission.ts";
 import { type SessionCounters, sessionCounters } from "./session_histograms.ts";
 
 /** Counters of a server's life so far, plain numbers cheap to bump on the hot path. */
-export interface ServerStats extends AdmissionCounters, SessionCounters {
+export interface ServerCounters extends AdmissionCounters, SessionCounters {
   /** Connections accepted and served (not counting those refused). */
   accepted: number;
   /** Connections closed at once because the cap was reached. */
@@ -29,7 +29,7 @@ export interface ServerStats extends AdmissionCounters, SessionCounters {
 }
 
 /** Fresh counters, all zero. */
-export function emptyStats(): ServerStats {
+export function emptyCounters(): ServerCounters {
   return {
     accepted: 0,
     refusedOverCap: 0,

@@ -2,7 +2,7 @@
 // exposition format (version 0.0.4); GET /healthz answers 200 while serving and 503 once a stop has begun, so a
 // load balancer or Kubernetes stops sending new clients; GET /livez answers 200 as long as the process answers at
 // all, draining included (a liveness probe on /healthz would restart an instance in the middle of its drain). The counters stay plain numbers on the hot path (the
-// server's and the UDP echo's `stats`); this module reads them only when scraped, through source functions, so a
+// server's and the UDP echo's `counters`); this module reads them only when scraped, through source functions, so a
 // process running several servers (workers) sums several sources.
 //
 // Why the text is written here rather than with prom-client (npm): prom-client wants to own the counting (its
@@ -12,13 +12,15 @@
 // label values escaped; tests/metrics_test.ts checks the output with Prometheus's own `promtool check metrics`
 // where it is installed.
 
-import { formatAddress, ListenError } from "./listen.ts";
+import { formatAddress } from "./address.ts";
+import { ListenError } from "./listen.ts";
 import { type ProcessSample, sampleProcess } from "./process_metrics.ts";
 import { DURATION_BUCKETS_SECONDS, durationKey, SIZE_BUCKETS_BYTES, sizeKey } from "./session_histograms.ts";
 import { serverLog } from "./log.ts";
-import type { MetricsConfig } from "./options.ts";
-import { type EchoServer, emptyStats, type ServerStats } from "./server.ts";
-import { emptyUdpStats, type UdpEcho, type UdpStats } from "./udp.ts";
+import type { MetricsConfig } from "./config.ts";
+import { emptyCounters, type ServerCounters } from "./counters.ts";
+import type { EchoServer } from "./server.ts";
+import { emptyUdpCounters, type UdpCounters, type UdpEcho } from "./udp.ts";
 import { VERSION } from "./version.ts";
 import { type FaultCounters, faultMetricLines, sumFaultCounters } from "./faults/metrics.ts";
 
@@ -30,9 +32,10 @@ export interface MetricsSnapshot {
   bytesEchoed: number;
   /** True once a stop has begun. */
   draining: boolean;
-  stats: ServerStats;
+  /** The server's counters (lib/counters.ts). */
+  counters: ServerCounters;
   /** The UDP echo's counters, when `--udp` is on. */
-  udp?: UdpStats;
+  udp?: UdpCounters;
   /** Issue 14: the fault profiles' counters (lib/faults/metrics.ts), when --fault-* options are given. */
   faults?: FaultCounters;
 }
@@ -53,8 +56,8 @@ export function serverSource(server: EchoServer, udp?: UdpEcho): MetricsSource {
     connectionsActive: server.activeConnections,
     bytesEchoed: server.bytesEchoedNow(),
     draining: server.draining,
-    stats: server.stats,
-    udp: udp?.stats,
+    counters: server.counters,
+    udp: udp?.counters,
     faults: server.faults?.counters(),
   });
 }
@@ -67,7 +70,13 @@ export function serverSource(server: EchoServer, udp?: UdpEcho): MetricsSource {
  * @returns the source
  */
 export function udpSource(udp: UdpEcho): MetricsSource {
-  return () => ({ connectionsActive: 0, bytesEchoed: 0, draining: false, stats: emptyStats(), udp: udp.stats });
+  return () => ({
+    connectionsActive: 0,
+    bytesEchoed: 0,
+    draining: false,
+    counters: emptyCounters(),
+    udp: udp.counters,
+  });
 }
 
 /**
@@ -80,17 +89,19 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
   const [first, ...others] = snapshots;
   const total: MetricsSnapshot = {
     ...first,
-    stats: { ...first.stats },
+    counters: { ...first.counters },
     udp: first.udp ? { ...first.udp } : undefined,
   };
   for (const s of others) {
     total.connectionsActive += s.connectionsActive;
     total.bytesEchoed += s.bytesEchoed;
     total.draining ||= s.draining;
-    for (const key of Object.keys(total.stats) as (keyof ServerStats)[]) total.stats[key] += s.stats[key] ?? 0;
+    for (const key of Object.keys(total.counters) as (keyof ServerCounters)[]) {
+      total.counters[key] += s.counters[key] ?? 0;
+    }
     if (s.udp) {
-      total.udp ??= emptyUdpStats();
-      for (const key of Object.keys(total.udp) as (keyof UdpStats)[]) total.udp[key] += s.udp[key];
+      total.udp ??= emptyUdpCounters();
+      for (const key of Object.keys(total.udp) as (keyof UdpCounters)[]) total.udp[key] += s.udp[key];
     }
   }
   total.faults = sumFaultCounters(snapshots.map((s) => s.faults)); // issue 14
@@ -113,22 +124,22 @@ export function countsByReason(snapshot: MetricsSnapshot): {
   udpDropped: ReasonCounts;
   errors: ReasonCounts;
 } {
-  const { stats } = snapshot;
-  const udp = snapshot.udp ?? emptyUdpStats();
+  const { counters } = snapshot;
+  const udp = snapshot.udp ?? emptyUdpCounters();
   return {
     rejected: {
-      cap: stats.refusedOverCap,
-      per_client_cap: stats.refusedPerClient,
-      access_rule: stats.refusedAccessRule,
-      proxy_untrusted: stats.refusedProxyUntrusted,
-      proxy_header: stats.refusedProxyHeader,
-      proxy_timeout: stats.refusedProxyTimeout,
+      cap: counters.refusedOverCap,
+      per_client_cap: counters.refusedPerClient,
+      access_rule: counters.refusedAccessRule,
+      proxy_untrusted: counters.refusedProxyUntrusted,
+      proxy_header: counters.refusedProxyHeader,
+      proxy_timeout: counters.refusedProxyTimeout,
     },
     closed: {
-      idle_timeout: stats.closedIdle,
-      send_timeout: stats.closedSendTimeout,
-      max_bytes: stats.closedMaxBytes,
-      max_duration: stats.closedMaxDuration,
+      idle_timeout: counters.closedIdle,
+      send_timeout: counters.closedSendTimeout,
+      max_bytes: counters.closedMaxBytes,
+      max_duration: counters.closedMaxDuration,
     },
     udpDropped: {
       source_port: udp.droppedSourcePort,
@@ -138,10 +149,10 @@ export function countsByReason(snapshot: MetricsSnapshot): {
       rate_limit: udp.droppedRateLimit,
     },
     errors: {
-      accept: stats.acceptErrors,
-      peer_reset: stats.resets,
-      tls_handshake: stats.tlsHandshakeErrors,
-      unexpected: stats.unexpectedErrors,
+      accept: counters.acceptErrors,
+      peer_reset: counters.resets,
+      tls_handshake: counters.tlsHandshakeErrors,
+      unexpected: counters.unexpectedErrors,
       udp_send: udp.sendErrors,
       udp_receive: udp.receiveErrors,
     },
@@ -171,8 +182,8 @@ function sampleValue(value: number): string {
  * @returns the text, ending with a line feed
  */
 export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessSample): string {
-  const { stats } = snapshot;
-  const udp = snapshot.udp ?? emptyUdpStats();
+  const { counters } = snapshot;
+  const udp = snapshot.udp ?? emptyUdpCounters();
   const lines: string[] = [];
   const family = (name: string, type: "counter" | "gauge", help: string, samples: Samples | undefined) => {
     if (samples === undefined) return;
@@ -206,7 +217,7 @@ export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessS
     "echosrv_connections_accepted_total",
     "counter",
     "TCP/TLS connections admitted and served.",
-    stats.accepted,
+    counters.accepted,
   );
   const labelled = (label: string, counts: ReasonCounts) =>
     Object.entries(counts).map(([value, count]): [Record<string, string>, number] => [{ [label]: value }, count]);
@@ -236,16 +247,16 @@ export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessS
   histogram(
     "echosrv_connection_duration_seconds",
     "How long served TCP/TLS connections lasted, accept to close, in seconds (counted when they end).",
-    DURATION_BUCKETS_SECONDS.map((bound) => [bound, stats[durationKey(bound)]]),
-    stats.sessionSecondsTotal,
-    stats.sessionsEnded,
+    DURATION_BUCKETS_SECONDS.map((bound) => [bound, counters[durationKey(bound)]]),
+    counters.sessionSecondsTotal,
+    counters.sessionsEnded,
   );
   histogram(
     "echosrv_connection_echoed_bytes",
     "Bytes echoed per served TCP/TLS connection (counted when it ends).",
-    SIZE_BUCKETS_BYTES.map((bound) => [bound, stats[sizeKey(bound)]]),
-    stats.sessionBytesTotal,
-    stats.sessionsEnded,
+    SIZE_BUCKETS_BYTES.map((bound) => [bound, counters[sizeKey(bound)]]),
+    counters.sessionBytesTotal,
+    counters.sessionsEnded,
   );
   lines.push(...faultMetricLines(snapshot.faults)); // issue 14: lib/faults/metrics.ts
   // The standard process metrics (https://prometheus.io/docs/instrumenting/writing_clientlibs/#process-metrics).
@@ -311,8 +322,20 @@ export type Pages = (read: () => Promise<MetricsSnapshot>) => PageRoutes;
  * @throws {ListenError} when the address cannot be listened on
  * @example
  * ```ts
- * const metrics = serveMetrics({ hostname: "127.0.0.1", port: 9407 }, [() => snapshotOf(server)]);
- * // curl http://127.0.0.1:9407/metrics ; curl -i http://127.0.0.1:9407/healthz
+ * import { EchoServer } from "./server.ts";
+ *
+ * const server = new EchoServer({
+ *   port: 0,
+ *   hosts: ["127.0.0.1"],
+ *   maxConnections: 100,
+ *   idleTimeoutMs: 60_000,
+ *   shutdownTimeoutMs: 1000,
+ *   copy: "loop",
+ * });
+ * await server.start();
+ * const metrics = serveMetrics({ hostname: "127.0.0.1", port: 0 }, [serverSource(server)]);
+ * // curl http://127.0.0.1:PORT/metrics ; curl -i http://127.0.0.1:PORT/healthz (PORT: metrics.port)
+ * await server.stop();
  * await metrics.close();
  * ```
  */

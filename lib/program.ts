@@ -1,9 +1,10 @@
-// program: echosrv started from a configuration, the part that the foreground run (main.ts) and the Windows
+// program: echosrv started from a configuration, the part that the console (lib/service/console.ts) and the Windows
 // service (lib/service/windows_program.ts) share: logging, the startup lines, the TCP server listening, and the
 // optional UDP echo and metrics endpoint (with its status page) beside it. Each caller adds its own way of being
 // told to stop and of reporting the outcome.
 
-import { type RunConfig, unknownEnvVars } from "./options.ts";
+import type { RunConfig } from "./config.ts";
+import { unknownEnvVars } from "./environment.ts";
 import { closeLogging, LogFileError, type LogTargets, serverLog, setupLogging } from "./log.ts";
 import { ListenError } from "./listen.ts";
 import { type MetricsServer, type MetricsSource, serveMetrics, serverSource, udpSource } from "./metrics.ts";
@@ -21,10 +22,11 @@ export interface RunningProgram {
   readonly server: Server;
   /**
    * Stops gracefully (see {@link EchoServer.stop}): UDP stops at once (it has no sessions to drain); the metrics
-   * endpoint keeps answering (/healthz 503) until the TCP sessions are gone. A call with `graceMs` 0 cuts a
-   * running stop short.
+   * endpoint keeps answering (/healthz 503) until the TCP sessions are gone.
    */
   stop(graceMs?: number): void;
+  /** Stops at once, or cuts a graceful stop short (see {@link EchoServer.stopNow}). */
+  stopNow(): void;
   /** Resolves when everything is closed; then call {@link closeLogging}. */
   readonly finished: Promise<void>;
 }
@@ -46,6 +48,7 @@ let rejectionGuard = false;
  * @returns the running server, or why it could not start (the log file cannot be opened, the port is in use)
  * @example
  * ```ts
+ * import { closeLogging } from "./log.ts";
  * import { parseCommandLine } from "./options.ts";
  *
  * const parsed = parseCommandLine(["--port", "0", "--host", "127.0.0.1"]);
@@ -54,8 +57,8 @@ let rejectionGuard = false;
  *   if (started.ok) {
  *     started.program.stop();
  *     await started.program.finished;
- *   }
- *   else console.error(started.message);
+ *     await closeLogging(); // writes out what is buffered
+ *   } else console.error(started.message);
  * }
  * ```
  */
@@ -92,9 +95,9 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
       { variable: IO_EVENTS_VAR, value: IO_EVENTS },
     );
   }
-  const { udp: udpConfig, admission } = config.server;
+  const { udp: udpConfig, access } = config.server;
   const udp = udpConfig
-    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...admission })
+    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...access })
     : undefined;
   let metrics: MetricsServer | undefined;
   let faults: RunningFaults | undefined; // issue 14: the fault control API (lib/faults/program.ts)
@@ -110,7 +113,7 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     serverLog.error("{message}", { message: error.message });
-    await Promise.all([server.stop(0), udp?.close(), metrics?.close(), faults?.close()]);
+    await Promise.all([server.stopNow(), udp?.close(), metrics?.close(), faults?.close()]);
     await closeLogging();
     return { ok: false, exitCode: 1, message: error.message, logged: true };
   }
@@ -121,6 +124,10 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
     server,
     stop(graceMs?: number) {
       void server.stop(graceMs);
+      void udp?.close();
+    },
+    stopNow() {
+      void server.stopNow();
       void udp?.close();
     },
     finished,

@@ -5,8 +5,9 @@
 // creates a thread's runtime, removes that tail. The main thread reads it only at process start, so the start
 // task, the service units and the Dockerfile set it; each worker's runtime reads it when the worker is spawned, so
 // the worker pool sets it itself, which reaches every way echosrv starts, the compiled executable included. Also here:
-// whether this runtime can run workers at all (SO_REUSEPORT needs Linux and --unstable-net), and so how many
-// workers `auto`, the default, means.
+// the Deno flags the server runs with (SERVER_FLAGS: one definition that deno.json's tasks, the service files, the
+// compiled executable and the Dockerfile follow, checked by tests/runtime_test.ts), whether this runtime can run
+// workers at all (SO_REUSEPORT needs Linux and --unstable-net), and so how many workers `auto`, the default, means.
 
 /** The variable Deno reads when it creates a thread's Tokio runtime (undocumented; Deno's default is 1024). */
 export const IO_EVENTS_VAR = "DENO_TOKIO_MAX_IO_EVENTS_PER_TICK";
@@ -14,6 +15,35 @@ export const IO_EVENTS_VAR = "DENO_TOKIO_MAX_IO_EVENTS_PER_TICK";
 export const IO_EVENTS = "64";
 /** The environment the server's process must start with (the start task, service units, Dockerfile). */
 export const SERVER_ENV: Readonly<Record<string, string>> = { [IO_EVENTS_VAR]: IO_EVENTS };
+
+/**
+ * The Deno flags the server runs with, however it starts: `deno task start` (which adds `--quiet` and
+ * `--allow-run=ps`, for the quick start's npx watch of lib/stop_requests.ts), the service's command line (systemd,
+ * launchd, Windows), the compiled executable and the Dockerfile. `--unstable-net`: `--udp` opens its sockets with
+ * Deno.listenDatagram and `--workers` shares a port with reusePort, both unstable. `--max-semi-space-size=4`: V8's
+ * young generation capped at 4 MiB semi-spaces keeps idle connections at about 6.7 KiB each instead of 8.6
+ * (measured with `deno task bench`, GC cost about 1%). Then the network, the settings, the log file and the TLS
+ * files.
+ */
+export const SERVER_FLAGS: readonly string[] = [
+  "--unstable-net",
+  "--v8-flags=--max-semi-space-size=4",
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-write",
+];
+
+/**
+ * The Deno flags of the server on `os`: {@link SERVER_FLAGS}, and on Windows `--allow-ffi`, with which a service
+ * talks to the Service Control Manager (lib/service/scm.ts) and writes the event log.
+ *
+ * @param os the system the server runs on
+ * @returns the flags, in order
+ */
+export function serverFlags(os: typeof Deno.build.os): string[] {
+  return os === "windows" ? [...SERVER_FLAGS, "--allow-ffi"] : [...SERVER_FLAGS];
+}
 
 function readVar(): string | undefined {
   try {

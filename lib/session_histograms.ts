@@ -1,6 +1,6 @@
 // session_histograms: how long served connections lasted and how many bytes each echoed, counted into fixed
 // buckets when a connection ends, for the two Prometheus histograms of lib/metrics.ts. The counts are plain number
-// fields of the server's stats (lib/server.ts spreads them in), so everything that already handles those counters
+// fields of the server's counters (lib/server.ts spreads them in), so everything that already handles those counters
 // handles these too: the sums over --workers (lib/metrics.ts, lib/workers.ts), a worker's final counters posted to
 // the main thread, the metrics snapshot. Each bucket counts the sessions at or under its bound (cumulative, as
 // the text format writes `le` buckets), so a sum over workers is still a valid histogram.
@@ -33,8 +33,10 @@ export const SIZE_BUCKETS_BYTES = [
   17179869184,
 ] as const;
 
-type DurationKey = `sessionsUpTo_${(typeof DURATION_BUCKETS_SECONDS)[number]}s`;
-type SizeKey = `sessionsUpTo_${(typeof SIZE_BUCKETS_BYTES)[number]}B`;
+/** The counter of one duration bucket: `sessionsUpTo_<bound>s`. */
+export type DurationKey = `sessionsUpTo_${(typeof DURATION_BUCKETS_SECONDS)[number]}s`;
+/** The counter of one bytes bucket: `sessionsUpTo_<bound>B`. */
+export type SizeKey = `sessionsUpTo_${(typeof SIZE_BUCKETS_BYTES)[number]}B`;
 
 /**
  * The histogram counters: `sessionsUpTo_<bound>s` and `sessionsUpTo_<bound>B` count ended sessions at or under
@@ -66,7 +68,7 @@ export function sessionCounters(): SessionCounters {
 /**
  * Counts one ended session (once per connection, when it closes; never on the per-byte path).
  *
- * @param counters the server's stats
+ * @param counters the server's counters
  * @param seconds how long the connection was open, from accept to close, in seconds
  * @param bytes the bytes it echoed
  */

@@ -12,7 +12,7 @@ import statusCss from "./status_page/status.css" with { type: "text" };
 import statusJs from "./status_page/status.js" with { type: "text" };
 import { countsByReason, type MetricsSnapshot, type Pages, type ReasonCounts } from "./metrics.ts";
 import { type ProcessSample, sampleProcess } from "./process_metrics.ts";
-import type { RunConfig } from "./options.ts";
+import type { RunConfig } from "./config.ts";
 import { formatDuration } from "./units.ts";
 import { VERSION } from "./version.ts";
 
@@ -44,18 +44,18 @@ export function statusInfoOf(config: RunConfig, port: number, workers: number): 
   const duration = (ms: number | undefined, off: string) => (ms ? formatDuration(ms) : off);
   const limits: Array<[string, string]> = [
     ["max connections", count(s.maxConnections, "unlimited")],
-    ["max connections per IP", count(s.admission?.maxPerClient, "unlimited")],
+    ["max connections per IP", count(s.access?.maxPerClient, "unlimited")],
     ["idle timeout", duration(s.idleTimeoutMs, "never")],
     ["max bytes per connection", count(s.maxBytesPerConnection, "unlimited")],
     ["max connection duration", duration(s.maxConnectionDurationMs, "unlimited")],
     ["shutdown timeout", duration(s.shutdownTimeoutMs, "0")],
-    ["allow", s.admission && !s.admission.allow.empty ? s.admission.allow.toString() : "everyone"],
-    ["deny", s.admission && !s.admission.deny.empty ? s.admission.deny.toString() : "no one"],
+    ["allow", s.access && s.access.allow.length > 0 ? s.access.allow.join(", ") : "everyone"],
+    ["deny", s.access && s.access.deny.length > 0 ? s.access.deny.join(", ") : "no one"],
     ["copy", s.copy],
   ];
   if (s.udp) limits.push(["UDP datagrams per second per source", String(s.udp.ratePerSource)]);
   if (s.proxyProtocol) {
-    limits.push(["PROXY header from", s.proxyProtocol.from.toString()]);
+    limits.push(["PROXY header from", s.proxyProtocol.from.join(", ")]);
     limits.push(["PROXY header timeout", formatDuration(s.proxyProtocol.timeoutMs)]);
   }
   if (s.tls) limits.push(["TLS certificate", `${s.tls.subject}, valid to ${s.tls.validTo}`]);
@@ -87,7 +87,11 @@ export class History {
   readonly #points: HistoryPoint[] = [];
   #previous: { t: number; bytes: number; accepted: number; udpBytes: number } | undefined;
 
-  /** @param size how many points to keep (300 = five minutes at one a second) */
+  /**
+   * An empty history.
+   *
+   * @param size how many points to keep (300 = five minutes at one a second)
+   */
   constructor(readonly size = 300) {}
 
   /**
@@ -100,7 +104,7 @@ export class History {
     const now = {
       t,
       bytes: snapshot.bytesEchoed,
-      accepted: snapshot.stats.accepted,
+      accepted: snapshot.counters.accepted,
       udpBytes: snapshot.udp?.bytesEchoed ?? 0,
     };
     const before = this.#previous;
@@ -137,15 +141,21 @@ export class History {
 
 /** The body of GET /status.json. */
 export interface StatusDocument {
+  /** echosrv's version. */
   version: string;
+  /** Deno's version. */
   deno: string;
+  /** The operating system (Deno.build.os). */
   os: string;
   /** "serving", or "draining" once a stop has begun. */
   state: "serving" | "draining";
   /** Now, and the process start, in milliseconds since the Unix epoch. */
   now: number;
+  /** When the process started (ms since the Unix epoch). */
   startedAt: number;
+  /** Seconds since then. */
   uptimeSeconds: number;
+  /** What does not change while the server runs. */
   info: StatusInfo;
   /** Open connections and the totals since start (bytes, connections, UDP datagrams). */
   current: {
@@ -158,12 +168,17 @@ export interface StatusDocument {
   };
   /** The rates over the last second (0 before the second reading). */
   rates: { bitsPerSecond: number; connectionsPerSecond: number; udpBitsPerSecond: number };
+  /** Connections refused before any echo, by reason. */
   rejected: ReasonCounts;
+  /** Connections the server closed because of a limit, by reason. */
   closed: ReasonCounts;
+  /** UDP datagrams not answered, by reason. */
   udpDropped: ReasonCounts;
+  /** Errors, by kind. */
   errors: ReasonCounts;
   /** The process's health; absent fields could not be read (see lib/process_metrics.ts). */
   process: Omit<ProcessSample, "source">;
+  /** The last five minutes, one point a second, oldest first. */
   history: HistoryPoint[];
 }
 
@@ -198,9 +213,9 @@ export function statusDocument(
     info,
     current: {
       connections: snapshot.connectionsActive,
-      accepted: snapshot.stats.accepted,
+      accepted: snapshot.counters.accepted,
       echoedBytes: snapshot.bytesEchoed,
-      connectionsEnded: snapshot.stats.sessionsEnded,
+      connectionsEnded: snapshot.counters.sessionsEnded,
       udpDatagrams: snapshot.udp?.datagramsEchoed ?? 0,
       udpEchoedBytes: snapshot.udp?.bytesEchoed ?? 0,
     },
@@ -268,8 +283,13 @@ const SAMPLE_MS = 1000;
  * @returns the pages
  * @example
  * ```ts
- * const metrics = serveMetrics(config.metrics, sources, statusPage(statusInfoOf(config, port, 1)));
- * // open http://127.0.0.1:9407/ in a browser
+ * import type { RunConfig } from "./config.ts";
+ * import { type MetricsSource, serveMetrics } from "./metrics.ts";
+ *
+ * function serveWithPage(config: RunConfig, port: number, sources: MetricsSource[]) {
+ *   const info = statusInfoOf(config, port, 1);
+ *   return serveMetrics(config.metrics!, sources, statusPage(info)); // then open http://HOST:PORT/ in a browser
+ * }
  * ```
  */
 export function statusPage(info: StatusInfo): Pages {

@@ -7,25 +7,18 @@ import type { Buffer } from "node:buffer";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
-
-/** The PEM text Deno.listenTls takes, and what the log says about it. */
-export interface TlsMaterial {
-  /** The certificate chain, PEM. */
-  cert: string;
-  /** The private key, PEM. */
-  key: string;
-  /** The files they came from, for logs. */
-  certFile: string;
-  keyFile: string;
-  /** The leaf certificate's subject and expiry, for the startup log. */
-  subject: string;
-  validTo: string;
-}
+import type { TlsMaterial } from "./config.ts";
 
 /** Thrown when the files cannot be used; `option` names the option at fault. */
 export class TlsFileError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "TlsFileError";
-  /** @param option `--tls-cert` or `--tls-key` @param message what is wrong */
+  /**
+   * A file that cannot be used.
+   *
+   * @param option `--tls-cert` or `--tls-key`
+   * @param message what is wrong
+   */
   constructor(readonly option: "--tls-cert" | "--tls-key", message: string) {
     super(message);
   }
@@ -200,6 +193,8 @@ export class TlsListener {
   #closed = false;
 
   /**
+   * A TLS listener over a listening node:net server.
+   *
    * @param server a listening node:net server (pauseOnConnect, allowHalfOpen)
    * @param context the certificate and key
    */
@@ -296,10 +291,14 @@ export class TlsConnection {
   #established = false;
   #closed = false;
   #readingStopped = false;
+  /** The client's address. */
   readonly remoteAddr: Deno.NetAddr;
+  /** The server's address of this connection. */
   readonly localAddr: Deno.NetAddr;
 
   /**
+   * A TLS session over an accepted TCP socket; its handshake runs on {@link handshake}.
+   *
    * @param tcp the accepted TCP socket (owned from here on)
    * @param context the certificate and key
    */

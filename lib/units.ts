@@ -4,6 +4,7 @@
 
 /** Thrown when a value cannot be read; the message says what form was expected. */
 export class UnitError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "UnitError";
 }
 

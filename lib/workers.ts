@@ -8,23 +8,26 @@
 // `--unstable-net` (without the flag Deno exits the process instead of throwing), so both are checked first; where
 // either is missing, echosrv says why and runs one server in the main thread.
 
-import { getLogger, type LogRecord } from "@logtape/logtape";
+import { getLogger } from "@logtape/logtape";
 import { type ClientCounts, LocalClientCounts } from "./access.ts";
 import { ListenError, listenError } from "./listen.ts";
-import { serverLog } from "./log.ts";
+import { type ForwardedRecord, serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
-import type { LogConfig, RunConfig } from "./options.ts";
-import { type ConnectionGate, EchoServer, emptyStats, type ServerStats } from "./server.ts";
+import type { LogConfig, RunConfig, ServerConfig } from "./config.ts";
+import { emptyCounters, type ServerCounters } from "./counters.ts";
+import { EchoServer } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 import type { FaultWorkerAnswer, FaultWorkerRequest } from "./faults/workers.ts";
 
-/** What a server looks like to main.ts, whether one EchoServer or a pool of workers. */
+/** What a server looks like to lib/program.ts, whether one EchoServer or a pool of workers. */
 export interface Server {
   /** Opens the listeners; resolves with the port once every accept loop is listening. */
   start(): Promise<{ port: number }>;
-  /** Stops gracefully (see {@link EchoServer.stop}); `graceMs` 0 cuts a running stop short. */
+  /** Stops gracefully (see {@link EchoServer.stop}). */
   stop(graceMs?: number): Promise<void>;
+  /** Stops at once, or cuts a graceful stop short (see {@link EchoServer.stopNow}). */
+  stopNow(): Promise<void>;
   /** Resolves when the server has stopped. */
   readonly finished: Promise<void>;
 }
@@ -49,54 +52,15 @@ export function createServer(config: RunConfig): Server {
   return new WorkerPool(config);
 }
 
-/**
- * The cap on open connections shared by every worker: a counter in shared memory. A worker adds 1 before it serves
- * a connection and takes it back if that went over the cap, so two workers racing for the last place cannot both
- * have it; the count is never above the cap.
- */
-export class SharedConnectionGate implements ConnectionGate {
-  readonly #open: Int32Array;
-  readonly #max: number;
-
-  /**
-   * @param buffer 4 bytes of shared memory, zeroed, the same for every worker
-   * @param max the cap; 0 = no cap (the count is still kept)
-   */
-  constructor(buffer: SharedArrayBuffer, max: number) {
-    this.#open = new Int32Array(buffer, 0, 1);
-    this.#max = max;
-  }
-
-  /** Open connections across all workers. */
-  get open(): number {
-    return Atomics.load(this.#open, 0);
-  }
-
-  tryEnter(): boolean {
-    const before = Atomics.add(this.#open, 0, 1);
-    if (this.#max <= 0 || before < this.#max) return true;
-    Atomics.sub(this.#open, 0, 1);
-    return false;
-  }
-
-  leave(): void {
-    Atomics.sub(this.#open, 0, 1);
-  }
-}
-
 /** Messages from the main thread to a worker. */
 export type ToWorker =
   | {
     kind: "start";
     id: number;
-    /**
-     * The command line the configuration came from: the worker reads it again (access rules and certificates are
-     * objects that cannot be posted to a worker), then listens on `port`.
-     */
-    args: string[];
-    port: number;
+    /** The server's configuration, by value (lib/config.ts: plain data), with the port this worker listens on. */
+    config: ServerConfig;
     log: LogConfig;
-    /** The shared connection count of {@link SharedConnectionGate}. */
+    /** The shared connection count of lib/connection_cap.ts's SharedConnectionCap. */
     open: SharedArrayBuffer;
     /** Issue 14: the --fault-listen ports the first worker listens on, for the others to join. */
     faultPorts?: number[];
@@ -109,15 +73,12 @@ export type ToWorker =
   /** Issue 14: a question to the worker's fault runtime (a table change, a listing; lib/faults/workers.ts). */
   | { kind: "faults"; request: number; body: FaultWorkerRequest };
 
-/** A log record as it crosses from a worker to the main thread (structured-clone safe). */
-export type ForwardedRecord = Omit<LogRecord, "rawMessage"> & { rawMessage: string };
-
 /** Messages from a worker to the main thread. */
 export type FromWorker =
   | { kind: "listening"; port: number; faultPorts?: number[] }
   | { kind: "failed"; message: string; listen: boolean }
   | { kind: "log"; record: ForwardedRecord }
-  | { kind: "stopped"; stats: ServerStats }
+  | { kind: "stopped"; counters: ServerCounters }
   | { kind: "snapshot"; request: number; snapshot: MetricsSnapshot }
   /** --max-connections-per-ip, counted in the main thread for every worker: one more connection of `key`? */
   | { kind: "client-enter"; request: number; key: string }
@@ -134,7 +95,7 @@ interface Member {
   listening: PromiseWithResolvers<number>;
   /** Resolves when it has stopped (or died). */
   stopped: PromiseWithResolvers<void>;
-  stats?: ServerStats;
+  counters?: ServerCounters;
   /** Metrics readings asked for and not yet answered, by request number. */
   snapshots: Map<number, (snapshot: MetricsSnapshot) => void>;
   /** The per-client counts this worker holds, given back if it dies. */
@@ -149,9 +110,15 @@ interface Member {
  *
  * @example
  * ```ts
- * const pool = new WorkerPool({ ...config, workers: 2 }); // needs Linux and --unstable-net
- * const { port } = await pool.start();
- * await pool.stop();
+ * import { parseCommandLine } from "./options.ts";
+ *
+ * const what = parseCommandLine(["--port", "0", "--host", "127.0.0.1", "--workers", "2"]);
+ * if (what.kind === "run") {
+ *   const pool = new WorkerPool(what.config); // needs Linux and --unstable-net (see reusePortUnavailable)
+ *   const { port } = await pool.start();
+ *   console.log(`two accept loops on port ${port}`);
+ *   await pool.stop();
+ * }
  * ```
  */
 export class WorkerPool implements Server {
@@ -169,17 +136,21 @@ export class WorkerPool implements Server {
   /** Issue 14: the --fault-listen ports, once the first worker listens. */
   #faultPorts: number[] | undefined;
 
-  /** @param config the configuration; `config.workers` workers are started */
+  /**
+   * A pool, not yet started: {@link start} spawns the workers.
+   *
+   * @param config the configuration; `config.workers` workers are started
+   */
   constructor(config: RunConfig) {
     this.#config = config;
-    this.#clients = new LocalClientCounts(config.server.admission?.maxPerClient ?? 0);
+    this.#clients = new LocalClientCounts(config.server.access?.maxPerClient ?? 0);
   }
 
   /** The workers' counters, summed; complete once {@link finished} has resolved (each worker reports at its end). */
-  get stats(): ServerStats {
-    const total = emptyStats();
+  get counters(): ServerCounters {
+    const total = emptyCounters();
     for (const member of this.#members) {
-      for (const key of Object.keys(total) as (keyof ServerStats)[]) total[key] += member.stats?.[key] ?? 0;
+      for (const key of Object.keys(total) as (keyof ServerCounters)[]) total[key] += member.counters?.[key] ?? 0;
     }
     return total;
   }
@@ -211,7 +182,7 @@ export class WorkerPool implements Server {
    */
   faultRequest(body: FaultWorkerRequest): Promise<FaultWorkerAnswer[]> {
     return Promise.all(
-      this.#members.filter((m) => m.stats === undefined).map((member) => {
+      this.#members.filter((m) => m.counters === undefined).map((member) => {
         const request = ++this.#requests;
         const { promise, resolve } = Promise.withResolvers<FaultWorkerAnswer>();
         member.faults.set(request, resolve);
@@ -222,7 +193,7 @@ export class WorkerPool implements Server {
   }
 
   #snapshot(member: Member): Promise<MetricsSnapshot> {
-    if (member.stats) return Promise.resolve(finalSnapshot(member.stats));
+    if (member.counters) return Promise.resolve(finalSnapshot(member.counters));
     const request = ++this.#requests;
     const { promise, resolve } = Promise.withResolvers<MetricsSnapshot>();
     member.snapshots.set(request, resolve);
@@ -253,7 +224,7 @@ export class WorkerPool implements Server {
       await Promise.all(rest.map((m) => m.listening.promise));
       serverLog.info(
         "echoing on port {port} with {workers} workers (copy {copy}, max connections {maxConnections} in total, " +
-          "idle timeout {idleTimeout})",
+          "idle timeout {idleTimeout}, send timeout {sendTimeout})",
         {
           port,
           workers,
@@ -261,6 +232,7 @@ export class WorkerPool implements Server {
           copy: server.copy,
           maxConnections: server.maxConnections || "unlimited",
           idleTimeout: server.idleTimeoutMs ? formatDuration(server.idleTimeoutMs) : "never",
+          sendTimeout: server.sendTimeoutMs ? formatDuration(server.sendTimeoutMs) : "never",
         },
       );
       return { port };
@@ -272,26 +244,40 @@ export class WorkerPool implements Server {
 
   /**
    * Stops every worker gracefully (see {@link EchoServer.stop}): each closes its listeners at once and lets its
-   * sessions finish for up to `graceMs`. A call with `graceMs` 0 cuts a running stop's grace period short.
+   * sessions finish for up to `graceMs`. A grace of 0 is {@link stopNow}.
    *
    * @param graceMs how long sessions may finish; defaults to the configured shutdown timeout
    * @returns resolves when every worker has stopped
    */
   stop(graceMs: number = this.#config.server.shutdownTimeoutMs): Promise<void> {
-    if (this.#stopping && graceMs <= 0) void this.#stopAll(0);
-    this.#stopping ??= this.#stopAll(graceMs).then(() => {
-      const stats = this.stats;
-      serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
-        ...stats,
-        bytes: stats.bytesEchoed,
-        workers: this.#members.length,
-      });
-      this.#finished.resolve();
-    });
+    if (graceMs <= 0) return this.stopNow();
+    this.#stopping ??= this.#stopAll(graceMs).then(() => this.#stopped());
     return this.#stopping;
   }
 
-  /** Asks every worker to stop (a worker asked again with 0 cuts its grace short) and waits for all of them. */
+  /**
+   * Stops every worker at once (see {@link EchoServer.stopNow}); during a graceful stop, cuts it short.
+   *
+   * @returns resolves when every worker has stopped
+   */
+  stopNow(): Promise<void> {
+    if (this.#stopping) void this.#stopAll(0);
+    this.#stopping ??= this.#stopAll(0).then(() => this.#stopped());
+    return this.#stopping;
+  }
+
+  /** Logs the pool's summary and resolves {@link finished}. */
+  #stopped(): void {
+    const counters = this.counters;
+    serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
+      ...counters,
+      bytes: counters.bytesEchoed,
+      workers: this.#members.length,
+    });
+    this.#finished.resolve();
+  }
+
+  /** Asks every worker to stop (a grace of 0: at once, or cutting its graceful stop short) and waits for all. */
   async #stopAll(graceMs: number): Promise<void> {
     for (const member of this.#members) post(member, { kind: "stop", graceMs });
     await Promise.all(this.#members.map((m) => m.stopped.promise));
@@ -325,8 +311,7 @@ export class WorkerPool implements Server {
     post(member, {
       kind: "start",
       id,
-      args: this.#config.args,
-      port,
+      config: { ...this.#config.server, port },
       log: this.#config.log,
       open: this.#open,
       ...(faultPorts ? { faultPorts } : {}),
@@ -348,7 +333,7 @@ export class WorkerPool implements Server {
         this.#ended(member);
         break;
       case "stopped":
-        member.stats = message.stats;
+        member.counters = message.counters;
         this.#ended(member);
         break;
       case "snapshot":
@@ -379,8 +364,8 @@ export class WorkerPool implements Server {
   #ended(member: Member): void {
     member.listening.reject(new Error(`worker ${member.id} ended before it listened`));
     // Readings still awaited get the final counters (or zeros, for a worker that died).
-    const stats = member.stats ?? emptyStats();
-    for (const answer of member.snapshots.values()) answer(finalSnapshot(stats));
+    const counters = member.counters ?? emptyCounters();
+    for (const answer of member.snapshots.values()) answer(finalSnapshot(counters));
     member.snapshots.clear();
     for (const answer of member.faults.values()) answer(null);
     member.faults.clear();
@@ -393,8 +378,8 @@ export class WorkerPool implements Server {
 }
 
 /** The reading of a worker that has ended: its last counters, no open connection, draining. */
-function finalSnapshot(stats: ServerStats): MetricsSnapshot {
-  return { connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats };
+function finalSnapshot(counters: ServerCounters): MetricsSnapshot {
+  return { connectionsActive: 0, bytesEchoed: counters.bytesEchoed, draining: true, counters };
 }
 
 function post(member: Member, message: ToWorker): void {
@@ -439,7 +424,11 @@ export class RemoteClientCounts implements ClientCounts {
   readonly #waiting = new Map<number, (ok: boolean) => void>();
   #requests = 0;
 
-  /** @param send posts a message to the main thread */
+  /**
+   * Counts that ask the main thread through `send`.
+   *
+   * @param send posts a message to the main thread
+   */
   constructor(send: (message: FromWorker) => void) {
     this.#send = send;
   }

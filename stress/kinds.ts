@@ -5,7 +5,7 @@
 // nothing else changes. Every kind runs over TLS or after a PROXY header too, when the server is started so
 // (stress/session.ts's Transport).
 
-import { ByteStream, deriveSeed, Random, Verifier } from "./rng.ts";
+import { ByteStream, deriveSeed, Random, Verifier } from "../support/rng.ts";
 import { Cut, type SessionContext, type StressConn, Violation, writeSizer } from "./session.ts";
 
 /** Limits every plan respects, from the stress command line. */

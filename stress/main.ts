@@ -12,11 +12,11 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { parseCommandLine } from "../lib/options.ts";
 import { formatDuration, parseDuration, parseInteger, parseSize, UnitError } from "../lib/units.ts";
-import { makeTestCertificate } from "../tests/helpers.ts";
+import { makeTestCertificate } from "../support/certificate.ts";
 import { defaultWeights, KINDS, parseWeights, type PlanLimits } from "./kinds.ts";
 import type { Transport } from "./session.ts";
 import {
-  formatBytes,
+  formatBytesIEC,
   formatKiB,
   runSwarm,
   SIGTERM_STOPPER,
@@ -141,7 +141,7 @@ function program(): Command {
       new Option(
         "--stop-with <how>",
         "how the server is stopped (at --stop-after, or at the end): SIGTERM, or the Windows service's STOP " +
-          "through the fake SCM of tests/fake_scm.ts (Linux, needs cc)",
+          "through the fake SCM of support/fake_scm.ts (Linux, needs cc)",
       ).choices(["sigterm", "service"])
         .default("sigterm"),
     )
@@ -234,7 +234,7 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
     lines.push(`echosrv stress replay: ${verdict} (seed ${report.seed}, session ${r.plan.n}, ${r.durationMs} ms)`);
     lines.push(`plan: ${JSON.stringify(r.plan)}`);
     lines.push(`ending: ${r.ending}${r.detail ? ` (${r.detail})` : ""}`);
-    lines.push(`sent ${formatBytes(r.stats.bytesSent)}, verified ${formatBytes(r.stats.bytesVerified)}`);
+    lines.push(`sent ${formatBytesIEC(r.stats.bytesSent)}, verified ${formatBytesIEC(r.stats.bytesVerified)}`);
   } else {
     lines.push(
       `echosrv stress: ${verdict} (seed ${report.seed}, ${(report.elapsedMs / 1000).toFixed(1)} s, ` +
@@ -249,14 +249,14 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
     );
     const row = (name: string, s: typeof report.total) =>
       `  ${name.padEnd(14)}${pad(s.sessions, 9)}${pad(s.ok, 9)}${pad(s.cut, 6)}${pad(s.refused, 8)}` +
-      `${pad(s.failed, 7)}${pad(s.connections, 12)}${pad(formatBytes(s.bytesVerified), 12)}`;
+      `${pad(s.failed, 7)}${pad(s.connections, 12)}${pad(formatBytesIEC(s.bytesVerified), 12)}`;
     for (const [name, s] of Object.entries(report.kinds)) lines.push(row(name, s));
     lines.push(row("total", report.total));
     const server = report.server;
     lines.push(
-      `bytes verified: ${formatBytes(report.total.bytesVerified)} (sent ${formatBytes(report.total.bytesSent)})` +
+      `bytes verified: ${formatBytesIEC(report.total.bytesVerified)} (sent ${formatBytesIEC(report.total.bytesSent)})` +
         (server?.accepted === undefined ? "" : `; server: ${server.accepted} connections served, ` +
-          `${formatBytes(server.bytesEchoed ?? 0)} echoed, ${server.closedIdle ?? 0} closed by its idle timeout`),
+          `${formatBytesIEC(server.bytesEchoed ?? 0)} echoed, ${server.closedIdle ?? 0} closed by its idle timeout`),
     );
     const idle = report.idleServer;
     if (idle) {

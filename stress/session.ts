@@ -2,8 +2,8 @@
 // ends), its deadline (a session past it is a hang: its connections are closed so it cannot block the client),
 // its counters, and the ways it can end. Kinds (stress/kinds.ts) do the talking; this module judges the endings.
 
-import type { ByteStream, Random, Verifier } from "./rng.ts";
-import { proxyV2Header } from "../tests/helpers.ts";
+import type { ByteStream, Random, Verifier } from "../support/rng.ts";
+import { proxyV2Header } from "../support/proxy_header.ts";
 
 /** Where a kind connects (the swarmed server, the idle kinds' server). */
 export interface Target {

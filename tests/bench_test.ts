@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { MAX_BUFFER, MIN_BUFFER, nextBufferSize } from "../lib/echo.ts";
-import { ROOT, within } from "./helpers.ts";
+import { cannotRun, ROOT, within } from "./helpers.ts";
 import { clientCpus, mergeHistograms, percentileOf, placement, serverCpuList } from "../bench/load.ts";
 import { readTask, scaleCounts } from "../bench/run.ts";
 
@@ -20,11 +20,14 @@ async function hasCompiler(): Promise<boolean> {
 /** The bench task's own command line (after `deno`), as `deno task bench` runs it. */
 const BENCH_ARGS = denoJson.tasks.bench.split(/\s+/).slice(1);
 
-Deno.test("bench --smoke runs every server and measurement and writes the JSON and the charts", async (t) => {
-  if (Deno.build.os !== "linux" || !(await hasCompiler())) {
-    console.log("skipped: the benchmark needs Linux and a C compiler (cc) for its load client (.ci/run installs gcc)");
-    return;
-  }
+const NO_BENCH = Deno.build.os !== "linux" || !(await hasCompiler())
+  ? "the benchmark needs Linux and a C compiler (cc) for its load client (.ci/run installs gcc)"
+  : undefined;
+
+Deno.test({
+  name: "bench --smoke runs every server and measurement and writes the JSON and the charts",
+  ignore: cannotRun("the benchmark's smoke run", NO_BENCH),
+}, async (t) => {
   const out = await Deno.makeTempDir({ prefix: "echosrv-bench-" });
   try {
     const args = BENCH_ARGS;
@@ -130,29 +133,40 @@ Deno.test("bench --smoke runs every server and measurement and writes the JSON a
   }
 });
 
-Deno.test("bench --help exits 0 with the usage; a smoke run refuses to write over the committed results", async () => {
-  const help = await new Deno.Command(Deno.execPath(), { args: [...BENCH_ARGS, "--help"], cwd: ROOT, stdout: "piped" })
-    .output();
-  assert.equal(help.code, 0);
-  assert.match(new TextDecoder().decode(help.stdout), /^usage: deno task bench/);
-  const bad = await new Deno.Command(Deno.execPath(), {
-    args: [...BENCH_ARGS, "--no-such-option"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(bad.code, 2, "an unknown option is a usage error");
-  const committed = `${ROOT}bench/results.json`;
-  const before = await Deno.stat(committed);
-  const smoke = await new Deno.Command(Deno.execPath(), {
-    args: [...BENCH_ARGS, "--smoke", "--out", "bench"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(smoke.code, 2);
-  assert.match(new TextDecoder().decode(smoke.stderr), /--smoke does not write to bench\//);
-  assert.equal((await Deno.stat(committed)).mtime?.getTime(), before.mtime?.getTime(), "results.json untouched");
+Deno.test({
+  name: "bench --help exits 0 with the usage; a smoke run refuses to write over the committed results",
+  ignore: cannotRun(
+    "the benchmark's runs",
+    Deno.build.os === "windows" ? "the benchmark needs Linux (cc, taskset, /proc)" : undefined,
+  ),
+  async fn() {
+    const help = await new Deno.Command(Deno.execPath(), {
+      args: [...BENCH_ARGS, "--help"],
+      cwd: ROOT,
+      stdout: "piped",
+    })
+      .output();
+    assert.equal(help.code, 0);
+    assert.match(new TextDecoder().decode(help.stdout), /^usage: deno task bench/);
+    const bad = await new Deno.Command(Deno.execPath(), {
+      args: [...BENCH_ARGS, "--no-such-option"],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(bad.code, 2, "an unknown option is a usage error");
+    const committed = `${ROOT}bench/results.json`;
+    const before = await Deno.stat(committed);
+    const smoke = await new Deno.Command(Deno.execPath(), {
+      args: [...BENCH_ARGS, "--smoke", "--out", "bench"],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(smoke.code, 2);
+    assert.match(new TextDecoder().decode(smoke.stderr), /--smoke does not write to bench\//);
+    assert.equal((await Deno.stat(committed)).mtime?.getTime(), before.mtime?.getTime(), "results.json untouched");
+  },
 });
 
 Deno.test("bench placement: pinned apart on 4+ cores, enough load processes on the cores the server leaves", () => {

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { parseExposition, seriesNames } from "./exposition.ts";
-import { echoSession, hasCommand, metricsPortOf, ROOT, spawnServer, within } from "./helpers.ts";
+import { echoSession, hasCommand, metricsPortOf, ROOT, SIGTERM_EXIT_CODE, spawnServer, within } from "./helpers.ts";
 
 const DASHBOARD = `${ROOT}deploy/grafana-dashboard.json`;
 const PROMTOOL = Deno.env.get("PROMTOOL") ?? "promtool";
@@ -153,7 +153,7 @@ Deno.test("deploy/grafana-dashboard.json: every metric it queries is one a runni
   );
   assert.deepEqual(unused, [], "families with no panel");
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("deploy/grafana-dashboard.json holds together: ids, grid, data source, variables, refIds", () => {

@@ -2,7 +2,7 @@
 // with data in flight, zero-byte sessions, resets at both points, a client that never reads, many at once.
 
 import assert from "node:assert/strict";
-import type { CopyStrategy } from "../lib/options.ts";
+import type { CopyStrategy } from "../lib/config.ts";
 import {
   cannotRun,
   echoSession,
@@ -110,7 +110,7 @@ for (const copy of STRATEGIES) {
       assert.ok(written < 256 * 1024 * 1024, "the server stopped reading once its writes blocked");
       conn.close(); // unread echo in our receive buffer: the kernel sends RST while the server waits in write()
       await within(10_000, "the reset session to end", waitUntil(() => server.activeConnections === 0));
-      assert.ok(server.stats.resets >= 1, `resets counted: ${JSON.stringify(server.stats)}`);
+      assert.ok(server.counters.resets >= 1, `resets counted: ${JSON.stringify(server.counters)}`);
       const data = pseudoRandomBytes(64 * 1024, 5);
       assert.equal(sameBytes(await echoSession("127.0.0.1", port, data), data), true, "still serving");
     });

@@ -12,10 +12,12 @@ import assert from "node:assert/strict";
 import { autoWorkers } from "../lib/runtime.ts";
 import { isDeepStrictEqual } from "node:util";
 import ipaddr from "ipaddr.js";
-import { ENV_VARS, parseCommandLine, type RunConfig } from "../lib/options.ts";
+import type { RunConfig } from "../lib/config.ts";
+import { ENV_VARS } from "../lib/environment.ts";
+import { parseCommandLine } from "../lib/options.ts";
 import { parseProxyHeader } from "../lib/proxy_protocol.ts";
 import { BLOCKED_SOURCE_PORTS } from "../lib/udp.ts";
-import { Random } from "../stress/rng.ts";
+import { Random } from "../support/rng.ts";
 import {
   cannotRun,
   hasCommand,
@@ -239,7 +241,7 @@ const SPECS: OptionSpec[] = [
     valid: (v) => wholeNumber(v, 10_000_000),
     good: ["0", "1", "64", " 10 "],
     near: ["-1", "1.5", "10000001", "many", "", "0x10"],
-    read: (c) => c.server.admission?.maxPerClient ?? 0,
+    read: (c) => c.server.access?.maxPerClient ?? 0,
     expect: (v) => Number(v.trim()),
   },
   {

@@ -5,10 +5,10 @@
 import assert from "node:assert/strict";
 import { type MetricsSnapshot, renderMetrics, sumSnapshots } from "../lib/metrics.ts";
 import { sampleProcess } from "../lib/process_metrics.ts";
-import { emptyStats } from "../lib/server.ts";
+import { emptyCounters } from "../lib/counters.ts";
 import { reusePortUnavailable } from "../lib/runtime.ts";
 import { type Family, namingViolations, parseExposition } from "./exposition.ts";
-import { formatSample, parseMetricsText, sampleOf } from "../lib/stats.ts";
+import { formatSample, parseMetricsText, sampleOf } from "../lib/stats_command.ts";
 import {
   cannotRun,
   echoSession,
@@ -49,16 +49,6 @@ Deno.test("/metrics: valid exposition format; counters follow connections, bytes
   assert.equal(page.status, 200);
   assert.equal(page.type, "text/plain; version=0.0.4; charset=utf-8");
   assert.match(page.body, /^echosrv_build_info\{version="[^"]+",deno="[^"]+",os="[^"]+"\} 1$/m);
-  if (havePromtool) {
-    const check = new Deno.Command(PROMTOOL, { args: ["check", "metrics"], stdin: "piped", stderr: "piped" }).spawn();
-    const writer = check.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(page.body));
-    await writer.close();
-    const result = await within(15_000, "promtool check metrics", check.output());
-    assert.equal(result.code, 0, `promtool: ${new TextDecoder().decode(result.stderr)}`);
-  } else {
-    console.log("  (promtool not found: the format is checked by this test's own assertions only)");
-  }
 
   // One session open and moving bytes: the gauge and the live byte count show it before it ends.
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
@@ -118,7 +108,7 @@ Deno.test("/healthz: 200 while serving, 503 while draining open sessions, then t
   } finally {
     conn.close();
   }
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   await assert.rejects(fetch(health), "the metrics port is closed after the stop");
 });
 
@@ -144,16 +134,16 @@ Deno.test("--metrics on a port in use exits 1 naming it; a bad --metrics value e
 });
 
 Deno.test("sumSnapshots adds several servers up (a multi-worker process); stats reads what renderMetrics writes", () => {
-  const stats = () => ({ ...emptyStats(), accepted: 2, refusedOverCap: 1, bytesEchoed: 10 });
-  const one: MetricsSnapshot = { connectionsActive: 1, bytesEchoed: 100, draining: false, stats: stats() };
-  const two: MetricsSnapshot = { ...one, draining: true, stats: { ...stats(), refusedAccessRule: 3 } };
+  const counters = () => ({ ...emptyCounters(), accepted: 2, refusedOverCap: 1, bytesEchoed: 10 });
+  const one: MetricsSnapshot = { connectionsActive: 1, bytesEchoed: 100, draining: false, counters: counters() };
+  const two: MetricsSnapshot = { ...one, draining: true, counters: { ...counters(), refusedAccessRule: 3 } };
   const total = sumSnapshots([one, two]);
   assert.equal(total.connectionsActive, 2);
   assert.equal(total.bytesEchoed, 200);
-  assert.equal(total.stats.accepted, 4);
-  assert.equal(total.stats.refusedAccessRule, 3);
+  assert.equal(total.counters.accepted, 4);
+  assert.equal(total.counters.refusedAccessRule, 3);
   assert.equal(total.draining, true, "draining if any drains");
-  assert.equal(one.stats.accepted, 2, "the sources are not modified");
+  assert.equal(one.counters.accepted, 2, "the sources are not modified");
   const sample = sampleOf(parseMetricsText(renderMetrics(total, sampleProcess())), 0);
   assert.equal(sample.accepted, 4);
   assert.equal(sample.rejected, 2 + 3);
@@ -172,28 +162,42 @@ Deno.test("process_* under `deno task start`: CPU, resident memory and start tim
   const start = samples.get("process_start_time_seconds")!;
   assert.ok(start <= now && start > now - 60, `start time ${start} is in the last minute (now ${now})`);
   assert.ok(samples.get("process_cpu_seconds_total")! > 0);
-  const rss = samples.get("process_resident_memory_bytes")!;
-  const kernelRss = residentKiB(server.pid);
-  if (kernelRss !== undefined) {
-    // The same figure the kernel gives, within what changes between the two reads.
-    assert.ok(Math.abs(rss / 1024 - kernelRss) < kernelRss * 0.25, `${rss / 1024} KiB vs VmRSS ${kernelRss} KiB`);
-  }
+  assert.ok(samples.get("process_resident_memory_bytes")! > 0, "resident memory");
   // Deno reads /proc only with --allow-all: these are absent, not 0 (a dashboard then shows "no data").
   for (const name of ["process_open_fds", "process_max_fds", "process_virtual_memory_bytes"]) {
     assert.equal(samples.has(name), false, `${name} is left out without /proc`);
   }
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
+
+/** Why the kernel's figure for a process's memory cannot be read here (support/process_info.ts), or undefined. */
+const NO_MEMORY_READING = residentKiB(Deno.pid) === undefined
+  ? "a process's resident memory is read from /proc/PID/status, which only Linux has"
+  : undefined;
+
+Deno.test({
+  name: "process_resident_memory_bytes is the kernel's figure (VmRSS)",
+  ignore: cannotRun("the comparison of process_resident_memory_bytes with the kernel's", NO_MEMORY_READING),
+}, async () => {
+  await using server = await spawnServer(["--port", "0", "--host", "127.0.0.1", "--metrics", "127.0.0.1:0"]);
+  const rss = (await scrape(await metricsPortOf(server))).get("process_resident_memory_bytes")!;
+  const kernelRss = residentKiB(server.pid);
+  assert.ok(kernelRss !== undefined, "the kernel's figure was read");
+  // The same figure, within what changes between the two reads.
+  assert.ok(Math.abs(rss / 1024 - kernelRss) < kernelRss * 0.25, `${rss / 1024} KiB vs VmRSS ${kernelRss} KiB`);
+  server.signal("SIGTERM");
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
+});
+
+const NO_PRLIMIT = await hasCommand("prlimit", ["--version"])
+  ? undefined
+  : "prlimit (util-linux) is not installed; it sets the descriptor limit this test checks";
 
 Deno.test({
   name: "process_* from /proc (Linux, deno run -A): descriptors follow connections, the limit is RLIMIT_NOFILE",
-  ignore: Deno.build.os !== "linux",
+  ignore: Deno.build.os !== "linux" || cannotRun("the /proc descriptor metrics test", NO_PRLIMIT),
   fn: async () => {
-    if (!(await hasCommand("prlimit", ["--version"]))) {
-      console.log("skipped: prlimit (util-linux) is not installed; it sets the descriptor limit this test checks");
-      return;
-    }
     const runArgs = ["run", "--allow-all", "--unstable-net", "main.ts"];
     await using server = await spawnServer(["--port", "0", "--host", "127.0.0.1", "--metrics", "127.0.0.1:0"], {
       runArgs,
@@ -224,7 +228,7 @@ Deno.test({
     const after = await scrape(port);
     assert.ok(after.get("process_open_fds")! <= before.get("process_open_fds")! + 1, "the descriptors are closed");
     server.signal("SIGTERM");
-    assert.equal(await server.exited(), 0);
+    assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   },
 });
 
@@ -258,17 +262,32 @@ Deno.test("every family follows Prometheus's naming rules (not only the parse), 
     assert.ok(names.includes(expected), expected);
   }
   if (Deno.build.os === "linux") assert.ok(names.includes("process_open_fds"), "the /proc metrics are checked too");
-  if (havePromtool) {
-    const page = (await getText(`http://127.0.0.1:${port}/metrics`)).body;
-    const check = new Deno.Command(PROMTOOL, { args: ["check", "metrics"], stdin: "piped", stderr: "piped" }).spawn();
-    const writer = check.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(page));
-    await writer.close();
-    const result = await within(15_000, "promtool check metrics", check.output());
-    assert.equal(result.code, 0, `promtool: ${new TextDecoder().decode(result.stderr)}`);
-  }
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
+});
+
+Deno.test({
+  name: "Prometheus's own promtool check metrics accepts /metrics, with every feature and /proc on",
+  ignore: cannotRun(
+    "the promtool check of /metrics (this file's own parser still checks the format)",
+    havePromtool ? undefined : "promtool is not found (CI unpacks it from Debian's prometheus package; see .ci/run)",
+  ),
+}, async () => {
+  await using server = await spawnServer(
+    ["--port", "0", "--host", "127.0.0.1", "--metrics", "127.0.0.1:0", "--udp", "--max-connections-per-ip", "5"],
+    Deno.build.os === "linux" ? { runArgs: ["run", "--allow-all", "--unstable-net", "main.ts"] } : {},
+  );
+  const port = await metricsPortOf(server);
+  await echoSession("127.0.0.1", server.port, new Uint8Array(100));
+  const page = (await getText(`http://127.0.0.1:${port}/metrics`)).body;
+  const check = new Deno.Command(PROMTOOL, { args: ["check", "metrics"], stdin: "piped", stderr: "piped" }).spawn();
+  const writer = check.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(page));
+  await writer.close();
+  const result = await within(15_000, "promtool check metrics", check.output());
+  assert.equal(result.code, 0, `promtool: ${new TextDecoder().decode(result.stderr)}`);
+  server.signal("SIGTERM");
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("the naming check catches each kind of mistake (it can fail)", () => {
@@ -343,7 +362,7 @@ Deno.test("histograms: connection duration and bytes per connection, counted int
   const sum = seriesOf(all, "echosrv_connection_duration_seconds", "echosrv_connection_duration_seconds_sum")!;
   assert.ok(sum >= 1.5 && sum < 10, `the durations add up to ${sum} s`);
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test({
@@ -377,6 +396,6 @@ Deno.test({
     assert.equal(series("echosrv_connection_duration_seconds", "+Inf"), sessions);
     assert.deepEqual(namingViolations(all), []);
     server.signal("SIGTERM");
-    assert.equal(await server.exited(), 0);
+    assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   },
 });

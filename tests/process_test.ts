@@ -216,11 +216,14 @@ Deno.test("the text format is one readable line per record", async () => {
   );
 });
 
-Deno.test("out of file descriptors (EMFILE), the server keeps serving and accepts again when clients leave", async () => {
-  if (!(await hasCommand("prlimit", ["--version"]))) {
-    console.log("skipped: prlimit (util-linux) is not installed");
-    return;
-  }
+const NO_PRLIMIT = await hasCommand("prlimit", ["--version"])
+  ? undefined
+  : "prlimit (util-linux) is not installed; it sets the descriptor limit";
+
+Deno.test({
+  name: "out of file descriptors (EMFILE), the server keeps serving and accepts again when clients leave",
+  ignore: cannotRun("the out-of-descriptors test", NO_PRLIMIT),
+}, async () => {
   await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1", "--log-level", "debug"], {
     wrapper: ["prlimit", "--nofile=64"],
   });
@@ -273,19 +276,35 @@ Deno.test("out of file descriptors (EMFILE), the server keeps serving and accept
   }
 });
 
-Deno.test("a client that sends without reading stalls its own connection; server memory stays bounded", async () => {
+Deno.test("a client that sends without reading stalls its own connection; the others are served", async () => {
+  await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1"]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const written = await writeUntilStalled(conn, 512 * 1024 * 1024);
+  conn.close();
+  assert.ok(written < 128 * 1024 * 1024, `the server stopped reading after ${written} bytes`);
+  const data = pseudoRandomBytes(100_000, 6);
+  assert.equal(sameBytes(await echoSession("127.0.0.1", server.port, data), data), true, "others are served");
+  server.signal("SIGTERM");
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
+});
+
+/** Why a process's resident memory cannot be read here (support/process_info.ts reads /proc), or undefined. */
+const NO_MEMORY_READING = residentKiB(Deno.pid) === undefined
+  ? "a process's resident memory is read from /proc/PID/status, which only Linux has"
+  : undefined;
+
+Deno.test({
+  name: "a client that sends without reading: the server's memory does not grow with what it sends",
+  ignore: cannotRun("the memory check of a client that never reads", NO_MEMORY_READING),
+}, async () => {
   await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1"]);
   const before = residentKiB(server.pid);
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   const written = await writeUntilStalled(conn, 512 * 1024 * 1024);
   const after = residentKiB(server.pid);
   conn.close();
-  assert.ok(written < 128 * 1024 * 1024, `the server stopped reading after ${written} bytes`);
-  if (before !== undefined && after !== undefined) {
-    assert.ok(after - before < 64 * 1024, `server memory grew by ${after - before} KiB`);
-  }
-  const data = pseudoRandomBytes(100_000, 6);
-  assert.equal(sameBytes(await echoSession("127.0.0.1", server.port, data), data), true, "others are served");
+  assert.ok(before !== undefined && after !== undefined, "the server's memory was read");
+  assert.ok(after - before < 64 * 1024, `server memory grew by ${after - before} KiB after ${written} bytes sent`);
   server.signal("SIGTERM");
   assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });

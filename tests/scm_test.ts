@@ -1,6 +1,6 @@
 // The Windows service protocol (lib/service/scm.ts), driven for real on Linux: echosrv runs with the command line
-// `echosrv service install` registers from source, its FFI calls going to tests/fixtures/fake_advapi32.c, a stand-in
-// for advapi32 built here with `cc` (tests/fake_scm.ts). The stand-in keeps the SCM's threads (ServiceMain on a new
+// `echosrv service install` registers from source, its FFI calls going to support/fixtures/fake_advapi32.c, a stand-in
+// for advapi32 built here with `cc` (support/fake_scm.ts). The stand-in keeps the SCM's threads (ServiceMain on a new
 // thread, controls on the dispatcher's thread) and records every status report, so these tests see what the SCM
 // would: the states, the checkpoints, the timing, the exit codes, and a real echo on loopback while RUNNING.
 
@@ -8,7 +8,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { PENDING_WAIT_HINT_MS, ServiceState } from "../lib/service/scm.ts";
-import { assertProtocol, buildFakeAdvapi32, type ScmEvent, startUnderFakeScm, stateSequence } from "./fake_scm.ts";
+import {
+  assertProtocol,
+  buildFakeAdvapi32,
+  type ScmEvent,
+  startUnderFakeScm,
+  stateSequence,
+} from "../support/fake_scm.ts";
 import { echoSession, pseudoRandomBytes, readAll, ROOT, sameBytes, writeAll } from "./helpers.ts";
 
 const built = await buildFakeAdvapi32();

@@ -5,15 +5,18 @@
 
 import assert from "node:assert/strict";
 import { join, resolve } from "node:path";
-import { parseCommandLine, type RunConfig } from "../lib/options.ts";
-import { describePlan, executePlan, type ServiceDefinition, ServiceError, type Step } from "../lib/service/contract.ts";
+import type { RunConfig } from "../lib/config.ts";
+import { parseCommandLine } from "../lib/options.ts";
+import type { ServiceDefinition } from "../lib/service/contract.ts";
+import { ServiceError } from "../lib/service/error.ts";
+import { describePlan, executePlan, type Step } from "../lib/service/plan.ts";
 import { quoteWindowsArg, windowsCommandLine, WindowsManager, windowsServiceArgv } from "../lib/service/windows.ts";
 import { serviceSid, windowsAccount } from "../lib/service/win_account.ts";
 import { LaunchdManager, launchdPlist, launchdServiceArgv } from "../lib/service/launchd.ts";
 import { absoluteLogFileArgs } from "../lib/service/commands.ts";
 import { judgeStart, STAY_UP_MS, SystemdManager } from "../lib/service/systemd.ts";
 import { cannotRun, plannedFile, ROOT, runServiceTask } from "./helpers.ts";
-import { commandLineToArgv } from "./fake_scm.ts";
+import { commandLineToArgv } from "../support/fake_scm.ts";
 import { plistReader } from "./python.ts";
 
 const plist = await plistReader();

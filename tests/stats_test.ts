@@ -3,8 +3,8 @@
 // fragment), one line per sample in a pipe, and a one-line error naming the address when nothing answers.
 
 import assert from "node:assert/strict";
-import { formatBits, formatBytes, formatSample, reasonOf, runStats, type StatsSample } from "../lib/stats.ts";
-import { echoSession, freePort, metricsPortOf, runEchosrv, spawnServer } from "./helpers.ts";
+import { formatBits, formatBytesSI, formatSample, reasonOf, runStats, type StatsSample } from "../lib/stats_command.ts";
+import { echoSession, freePort, metricsPortOf, runEchosrv, SIGTERM_EXIT_CODE, spawnServer } from "./helpers.ts";
 
 const sample = (overrides: Partial<StatsSample> = {}): StatsSample => ({
   atMs: Date.UTC(2026, 0, 1, 12, 0, 0),
@@ -20,12 +20,12 @@ const sample = (overrides: Partial<StatsSample> = {}): StatsSample => ({
   ...overrides,
 });
 
-Deno.test("formatBits and formatBytes: SI prefixes, three significant digits", () => {
+Deno.test("formatBits and formatBytesSI: SI prefixes, three significant digits", () => {
   assert.deepEqual(
     [0, 999, 1000, 45_100_000, 9_412_000_000, 999_600, 1.5e12].map(formatBits),
     ["0 bit/s", "999 bit/s", "1.00 kbit/s", "45.1 Mbit/s", "9.41 Gbit/s", "1.00 Mbit/s", "1.50 Tbit/s"],
   );
-  assert.deepEqual([0, 512, 5000, 1_234_567_890].map(formatBytes), ["0 B", "512 B", "5.00 kB", "1.23 GB"]);
+  assert.deepEqual([0, 512, 5000, 1_234_567_890].map(formatBytesSI), ["0 B", "512 B", "5.00 kB", "1.23 GB"]);
 });
 
 Deno.test("formatSample: all fields when they fit, then drops the least important, then abbreviates; never wider", () => {
@@ -71,7 +71,7 @@ Deno.test("on a terminal the line is rewritten in place, fitted to the width rea
   assert.ok(!rewrites.slice(0, 2).some((r) => r.includes("\n")), "no line break until the end");
   assert.ok(written.endsWith("\n"), "the last line is ended when it stops");
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("echosrv stats in a pipe: one whole line per sample with totals and rates; exits after --count", async () => {
@@ -88,7 +88,7 @@ Deno.test("echosrv stats in a pipe: one whole line per sample with totals and ra
   assert.match(lines[0], /5\.00 kB echoed \| udp 0 echoed, 0 dropped \| echosrv \S+$/);
   assert.match(lines[1], /\| 0 bit\/s \| 0\.0 conn\/s \|/, "the second sample has rates");
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("echosrv stats against an address where nothing answers: one line on stderr naming it, exit 1", async () => {

@@ -6,10 +6,20 @@
 
 import assert from "node:assert/strict";
 import { History, statusInfoOf } from "../lib/status_page.ts";
-import { emptyStats } from "../lib/server.ts";
+import { emptyCounters } from "../lib/counters.ts";
 import { parseCommandLine } from "../lib/options.ts";
 import { Chromium, findChromium, type Page } from "./browser.ts";
-import { echoSession, metricsPortOf, readExactly, ROOT, scrape, spawnServer, within, writeAll } from "./helpers.ts";
+import {
+  echoSession,
+  metricsPortOf,
+  readExactly,
+  ROOT,
+  scrape,
+  SIGTERM_EXIT_CODE,
+  spawnServer,
+  within,
+  writeAll,
+} from "./helpers.ts";
 
 const chromium = await findChromium();
 if ("missing" in chromium) console.log(`status page browser test skipped: ${chromium.missing}`);
@@ -48,7 +58,7 @@ Deno.test("GET / serves the page and its files from echosrv itself, with a polic
   const missing = await get(`${base}/nothing`);
   assert.match(await missing.text(), /try \/, \/metrics/);
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("/status.json: the counts /metrics has, the limits in force, and a history that fills once a second", async () => {
@@ -97,7 +107,7 @@ Deno.test("/status.json: the counts /metrics has, the limits in force, and a his
   const newer = await (await get(`http://127.0.0.1:${port}/status.json?since=${last}`)).json();
   assert.ok(newer.history.every((p: { t: number }) => p.t > last));
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("History: rates in bit/s and connections/s between readings, five minutes kept, never negative", () => {
@@ -106,7 +116,7 @@ Deno.test("History: rates in bit/s and connections/s between readings, five minu
     connectionsActive,
     bytesEchoed: bytes,
     draining: false,
-    stats: { ...emptyStats(), accepted },
+    counters: { ...emptyCounters(), accepted },
   });
   const latest = () => history.latest;
   history.record(reading(0, 0), 1000);
@@ -269,6 +279,6 @@ Deno.test({
       client.conn.close();
     }
     assert.ok(echoed > 0);
-    assert.equal(await server.exited(), 0);
+    assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   },
 });

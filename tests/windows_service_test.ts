@@ -1,6 +1,6 @@
 // `echosrv service ...` on Windows, through the SCM's API (lib/service/windows.ts, scm_client.ts, eventlog.ts,
-// win_account.ts), driven for real through Deno FFI on Linux: the calls go to tests/fixtures/fake_advapi32.c, which
-// keeps a service database in a folder and records every call with its arguments (tests/fake_scm.ts FakeScmHost).
+// win_account.ts), driven for real through Deno FFI on Linux: the calls go to support/fixtures/fake_advapi32.c, which
+// keeps a service database in a folder and records every call with its arguments (support/fake_scm.ts FakeScmHost).
 // Checked as an administrator meets it (exit codes, the lines printed, status) and as Windows would see it (the
 // calls, in order, with their arguments; every handle closed; what a failure leaves behind). It also covers what
 // Wine's service manager lacks, which tests/wine_service_test.ts cannot: ChangeServiceConfig2W's failure flag and
@@ -8,7 +8,13 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { buildFakeAdvapi32, commandLineToArgv, type CommandOutput, FakeScmHost, type ScmEvent } from "./fake_scm.ts";
+import {
+  buildFakeAdvapi32,
+  commandLineToArgv,
+  type CommandOutput,
+  FakeScmHost,
+  type ScmEvent,
+} from "../support/fake_scm.ts";
 import { serviceSid } from "../lib/service/win_account.ts";
 
 const built = await buildFakeAdvapi32();

@@ -244,7 +244,20 @@ export class WineMachine implements AsyncDisposable {
     }
     try {
       const project = join(dir, "share/project");
-      const parts = ["main.ts", "deno.json", "deno.lock", "lib", "tests", "bench", "stress", "scripts", "deploy"];
+      const parts = [
+        "main.ts",
+        "deno.json",
+        "deno.lock",
+        "lib",
+        "tests",
+        "support",
+        "bench",
+        "stress",
+        "scripts",
+        "deploy",
+        "docs",
+        "ARCHITECTURE.md",
+      ];
       const copied = await run(["cp", "-r", ...parts.map((p) => join(ROOT, p)), project], { ms: 60_000 });
       if (copied.code !== 0) throw new Error(`copying the project: ${copied.stderr}`);
       await Deno.copyFile(join(ROOT, "README.md"), join(project, "README.md")).catch(() => {});

@@ -22,7 +22,7 @@ import assert from "node:assert/strict";
 import { DENO_EXE, type Output, RUN, whyNoWine, WineMachine } from "./wine.ts";
 import { echoSession, pseudoRandomBytes, readAll, sameBytes, sleep, within, writeAll } from "./helpers.ts";
 import { serviceSid } from "../lib/service/win_account.ts";
-import { servicePermissions } from "../lib/service/contract.ts";
+import { serverFlags } from "../lib/runtime.ts";
 
 const whyNot = await whyNoWine();
 if (whyNot) console.log(`SKIPPED wine_service_test.ts: ${whyNot}`);
@@ -32,7 +32,7 @@ function binPath(serverArgs: string[]): string {
   return [
     DENO_EXE,
     "run",
-    ...servicePermissions("windows"),
+    ...serverFlags("windows"),
     "--config",
     `${RUN}\\project\\deno.json`,
     `${RUN}\\project\\main.ts`,

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { parseCommandLine } from "../lib/options.ts";
-import { SharedConnectionGate } from "../lib/workers.ts";
+import { SharedConnectionCap } from "../lib/connection_cap.ts";
 import { autoWorkers, MAX_AUTO_WORKERS, reusePortUnavailable } from "../lib/runtime.ts";
 import {
   closedWithoutEcho,
@@ -245,18 +245,18 @@ Deno.test("reusePortUnavailable: only Linux with --unstable-net spreads a port o
   assert.match(reusePortUnavailable("darwin", true)!, /only on Linux \(this is darwin\)/);
 });
 
-Deno.test("SharedConnectionGate: workers sharing one buffer share one exact cap", () => {
+Deno.test("SharedConnectionCap: workers sharing one buffer share one exact cap", () => {
   const shared = new SharedArrayBuffer(4);
-  const one = new SharedConnectionGate(shared, 3);
-  const two = new SharedConnectionGate(shared, 3);
-  assert.deepEqual([one.tryEnter(), two.tryEnter(), one.tryEnter()], [true, true, true]);
-  assert.equal(two.tryEnter(), false, "the fourth, on either worker, is refused");
-  assert.equal(one.tryEnter(), false);
+  const one = new SharedConnectionCap(shared, 3);
+  const two = new SharedConnectionCap(shared, 3);
+  assert.deepEqual([one.tryAcquire(), two.tryAcquire(), one.tryAcquire()], [true, true, true]);
+  assert.equal(two.tryAcquire(), false, "the fourth, on either worker, is refused");
+  assert.equal(one.tryAcquire(), false);
   assert.equal(one.open, 3, "a refusal leaves the count as it was");
-  two.leave();
-  assert.equal(two.tryEnter(), true, "a place freed on one worker is taken on the other");
-  const uncapped = new SharedConnectionGate(new SharedArrayBuffer(4), 0);
-  for (let i = 0; i < 100; i++) assert.equal(uncapped.tryEnter(), true);
+  two.release();
+  assert.equal(two.tryAcquire(), true, "a place freed on one worker is taken on the other");
+  const uncapped = new SharedConnectionCap(new SharedArrayBuffer(4), 0);
+  for (let i = 0; i < 100; i++) assert.equal(uncapped.tryAcquire(), true);
   assert.equal(uncapped.open, 100);
 });
 

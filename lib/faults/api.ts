@@ -4,7 +4,8 @@
 // and removes profiles, sets a listener's profile, and lists the open connections (lib/faults/control.ts does the
 // changing). A bad request gets 400 with a message and changes nothing. Bearer tokens: RFC 6750.
 
-import { formatAddress, ListenError } from "../listen.ts";
+import { formatAddress } from "../address.ts";
+import { ListenError } from "../listen.ts";
 import { serverLog } from "../log.ts";
 import type { FaultApiConfig } from "./config.ts";
 import type { FaultController } from "./control.ts";

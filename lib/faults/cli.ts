@@ -7,7 +7,8 @@
 // the API refused as wrong (400, 404, 409), its message on standard error.
 
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { DEFAULT_FAULT_API_PORT, FAULT_ENV_VARS, parseAddress } from "./options.ts";
+import { FAULT_ENV_VARS } from "../environment.ts";
+import { DEFAULT_FAULT_API_PORT, parseAddress } from "./options.ts";
 import type { ConnectionInfo } from "./runtime.ts";
 
 /** What `echosrv fault ...` asks for. */

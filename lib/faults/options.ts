@@ -7,20 +7,11 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import ipaddr from "ipaddr.js";
 import { type Cidr, CidrError, parseCidr } from "../access.ts";
 import { parseInteger, UnitError } from "../units.ts";
+import { FAULT_ENV_VARS } from "../environment.ts";
 import type { FaultApiConfig, FaultConfig, FaultListenerSpec } from "./config.ts";
 import { FaultSyntaxError, NONE, parseProfiles, type Profile } from "./profile.ts";
 import { randomSeed } from "./random.ts";
 import { MAIN_LISTENER } from "./table.ts";
-
-/** The environment variables of the --fault-* options (and of `echosrv fault`'s --api and --token). */
-export const FAULT_ENV_VARS = {
-  faultProfile: "ECHOSRV_FAULT_PROFILE",
-  faultListen: "ECHOSRV_FAULT_LISTEN",
-  faultClient: "ECHOSRV_FAULT_CLIENT",
-  faultSeed: "ECHOSRV_FAULT_SEED",
-  faultApi: "ECHOSRV_FAULT_API",
-  faultApiToken: "ECHOSRV_FAULT_API_TOKEN",
-} as const;
 
 /** The port the control API is shown with in examples, and the one `echosrv fault` talks to by default. */
 export const DEFAULT_FAULT_API_PORT = 9408;
@@ -294,18 +285,12 @@ export function faultConfig(
       );
     }
   }
-  return { profiles, clients, listeners, mainProfile, seed: raw.faultSeed ?? randomSeed(), ...(api ? { api } : {}) };
-}
-
-/**
- * The arguments workers read again (lib/workers.ts), with the run's seed on them when it was chosen at random, so
- * every worker draws from the same seed.
- *
- * @param args the command line
- * @param config the fault configuration
- * @returns the arguments
- */
-export function argsWithSeed(args: readonly string[], config: FaultConfig | undefined): string[] {
-  if (!config || args.some((a) => a === "--fault-seed" || a.startsWith("--fault-seed="))) return [...args];
-  return [...args, "--fault-seed", String(config.seed)];
+  return {
+    profiles,
+    clients: clients.map((c) => ({ cidr: c.cidr.text, profile: c.profile })),
+    listeners,
+    mainProfile,
+    seed: raw.faultSeed ?? randomSeed(),
+    ...(api ? { api } : {}),
+  };
 }

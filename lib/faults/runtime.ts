@@ -7,15 +7,16 @@
 
 import ipaddr from "ipaddr.js";
 import { clientKey, parseClientAddress } from "../access.ts";
-import { type EchoListener, formatAddress, openListeners } from "../listen.ts";
+import { formatPeer } from "../address.ts";
+import { type EchoListener, openListeners } from "../listen.ts";
 import { connectionEventsEnabled, connLog, serverLog } from "../log.ts";
-import type { TlsMaterial } from "../tls.ts";
-import { type FaultConfig, initialTable, listenerId } from "./config.ts";
+import type { TlsMaterial } from "../config.ts";
+import type { FaultConfig } from "./config.ts";
 import { emptyProfileCounters, type ImpairedConnection, ImpairedEcho, type ProfileCounters } from "./copy.ts";
 import type { FaultCounters } from "./metrics.ts";
 import { formatImpairments, type ImpairmentKind, type Profile } from "./profile.ts";
 import { streamSeed } from "./random.ts";
-import { FaultTable, type FaultTableSpec, MAIN_LISTENER } from "./table.ts";
+import { FaultTable, type FaultTableSpec, initialTable, listenerId, MAIN_LISTENER } from "./table.ts";
 
 /** A connection as the runtime sees it: lib/connection.ts's Connection. */
 export interface OpenConnection extends ImpairedConnection {
@@ -198,7 +199,7 @@ export class FaultRuntime implements FaultHook {
     this.#byConnection.set(connection, echo);
     if (connectionEventsEnabled()) {
       connLog.debug("{peer} under fault profile {profile}: {impairments}", {
-        peer: formatAddress(clientKey(connection.client.hostname), connection.client.port),
+        peer: formatPeer(connection.client),
         profile: profile.name,
         impairments: echo.state().impairments.join(", ") || "none drawn",
       });
@@ -243,7 +244,7 @@ export class FaultRuntime implements FaultHook {
       const state = echo?.state();
       list.push({
         worker: this.#worker,
-        client: formatAddress(clientKey(connection.client.hostname), connection.client.port),
+        client: formatPeer(connection.client),
         listener: this.#listenerOf(connection.conn.localAddr),
         profile: state?.profile ?? null,
         generation: state ? state.generation : null,

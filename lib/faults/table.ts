@@ -7,6 +7,8 @@
 
 import ipaddr from "ipaddr.js";
 import { type Cidr, CidrError, parseCidr } from "../access.ts";
+import { formatAddress } from "../address.ts";
+import type { FaultConfig } from "./config.ts";
 import {
   checkProfileName,
   FaultSyntaxError,
@@ -266,4 +268,35 @@ export function parseClients(texts: readonly string[]): Cidr[] {
 /** `none` as a listener's profile means no profile. */
 export function profileOrNone(name: string): string | null {
   return name === NONE ? null : name;
+}
+
+/**
+ * A listener's id, as the control API and the logs name it: its port, or `HOST:PORT` when it has one address.
+ *
+ * @param spec the listener
+ * @param port the port it listens on (the one picked for port 0)
+ * @returns the id
+ */
+export function listenerId(spec: { host?: string }, port: number): string {
+  return spec.host === undefined ? String(port) : formatAddress(spec.host, port);
+}
+
+/**
+ * The first table: generation 1, the configured profiles and client networks, and each listener's profile.
+ *
+ * @param config the configuration
+ * @param ports the ports of the `--fault-listen` listeners, in order (the configured ones until bound)
+ * @returns the table
+ */
+export function initialTable(config: FaultConfig, ports: readonly number[]): FaultTable {
+  const profiles = new Map<string, ProfileEntry>();
+  for (const profile of config.profiles) {
+    profiles.set(profile.name, {
+      profile,
+      clients: config.clients.filter((c) => c.profile === profile.name).map((c) => parseCidr(c.cidr)),
+    });
+  }
+  const listeners = new Map<string, string | null>([[MAIN_LISTENER, config.mainProfile]]);
+  config.listeners.forEach((spec, i) => listeners.set(listenerId(spec, ports[i] ?? spec.port), spec.profile));
+  return new FaultTable(1, profiles, listeners);
 }

@@ -1,21 +1,16 @@
-// commands: carries out `echosrv service ...` (parsed by lib/service/cli.ts) with the manager of this system:
-// validates what is to be baked into the service, builds the plan, prints it (--dry-run) or checks that the
-// service manager is there, that this is root/Administrator and that nothing is in the way, then runs it. Every
-// failure is one clear message and exit 1, with whatever a failed install had done undone.
+// commands: carries out `echosrv service ...` (read by lib/options.ts into a lib/service/request.ts ServiceRequest)
+// with the manager of this system: validates what is to be baked into the service, builds the plan, prints it
+// (--dry-run) or checks that the service manager is there, that this is root/Administrator and that nothing is in
+// the way, then runs it. Every failure is one clear message and exit 1, with whatever a failed install had done
+// undone.
 
 import { isAbsolute, resolve } from "node:path";
 import { parseCommandLine } from "../options.ts";
-import type { ServiceRequest } from "./cli.ts";
-import {
-  describePlan,
-  executePlan,
-  launcherOfThisProcess,
-  listenWords,
-  type Plan,
-  type ServiceDefinition,
-  ServiceError,
-  type ServiceManager,
-} from "./contract.ts";
+import type { ServiceRequest } from "./request.ts";
+import { listenWords, type ServiceDefinition, type ServiceManager } from "./contract.ts";
+import { ServiceError } from "./error.ts";
+import { launcherOfThisProcess } from "./launcher.ts";
+import { describePlan, executePlan, type Plan } from "./plan.ts";
 import { LaunchdManager } from "./launchd.ts";
 import { SystemdManager } from "./systemd.ts";
 import { WindowsManager } from "./windows.ts";
@@ -23,7 +18,9 @@ import { testLibraries } from "./win32.ts";
 
 /** Where a command writes. */
 export interface CommandOutput {
+  /** Writes what a command reports (standard output). */
   out(text: string): void;
+  /** Writes errors and notes (standard error). */
   err(text: string): void;
 }
 

@@ -8,16 +8,14 @@
 import { posix } from "node:path";
 import {
   fileLimit,
-  launchArgs,
-  type Plan,
-  runTool,
   type ServiceDefinition,
-  ServiceError,
   type ServiceManager,
   type ServiceStatus,
-  shellQuote,
   stopGraceSeconds,
 } from "./contract.ts";
+import { ServiceError } from "./error.ts";
+import { launchArgs } from "./launcher.ts";
+import { type Plan, runTool, shellQuote } from "./plan.ts";
 import { SERVER_ENV } from "../runtime.ts";
 import { VERSION } from "../version.ts";
 
@@ -132,7 +130,11 @@ export function launchdPlist(definition: ServiceDefinition): string {
 export class LaunchdManager implements ServiceManager {
   readonly system = "launchd";
 
-  /** @param daemonDir where property lists are written */
+  /**
+   * The manager of launchd daemons.
+   *
+   * @param daemonDir where property lists are written
+   */
   constructor(readonly daemonDir: string = DAEMON_DIR) {}
 
   formatCommand(argv: string[]): string {

@@ -4,7 +4,7 @@
 // StartServiceCtrlDispatcherW and kills a program that never does (`sc start` then reports error 1053). A console
 // run, and every other system, goes on untouched.
 //
-// Tests on Linux name a stand-in for advapi32/kernel32 (tests/fixtures/fake_advapi32.c) in the environment
+// Tests on Linux name a stand-in for advapi32/kernel32 (support/fixtures/fake_advapi32.c) in the environment
 // variable win32.ts names; it is read on Linux and macOS only, never on Windows, and is not an option of echosrv.
 
 import { ScmConnection, type ScmLibraries, SERVICE_MARKER, startedByScm, WINDOWS_LIBRARIES } from "./scm.ts";

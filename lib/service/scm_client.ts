@@ -69,10 +69,15 @@ export const ERROR_SERVICE_DOES_NOT_EXIST = 1060;
 export interface ServiceStatusProcess {
   /** 1 STOPPED, 2 START_PENDING, 3 STOP_PENDING, 4 RUNNING, 5-7 the pause states. */
   state: number;
+  /** The controls the service accepts (SERVICE_ACCEPT_*). */
   controlsAccepted: number;
+  /** The Windows error it stopped with, or 0. */
   win32ExitCode: number;
+  /** Its own error code, when win32ExitCode is ERROR_SERVICE_SPECIFIC_ERROR (1066). */
   serviceExitCode: number;
+  /** Progress through a long start or stop. */
   checkpoint: number;
+  /** How long (ms) until the next status report is due. */
   waitHint: number;
   /** 0 when not running. */
   processId: number;
@@ -80,19 +85,25 @@ export interface ServiceStatusProcess {
 
 /** QUERY_SERVICE_CONFIGW, the parts echosrv reads. */
 export interface ServiceConfig {
+  /** 2 automatic, 3 on demand, 4 disabled (SERVICE_*_START). */
   startType: number;
+  /** The command line the SCM runs (lpBinaryPathName). */
   binaryPath: string;
   /** The account it runs as (lpServiceStartName), e.g. `NT SERVICE\echosrv` or `LocalSystem`. */
   account: string;
+  /** The name people see. */
   displayName: string;
 }
 
 /** What CreateServiceW is given. */
 export interface NewService {
+  /** The service's name, its registry key. */
   name: string;
+  /** The name people see. */
   displayName: string;
   /** The command line, program quoted (see windowsCommandLine). */
   binaryPath: string;
+  /** 2 automatic, 3 on demand (SERVICE_*_START). */
   startType: number;
   /** The account, or undefined for LocalSystem. */
   account?: string;
@@ -206,6 +217,7 @@ export class ScmClient implements Disposable {
     this.#library.close();
   }
 
+  /** Closes the handle, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
@@ -364,6 +376,7 @@ export class ServiceHandle implements Disposable {
     this.#handle = null;
   }
 
+  /** Closes the handle, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

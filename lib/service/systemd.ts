@@ -8,17 +8,14 @@
 import { posix } from "node:path";
 import {
   fileLimit,
-  launchArgs,
-  type Plan,
-  runTool,
   type ServiceDefinition,
-  ServiceError,
   type ServiceManager,
   type ServiceStatus,
-  shellQuote,
-  type Step,
   stopGraceSeconds,
 } from "./contract.ts";
+import { ServiceError } from "./error.ts";
+import { launchArgs } from "./launcher.ts";
+import { type Plan, runTool, shellQuote, type Step } from "./plan.ts";
 import { SERVER_ENV } from "../runtime.ts";
 import { VERSION } from "../version.ts";
 
@@ -292,7 +289,11 @@ function parseProperties(text: string): UnitProperties {
 export class SystemdManager implements ServiceManager {
   readonly system = "systemd";
 
-  /** @param unitDir where unit files are written (the default is where an administrator's units belong) */
+  /**
+   * The manager of systemd units.
+   *
+   * @param unitDir where unit files are written (the default is where an administrator's units belong)
+   */
   constructor(readonly unitDir: string = UNIT_DIR) {}
 
   formatCommand(argv: string[]): string {

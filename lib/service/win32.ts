@@ -14,7 +14,7 @@ export interface Win32Libraries {
 export const SYSTEM_LIBRARIES: Win32Libraries = { advapi32: "advapi32.dll", kernel32: "kernel32.dll" };
 
 /**
- * Names a stand-in for advapi32 and kernel32 in the tests (tests/fixtures/fake_advapi32.c). It is read on Linux
+ * Names a stand-in for advapi32 and kernel32 in the tests (support/fixtures/fake_advapi32.c). It is read on Linux
  * and macOS only, never on Windows, and is not an option of echosrv.
  */
 export const TEST_LIBRARY_VARIABLE = "_ECHOSRV_TEST_SCM_LIBRARY";
@@ -102,9 +102,12 @@ export const WINDOWS_ERRORS: Readonly<Record<number, string>> = {
 
 /** A Windows function that failed: which one, on what, and the Windows error (its code and its words). */
 export class Win32Error extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "Win32Error";
 
   /**
+   * A Windows function that failed.
+   *
    * @param call the function, with what it was called on (e.g. `CreateServiceW(echosrv)`)
    * @param code the Windows error code (GetLastError, or the function's own result)
    * @param words the error in words

@@ -9,7 +9,9 @@ import { Kernel32, wideString, Win32Error, type Win32Libraries } from "./win32.t
 
 /** The account names echosrv knows, as CreateServiceW takes them. */
 export const LOCAL_SYSTEM = "LocalSystem";
+/** The Local Service account: few rights on the machine, anonymous on the network. */
 export const LOCAL_SERVICE = "NT AUTHORITY\\LocalService";
+/** The Network Service account: few rights on the machine, the machine's identity on the network. */
 export const NETWORK_SERVICE = "NT AUTHORITY\\NetworkService";
 
 /** The virtual account of a service: `NT SERVICE\NAME`. */

@@ -8,15 +8,10 @@
 // survive. Errors name the Windows call and the Windows error in words, and say what to do.
 
 import { posix, win32 } from "node:path";
-import {
-  launchArgs,
-  type Plan,
-  type ServiceDefinition,
-  ServiceError,
-  type ServiceManager,
-  type ServiceStatus,
-  type Step,
-} from "./contract.ts";
+import type { ServiceDefinition, ServiceManager, ServiceStatus } from "./contract.ts";
+import { ServiceError } from "./error.ts";
+import { launchArgs } from "./launcher.ts";
+import type { Plan, Step } from "./plan.ts";
 import { SERVICE_MARKER } from "./scm.ts";
 import {
   ConfigLevel,
@@ -221,6 +216,7 @@ export class WindowsManager implements ServiceManager {
   readonly #programData: string;
   readonly #standIn: boolean;
 
+  /** The manager of Windows services, through the SCM's API. */
   constructor(options: WindowsManagerOptions = {}) {
     this.#calls = { libraries: options.libraries ?? SYSTEM_LIBRARIES };
     this.#standIn = options.libraries !== undefined && options.libraries !== SYSTEM_LIBRARIES;

@@ -7,7 +7,8 @@
 
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type LogConfig, parseCommandLine, TRACE_ALL } from "../options.ts";
+import { type LogConfig, TRACE_ALL } from "../config.ts";
+import { parseCommandLine } from "../options.ts";
 import { closeLogging, serverLog, setupLogging } from "../log.ts";
 import { startProgram } from "../program.ts";
 import { listenWords, type RunningService, type ServiceProgram } from "./contract.ts";
@@ -198,6 +199,9 @@ export function windowsServiceProgram(processArgs: string[], libraries?: Win32Li
             reason: reason === "shutdown" ? "shut down" : "stop",
           });
           program.stop(graceMs);
+        },
+        stopNow() {
+          program.stopNow();
         },
         finished: program.finished.then(
           async () => {

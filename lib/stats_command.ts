@@ -1,4 +1,4 @@
-// stats: `echosrv stats`, a live one-line view of a running echosrv for a terminal, read from its --metrics
+// stats_command: `echosrv stats`, a live one-line view of a running echosrv for a terminal, read from its --metrics
 // endpoint (no Prometheus or Grafana needed). Each sample fetches /metrics, reads the few series it shows, and
 // prints a line with totals and rates since the previous sample: throughput in bit/s with SI prefixes (kbit/s,
 // Mbit/s, Gbit/s: powers of 1000, as network rates are written), new connections per second, open connections,
@@ -11,7 +11,7 @@
 // (the first attempt fails: the error names the address and why, on standard error, in one line); 2 for a usage
 // error (lib/options.ts).
 
-import type { StatsConfig } from "./options.ts";
+import type { StatsConfig } from "./config.ts";
 
 /** The series of one /metrics page: `name{labels}` (as written) -> value. */
 export type MetricsPage = Map<string, number>;
@@ -44,16 +44,25 @@ function total(page: MetricsPage, name: string): number {
 
 /** What one line shows. */
 export interface StatsSample {
+  /** When it was read (ms since the Unix epoch). */
   atMs: number;
+  /** The echosrv version the page names. */
   version: string;
+  /** True once a stop has begun. */
   draining: boolean;
+  /** Open connections. */
   active: number;
+  /** Connections accepted, in total. */
   accepted: number;
+  /** Connections refused, in total. */
   rejected: number;
   /** TCP/TLS bytes echoed. */
   bytes: number;
+  /** UDP datagrams echoed, in total. */
   udpEchoed: number;
+  /** UDP datagrams dropped, in total. */
   udpDropped: number;
+  /** Errors, in total. */
   errors: number;
 }
 
@@ -101,12 +110,13 @@ function siParts(value: number): [string, string] {
 }
 
 /**
- * A byte count with SI prefixes: 1234567 -> "1.23 MB" (powers of 1000, like the rates).
+ * A byte count with SI prefixes, powers of 1000 like the rates: 1234567 -> "1.23 MB". (stress/swarm.ts's
+ * formatBytesIEC writes powers of 1024 instead, as memory is read.)
  *
  * @param bytes the count
  * @returns the text
  */
-export function formatBytes(bytes: number): string {
+export function formatBytesSI(bytes: number): string {
   const [number, prefix] = siParts(bytes);
   return `${number} ${prefix}B`;
 }
@@ -157,7 +167,7 @@ function fieldsOf(now: StatsSample, before?: StatsSample): Field[] {
     { full: `${now.rejected} rejected`, drop: 3 },
     { full: `${now.errors} errors`, drop: 1 },
     { full: `${now.accepted} accepted`, drop: 5 },
-    { full: `${formatBytes(now.bytes)} echoed`, drop: 4 },
+    { full: `${formatBytesSI(now.bytes)} echoed`, drop: 4 },
     {
       full: `udp ${now.udpEchoed} echoed, ${now.udpDropped} dropped`,
       // Kept early when UDP has done anything; otherwise among the first to go.
@@ -199,6 +209,7 @@ export interface StatsOutput {
   isTerminal: boolean;
   /** The terminal's width in columns now (it may change between samples), or undefined when unknown. */
   columns(): number | undefined;
+  /** Writes a line, or a rewrite of the line in place. */
   write(text: string): void;
   /** Where the one-line error goes when nothing answers (standard error). */
   error(text: string): void;

@@ -1,6 +1,6 @@
 // fake_scm: the Windows service manager as the tests stand it up on Linux, shared by tests/scm_test.ts,
 // tests/windows_service_test.ts and the stress suite's stop through the service manager (stress/service_stop.ts). It
-// builds tests/fixtures/fake_advapi32.c with `cc`, starts echosrv with the command line `echosrv service install`
+// builds support/fixtures/fake_advapi32.c with `cc`, starts echosrv with the command line `echosrv service install`
 // registers from source (its FFI calls going to that stand-in), sends it control codes through a FIFO, and reads back
 // what the stand-in recorded: every status report with its state, checkpoint and wait hint, the threads that did
 // what, and the events written. It also runs `echosrv service ...` as on Windows against the stand-in's service
@@ -8,9 +8,11 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { launchArgs, type Launcher, servicePermissions } from "../lib/service/contract.ts";
+import { launchArgs, type Launcher } from "../lib/service/launcher.ts";
+import { serverFlags } from "../lib/runtime.ts";
 import { ServiceState } from "../lib/service/scm.ts";
-import { ROOT, ServerProcess, waitUntil, within } from "./helpers.ts";
+import { ROOT, ServerProcess } from "./server_process.ts";
+import { waitUntil, within } from "./time.ts";
 
 let built: Promise<{ library: string } | { reason: string }> | undefined;
 let fakeLibrary: string | undefined;
@@ -27,7 +29,7 @@ export function buildFakeAdvapi32(): Promise<{ library: string } | { reason: str
     const library = join(dir, "fake_advapi32.so");
     try {
       const out = await new Deno.Command("cc", {
-        args: ["-shared", "-fPIC", "-O2", "-o", library, join(ROOT, "tests/fixtures/fake_advapi32.c"), "-lpthread"],
+        args: ["-shared", "-fPIC", "-O2", "-o", library, join(ROOT, "support/fixtures/fake_advapi32.c"), "-lpthread"],
         stdout: "piped",
         stderr: "piped",
       }).output();
@@ -286,7 +288,7 @@ export class FakeScmHost implements AsyncDisposable {
       `echosrv service ${args.join(" ")}`,
       new Deno.Command(Deno.execPath(), {
         args: [
-          ...["run", ...servicePermissions("windows"), "--config", join(ROOT, "deno.json"), join(ROOT, "main.ts")],
+          ...["run", ...serverFlags("windows"), "--config", join(ROOT, "deno.json"), join(ROOT, "main.ts")],
           ...["service", ...args],
         ],
         cwd: this.dir,

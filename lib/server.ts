@@ -32,8 +32,9 @@ export interface EchoServerOptions {
   ioEventsPerTick?: string;
   /** The --max-connections-per-ip counts shared with other servers (lib/workers.ts), instead of this server's own. */
   clients?: ClientCounts;
-  /** Issue 14: the worker's number (part of each impaired connection's seed), and the --fault-listen ports to join. */
+  /** Issue 14: the worker's number (part of each impaired connection's seed; 0 without workers). */
   worker?: number;
+  /** The --fault-listen ports to join (the first worker's, in order), instead of the configured ones. */
   faultPorts?: number[];
 }
 

@@ -8,7 +8,7 @@
 
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { FAULT_ENV_VARS } from "../environment.ts";
-import { DEFAULT_FAULT_API_PORT, parseAddress } from "./options.ts";
+import { type CommanderCommand, DEFAULT_FAULT_API_PORT, parseAddress } from "./options.ts";
 import type { ConnectionInfo } from "./runtime.ts";
 
 /** What `echosrv fault ...` asks for. */
@@ -16,6 +16,7 @@ export type FaultRequest =
   & {
     /** The API's base URL, e.g. `http://127.0.0.1:9408`. */
     api: string;
+    /** The bearer token sent as `Authorization: Bearer TOKEN` (RFC 6750), if the API requires one. */
     token?: string;
     /** Print the API's JSON instead of a summary. */
     json: boolean;
@@ -61,8 +62,8 @@ export function apiBase(text: string): string {
  * @param onRequest receives what was asked
  */
 export function addFaultCommand(
-  program: Command,
-  configure: (command: Command) => Command,
+  program: CommanderCommand,
+  configure: (command: CommanderCommand) => CommanderCommand,
   onRequest: (request: FaultRequest) => void,
 ): void {
   const fault = configure(program.createCommand("fault"))
@@ -156,7 +157,9 @@ export function addFaultCommand(
 
 /** Where the command writes; tests swap it. */
 export interface FaultOutput {
+  /** Writes to standard output: the answer (a summary, or the API's JSON with --json). */
   out(text: string): void;
+  /** Writes to standard error: why a request failed, and warnings. */
   err(text: string): void;
 }
 

@@ -16,9 +16,11 @@ export interface FaultListenerSpec {
 
 /** Where the control API listens (lib/faults/api.ts). */
 export interface FaultApiConfig {
+  /** The address it listens on (127.0.0.1 for a bare port). */
   hostname: string;
+  /** The TCP port; 0 picks one. */
   port: number;
-  /** The bearer token every request must carry; absent: none (the API must then be on loopback). */
+  /** The bearer token (RFC 6750) every request must carry; absent: none (the API must then be on loopback). */
   token?: string;
 }
 

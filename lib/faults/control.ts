@@ -33,6 +33,7 @@ export function localDistributor(runtime: FaultRuntime): FaultDistributor {
 
 /** What a change did. */
 export interface ChangeResult extends InstallResult {
+  /** The generation of the new table, which every server now runs under. */
   generation: number;
   /** Whether open connections were switched too. */
   open: boolean;
@@ -46,6 +47,8 @@ export class FaultController {
   #queue: Promise<unknown> = Promise.resolve();
 
   /**
+   * A controller for servers that run under `table`.
+   *
    * @param table the table the servers started with
    * @param distributor how to reach them
    * @param config the fault configuration (for the seed)
@@ -80,7 +83,15 @@ export class FaultController {
     return next;
   }
 
-  /** Adds or changes a profile (see FaultTable.withProfile). */
+  /**
+   * Adds or changes a profile (see FaultTable.withProfile).
+   *
+   * @param name the profile's name
+   * @param update its new impairments and client networks; left out, each keeps what the profile had
+   * @param open whether open connections switch too
+   * @returns the new table, whether the profile is new, and what the change did
+   * @throws {FaultRequestError} (the promise rejects) as FaultTable.withProfile does; the table is then unchanged
+   */
   setProfile(
     name: string,
     update: { impairments?: Impairment[]; clients?: Cidr[] },

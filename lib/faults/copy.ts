@@ -16,18 +16,28 @@ export type FaultCloseReason = "fault close" | "fault reset" | "fault refuse";
 
 /** What the impaired copy needs of a connection: lib/connection.ts's Connection has all of it. */
 export interface ImpairedConnection {
+  /** The socket (Deno.TcpConn or Deno.TlsConn): the copy reads, writes, and sets TCP_NODELAY on it. */
   readonly conn: {
+    /** Reads into `buffer`: the bytes read, or null at the peer's end of stream. */
     read(buffer: Uint8Array): Promise<number | null>;
+    /** Writes from `data`: the bytes written (perhaps fewer than given). */
     write(data: Uint8Array): Promise<number>;
+    /** Sets TCP_NODELAY: the copy turns Nagle's algorithm (RFC 896) off, so each write (a slicer segment) leaves. */
     setNoDelay(noDelay?: boolean): void;
   };
+  /** Bytes echoed so far; the copy adds what it writes (lib/echo.ts's CopyProgress.bytes). */
   bytes: number;
+  /** {@link clock}`.now` (ms) at the last byte moved, or when a wait of the copy's own ended (--send-timeout). */
   lastActive: number;
+  /** `--max-bytes-per-connection`: the copy echoes this many bytes at most, then returns (Infinity = no limit). */
   byteLimit: number;
+  /** Kept current by the copy: reading (waiting for the peer, or stalled) or writing (something held to echo). */
   phase: Phase;
   /** Set once the connection is closing, with why; the copy then stops at its next step. */
   closing: string | undefined;
+  /** Set by the copy when the peer ended its stream (a close or a half-close). */
   peerEnded: boolean;
+  /** The coarse clock of the per-byte path (lib/clock.ts). */
   readonly clock: CoarseClock;
   /** Called when the server begins to close the connection: the copy's timers wake up. */
   onClosing: (() => void) | undefined;
@@ -53,6 +63,7 @@ export interface ProfileCounters {
   connections: number;
   /** Bytes echoed under it. */
   echoedBytes: number;
+  /** The counters of each of its impairments, by kind. */
   impairments: Partial<Record<ImpairmentKind, ImpairmentCounters>>;
 }
 
@@ -79,10 +90,13 @@ interface Held {
 
 /** How one connection is doing, as the control API lists it. */
 export interface ImpairedState {
+  /** The profile it runs under, or null (switched to none: a faithful echo). */
   profile: string | null;
+  /** The generation of the table that profile came from. */
   generation: number;
   /** The impairments drawn for this connection. */
   impairments: ImpairmentKind[];
+  /** Echoing (reading and writing), stalled (a stall impairment holds it), or ended (the copy returned). */
   state: "echoing" | "stalled" | "ended";
   /** Bytes dropped by loss. */
   droppedBytes: number;
@@ -98,8 +112,19 @@ const FOREVER = Infinity;
  *
  * @example
  * ```ts
- * const echo = new ImpairedEcho(connection, seed, counters);
- * echo.apply(profile, generation);
+ * import { parseProfiles } from "./profile.ts";
+ * import { streamSeed } from "./random.ts";
+ *
+ * declare const connection: ImpairedConnection; // lib/connection.ts's Connection, once admitted
+ * const [profile] = parseProfiles("slow: latency 200ms jitter 50ms, bandwidth 1Mbit");
+ * const counters = new Map<string, ProfileCounters>();
+ * const countersOf = (name: string) => {
+ *   if (!counters.has(name)) counters.set(name, emptyProfileCounters());
+ *   return counters.get(name)!;
+ * };
+ * // --fault-seed 42, no workers (worker 0), the first connection under a profile
+ * const echo = new ImpairedEcho(connection, streamSeed(42, 0, 1), countersOf);
+ * echo.apply(profile, 1); // the first table is generation 1
  * await echo.run(); // returns as lib/echo.ts's copies do; throws what the socket throws
  * ```
  */
@@ -144,6 +169,8 @@ export class ImpairedEcho {
   #first: Uint8Array | undefined;
 
   /**
+   * An impaired echo for a connection, under no profile until {@link apply}.
+   *
    * @param connection the connection to echo
    * @param seed its seed (lib/faults/random.ts's streamSeed)
    * @param countersOf the counters of a profile, by name

@@ -7,7 +7,9 @@ import { IMPAIRMENT_KINDS } from "./profile.ts";
 
 /** The counters of one server (or the sum of several): per profile by name, and the table's generation. */
 export interface FaultCounters {
+  /** The generation of the profile table the server runs under (1 at start). */
   generation: number;
+  /** The counters of each profile that has been in the table, by name (kept after it is changed or removed). */
   profiles: Record<string, ProfileCounters>;
 }
 

@@ -13,21 +13,34 @@ import { FaultSyntaxError, NONE, parseProfiles, type Profile } from "./profile.t
 import { randomSeed } from "./random.ts";
 import { MAIN_LISTENER } from "./table.ts";
 
+/**
+ * commander's Command, named here because {@link addFaultOptions} and lib/faults/cli.ts's addFaultCommand take
+ * one: the program's command line, which lib/options.ts builds.
+ */
+export type CommanderCommand = Command;
+
 /** The port the control API is shown with in examples, and the one `echosrv fault` talks to by default. */
 export const DEFAULT_FAULT_API_PORT = 9408;
 
 /** Thrown when the --fault-* options do not fit together; lib/options.ts reports it as a usage error (exit 2). */
 export class FaultOptionError extends Error {
+  /** The class's name, as Error subclasses set it. */
   override name = "FaultOptionError";
 }
 
 /** The raw values commander hands over for the --fault-* options. */
 export interface RawFaultOptions {
+  /** `--fault-profile`: the profiles, in the order given. */
   faultProfile?: Profile[];
+  /** `--fault-listen`: each LISTENER as written (`main`, PORT, HOST:PORT), its spec (none for `main`), its profile. */
   faultListen?: Array<{ listener: string; spec?: FaultListenerSpec; profile: string | null }>;
+  /** `--fault-client`: each client network and the profile it selects. */
   faultClient?: Array<{ cidr: Cidr; profile: string }>;
+  /** `--fault-seed`: 0 to 2^32 - 1. */
   faultSeed?: number;
+  /** `--fault-api`: where the control API listens (a bare port: 127.0.0.1). */
   faultApi?: { hostname: string; port: number };
+  /** `--fault-api-token`: the bearer token (RFC 6750) the API requires; 8+ printable ASCII characters, no spaces. */
   faultApiToken?: string;
 }
 
@@ -147,7 +160,7 @@ function collectClients(
  * @param command the program's command
  * @returns the same command
  */
-export function addFaultOptions(command: Command): Command {
+export function addFaultOptions(command: CommanderCommand): CommanderCommand {
   return command
     .addOption(
       new Option(

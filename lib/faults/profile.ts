@@ -9,6 +9,7 @@ import { formatDuration, parseDuration, parseSize, UnitError } from "../units.ts
 
 /** Thrown when a profile or an impairment cannot be read; the message says what is wrong and what was expected. */
 export class FaultSyntaxError extends Error {
+  /** The class's name, as Error subclasses set it. */
   override name = "FaultSyntaxError";
 }
 
@@ -27,8 +28,9 @@ export interface LossModel {
   bad: number;
   /** Loss probability in the Good state (netem's 1-k). */
   good: number;
-  /** For `simple` and `burst`: the mean loss rate as written; for `burst`, the mean burst length in chunks. */
+  /** For `simple` and `burst`: the mean loss rate as written, 0 to 1. */
   rate?: number;
+  /** For `burst`: the mean burst length as written, in chunks (1 or more). */
   burst?: number;
 }
 
@@ -60,7 +62,9 @@ export type ImpairmentKind = typeof IMPAIRMENT_KINDS[number];
 
 /** A named list of impairments (at most one of each kind). An empty list is a faithful echo that can be switched. */
 export interface Profile {
+  /** Its name (see {@link checkProfileName}). */
   readonly name: string;
+  /** Its impairments, in the order written. */
   readonly impairments: readonly Impairment[];
 }
 

@@ -13,6 +13,7 @@ import { poolDistributor } from "./workers.ts";
 
 /** What runs beside the server for the faults, stopped with it. */
 export interface RunningFaults {
+  /** Stops the control API: closes its listener and waits for the requests in progress. */
   close(): Promise<void>;
 }
 

@@ -42,7 +42,11 @@ export class Random {
   /** The second value of the last Box-Muller pair, not yet used. */
   #spare: number | undefined;
 
-  /** @param seed any 32-bit number; the same seed gives the same sequence */
+  /**
+   * A generator from a seed.
+   *
+   * @param seed any 32-bit number; the same seed gives the same sequence
+   */
   constructor(seed: number) {
     // SplitMix32-style: four well-mixed words from one, never all zero (xoshiro's one forbidden state).
     let x = seed >>> 0;
@@ -115,7 +119,11 @@ function rotl(x: number, k: number): number {
 export class LossChain {
   #bad = false;
 
-  /** @param model the model's four probabilities */
+  /**
+   * A chain in the Good state.
+   *
+   * @param model the model's four probabilities
+   */
   constructor(readonly model: LossModel) {}
 
   /**

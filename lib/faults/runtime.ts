@@ -20,6 +20,7 @@ import { FaultTable, type FaultTableSpec, initialTable, listenerId, MAIN_LISTENE
 
 /** A connection as the runtime sees it: lib/connection.ts's Connection. */
 export interface OpenConnection extends ImpairedConnection {
+  /** The socket, whose local address tells which listener accepted it. */
   readonly conn: ImpairedConnection["conn"] & { readonly localAddr: Deno.Addr };
   /** The client the rules and logs name: the TCP peer, or the one a PROXY header carried. */
   readonly client: { hostname: string; port: number };
@@ -42,17 +43,28 @@ export interface FaultHook {
 export interface ConnectionInfo {
   /** The worker serving it (0 without workers). */
   worker: number;
+  /** The client as HOST:PORT (IPv6 in brackets): the TCP peer, or the one a PROXY header carried. */
   client: string;
+  /** The id of the listener that accepted it (`main`, a port, or HOST:PORT). */
   listener: string;
   /** Its profile, or null: none (`plain`: the plain copy, which a change cannot switch; it reconnects for that). */
   profile: string | null;
   /** The generation of the table its profile came from; null for a plain connection. */
   generation: number | null;
+  /** The impairments drawn for it (each applies by its probability); empty for a plain connection. */
   impairments: ImpairmentKind[];
+  /**
+   * Where it is: admitting (PROXY header, access rules, TLS handshake), echoing, stalled, ended (the impaired copy
+   * returned), plain (the plain copy), closing.
+   */
   state: "echoing" | "stalled" | "ended" | "plain" | "admitting" | "closing";
+  /** Bytes echoed so far. */
   echoedBytes: number;
+  /** Bytes dropped by loss. */
   droppedBytes: number;
+  /** Bytes read and not yet echoed (delayed or paced). */
   heldBytes: number;
+  /** Seconds since accept, to 0.1 s. */
   ageSeconds: number;
 }
 
@@ -99,6 +111,8 @@ export class FaultRuntime implements FaultHook {
   };
 
   /**
+   * The runtime of one server, under the first table (generation 1) of `config`.
+   *
    * @param config the fault configuration
    * @param worker the worker's number (0 without workers): part of each connection's seed
    * @param sessions the server's open connections

@@ -5,8 +5,7 @@
 // defined first); else the listener's profile; else none, and the connection gets the plain echo. A table never
 // changes: a change makes a new one (lib/faults/control.ts), which is what makes a switch atomic.
 
-import ipaddr from "ipaddr.js";
-import { type Cidr, CidrError, parseCidr } from "../access.ts";
+import { type Cidr, CidrError, type IpAddress, parseCidr } from "../access.ts";
 import { formatAddress } from "../address.ts";
 import type { FaultConfig } from "./config.ts";
 import {
@@ -24,8 +23,14 @@ export const MAIN_LISTENER = "main";
 
 /** A request to change the table that cannot be honoured; `status` is the HTTP status the control API answers. */
 export class FaultRequestError extends Error {
+  /** The class's name, as Error subclasses set it. */
   override name = "FaultRequestError";
-  /** @param status 400 (bad request), 404 (no such profile or listener), 409 (conflict) */
+  /**
+   * A refused request.
+   *
+   * @param message what is wrong, for the API's answer
+   * @param status 400 (bad request), 404 (no such profile or listener), 409 (conflict)
+   */
   constructor(message: string, readonly status: 400 | 404 | 409 = 400) {
     super(message);
   }
@@ -33,6 +38,7 @@ export class FaultRequestError extends Error {
 
 /** One profile in the table. */
 export interface ProfileEntry {
+  /** The profile: its name and impairments. */
   readonly profile: Profile;
   /** The client networks it is chosen for, on every listener. */
   readonly clients: readonly Cidr[];
@@ -40,13 +46,13 @@ export interface ProfileEntry {
 
 /** The table as plain data: what crosses to workers, and what the control API lists. */
 export interface FaultTableSpec {
+  /** The table's generation (1 at start, raised by every change). */
   generation: number;
+  /** The profiles in definition order: name, impairments as text (`--fault-profile` syntax), client networks. */
   profiles: Array<{ name: string; spec: string; clients: string[] }>;
   /** Every listener by id (`main`, `40017`, `127.0.0.2:40007`), and its profile's name or null. */
   listeners: Array<{ id: string; profile: string | null }>;
 }
-
-type Address = ipaddr.IPv4 | ipaddr.IPv6;
 
 /** A client network and the profile it selects, for the lookup. */
 interface Route {
@@ -63,6 +69,8 @@ export class FaultTable {
   readonly #v6: readonly Route[];
 
   /**
+   * A table; it never changes (the `with*` methods make new ones).
+   *
    * @param generation the number of this version of the table (1 at start, raised by every change)
    * @param profiles the profiles by name, in definition order
    * @param listeners every listener's profile by listener id (null: none)
@@ -102,7 +110,7 @@ export class FaultTable {
    * @param client the client's address (parsed by lib/access.ts's parseClientAddress), if it is an IP address
    * @returns the profile, or undefined for the plain echo
    */
-  select(listener: string, client: Address | undefined): Profile | undefined {
+  select(listener: string, client: IpAddress | undefined): Profile | undefined {
     if (client && this.routesClients) {
       const routes = client.kind() === "ipv4" ? this.#v4 : this.#v6;
       for (const route of routes) {

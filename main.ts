@@ -1,5 +1,5 @@
 // main: echosrv's entry point. It only wires: where this process runs (under the Windows SCM, or in a console), what
-// the command line asks for (run the server, `stats`, `service ...`), and the exit code the outcome calls for (0 clean
+// the command line asks for (run the server, `stats`, `service ...`, `fault ...`), and the exit code the outcome calls for (0 clean
 // stop, 1 runtime failure, 2 usage error).
 
 // Keep this import first: when the Windows SCM started this process, it connects to the SCM while the rest of the
@@ -10,6 +10,7 @@ import { runStats } from "./lib/stats_command.ts";
 import { consoleProgram, runInConsole } from "./lib/service/console.ts";
 import { windowsServiceProgram } from "./lib/service/windows_program.ts";
 import { runServiceCommand } from "./lib/service/commands.ts";
+import { runFaultCommand } from "./lib/faults/cli.ts";
 
 /**
  * Runs echosrv where this process was started, the one entry for both places. Under the Windows SCM (which
@@ -32,6 +33,7 @@ export async function main(args: string[]): Promise<number> {
   if (what.kind === "exit") return what.code;
   if (what.kind === "stats") return await runStats(what.config);
   if (what.kind === "service") return await runServiceCommand(what.request);
+  if (what.kind === "fault") return await runFaultCommand(what.request);
   return await runInConsole(consoleProgram(what.config));
 }
 

@@ -1,9 +1,10 @@
 // bench: `deno task bench`, echosrv's benchmark. It starts each server as its own process on loopback (echosrv
 // with its defaults on one worker, with its metrics endpoint on (scraped once a second, as Prometheus would), with
-// the operations limits on, with the other copy strategy, and without the Tokio setting of issue 15; a Node.js
-// `socket.pipe(socket)` baseline, the same code under Deno's `node:net`, a bare Deno read/write loop, and a C epoll
-// server as the anchor), drives them with bench/loadgen.c, and runs every measurement in interleaved rounds (each
-// round visits every server, in a rotated order) so that a noisy neighbour slows all servers alike. Three parts:
+// the operations limits on, with an idle fault profile table (issue 14), with the other copy strategy, and without
+// the Tokio setting of issue 15; a Node.js `socket.pipe(socket)` baseline, the same code under Deno's `node:net`, a
+// bare Deno read/write loop, and a C epoll server as the anchor), drives them with bench/loadgen.c, and runs every
+// measurement in interleaved rounds (each round visits every server, in a rotated order) so that a noisy neighbour
+// slows all servers alike. Three parts:
 //   - throughput (bulk, ping-pong over 1 and 50 connections, new connections, memory per idle connection): tables of
 //     medians with the min-max of the rounds and ratios; bench/results.json and bench/results.svg;
 //   - latency under load (bench/load.ts): p50/p99/p999 at 50, 400 and 1000 connections after a warm-up, and the
@@ -95,7 +96,8 @@ const USAGE = `usage: deno task bench [options]
   --idle N             idle connections for the memory test (default 5000)
   --tests LIST         comma-separated subset of ${ALL_TESTS.join(",")}
   --servers LIST       comma-separated subset of server ids: c-epoll, node, deno-bare, deno-bare-set, deno-node,
-                       echosrv, echosrv-no-setting, echosrv-metrics, echosrv-limits, echosrv-pipe, echosrv-ioN
+                       echosrv, echosrv-no-setting, echosrv-metrics, echosrv-limits, echosrv-faults-idle,
+                       echosrv-pipe, echosrv-ioN
                        (default: all)
   --extra ID=CMD       also benchmark another echo server (CMD prints "port N" once listening; PORT in CMD is 0)
   --latency-conns LIST connection counts of the latency test (default 50,400,1000)
@@ -335,6 +337,24 @@ const OPERATIONS_LIMITS = [
   "1TiB",
   "--max-connection-duration",
   "1h",
+];
+
+/**
+ * The idle profile table of the `echosrv-faults-idle` row (issue 14): profiles defined, a --fault-listen listener the
+ * bench never uses, and client networks no bench client is in, so each new connection looks its profile up (by its
+ * listener and its client's network) and finds none: it gets the plain copy, as without the table.
+ */
+const IDLE_FAULT_TABLE = [
+  "--fault-profile",
+  "slow: latency 200ms jitter 50ms, bandwidth 1Mbit",
+  "--fault-profile",
+  "flaky: reset after 64KiB probability 10%",
+  "--fault-listen",
+  "0=slow",
+  "--fault-client",
+  "192.0.2.0/24=flaky",
+  "--fault-client",
+  "2001:db8::/32=flaky",
 ];
 
 /** How often the bench reads /metrics from a server that serves them: Prometheus's usual interval is 1 s to 1 min. */
@@ -839,6 +859,14 @@ async function main(): Promise<number> {
     label: "echosrv --allow + limits",
     ...echosrv(["--workers", "1", ...OPERATIONS_LIMITS]),
     feature: OPERATIONS_LIMITS.join(" "),
+    parts: ["throughput"],
+  });
+  // Issue 14: an idle profile table must cost the plain echo nothing (the profile is chosen once per connection).
+  specs.push({
+    id: "echosrv-faults-idle",
+    label: "echosrv with an idle fault table",
+    ...echosrv(["--workers", "1", ...IDLE_FAULT_TABLE]),
+    feature: IDLE_FAULT_TABLE.map((a) => a.includes(" ") ? `'${a}'` : a).join(" "),
     parts: ["throughput"],
   });
   for (const name of Object.keys(COPY_STRATEGIES)) {

@@ -4,7 +4,10 @@
 // structuredClone, so the main thread hands a worker (lib/workers.ts) its configuration by value; the modules that
 // use a setting compile it into what they need (lib/access.ts reads the networks of the access rules).
 //
-// It imports nothing, so that every module may import it without a cycle.
+// It imports nothing but the fault configuration's types (lib/faults/config.ts, which imports only the profiles'
+// types), so that every module may import it without a cycle.
+
+import type { FaultConfig } from "./faults/config.ts";
 
 /**
  * `--send-timeout`'s default (ms). Linux wakes a writer blocked on a full send buffer only once about a third of the
@@ -67,6 +70,8 @@ export interface ServerConfig {
   tlsHandshakeTimeoutMs?: number;
   /** `--udp`: also echo UDP datagrams (RFC 862) on the same port and addresses. */
   udp?: UdpConfig;
+  /** Issue 14: the impairment profiles, their listeners and the control API (lib/faults/options.ts). */
+  faults?: FaultConfig;
 }
 
 /**

@@ -21,6 +21,7 @@ import { connectionEventsEnabled, connLog, type RateLimitedLog } from "./log.ts"
 import type { ServerCounters } from "./counters.ts";
 import { type AdmissionDeadline, type CloseReason, type Deadline, type EndReason, NO_DEADLINE } from "./ending.ts";
 import { countEndedSession } from "./session_histograms.ts";
+import type { FaultHook } from "./faults/runtime.ts";
 
 /** A place under the connection caps, given back exactly once when the connection has ended. */
 export interface Permit {
@@ -44,6 +45,8 @@ export interface ConnectionContext {
   readonly maxDurationMs: number;
   /** Where errors nothing explains are summarised. */
   readonly unexpected: RateLimitedLog;
+  /** Issue 14: the impairment profiles (lib/faults/runtime.ts), when --fault-* options are given. */
+  readonly faults?: FaultHook;
 }
 
 /** Closes a connection or listener that may be closed already. */
@@ -142,6 +145,8 @@ export class Connection implements CopyProgress {
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   /** Closed at once (the socket is gone), not lingering. */
   #aborted = false;
+  /** Issue 14: called once when the server begins to close the connection (the impaired copy's timers wake up). */
+  onClosing: (() => void) | undefined;
 
   /**
    * A connection just accepted, not yet admitted: {@link run} does the rest.
@@ -190,6 +195,7 @@ export class Connection implements CopyProgress {
       return;
     }
     this.closing = reason;
+    this.onClosing?.();
     if (this.phase === "admitting") return this.abort();
     this.#linger(lingerMs);
     if (this.phase === "reading") this.#sendFin();
@@ -260,7 +266,10 @@ export class Connection implements CopyProgress {
    */
   async #echo(first: Uint8Array): Promise<EndReason> {
     try {
-      if (!this.closing) await this.#context.copy(this.conn, this, first);
+      // Issue 14: a connection an impairment profile applies to gets the impaired copy (lib/faults), which echoes
+      // `first` itself; every other connection, the plain copy.
+      const impaired = this.#context.faults?.copyFor(this, first);
+      if (!this.closing) await (impaired ? impaired() : this.#context.copy(this.conn, this, first));
       // The copy stops at the byte limit (lib/echo.ts); the server then closes the connection.
       if (!this.closing && this.bytes >= this.byteLimit) {
         this.#context.counters.closedMaxBytes++;

@@ -14,7 +14,11 @@ export type CloseReason =
   | "server stopping"
   | "byte limit"
   | "duration limit"
-  | AdmissionDeadline;
+  | AdmissionDeadline
+  // Issue 14: an impairment profile ended it (lib/faults/copy.ts).
+  | "fault close"
+  | "fault reset"
+  | "fault refuse";
 
 /** Why a connection ended, as the closing log line says. */
 export type EndReason = CloseReason | "closed by peer" | "reset by peer" | "error";

@@ -35,6 +35,16 @@ export const ENV_VARS = {
   workers: "ECHOSRV_WORKERS",
 } as const;
 
+/** The environment variables of the --fault-* options (and of `echosrv fault`'s --api and --token). */
+export const FAULT_ENV_VARS = {
+  faultProfile: "ECHOSRV_FAULT_PROFILE",
+  faultListen: "ECHOSRV_FAULT_LISTEN",
+  faultClient: "ECHOSRV_FAULT_CLIENT",
+  faultSeed: "ECHOSRV_FAULT_SEED",
+  faultApi: "ECHOSRV_FAULT_API",
+  faultApiToken: "ECHOSRV_FAULT_API_TOKEN",
+} as const;
+
 /**
  * Names the ECHOSRV_* variables in `env` that no option reads, so a misspelt variable is reported, not ignored.
  *
@@ -42,6 +52,6 @@ export const ENV_VARS = {
  * @returns the unknown names, sorted
  */
 export function unknownEnvVars(env: Record<string, string>): string[] {
-  const known = new Set<string>(Object.values(ENV_VARS));
+  const known = new Set<string>([...Object.values(ENV_VARS), ...Object.values(FAULT_ENV_VARS)]);
   return Object.keys(env).filter((name) => name.startsWith("ECHOSRV_") && !known.has(name)).sort();
 }

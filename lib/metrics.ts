@@ -22,6 +22,7 @@ import { emptyCounters, type ServerCounters } from "./counters.ts";
 import type { EchoServer } from "./server.ts";
 import { emptyUdpCounters, type UdpCounters, type UdpEcho } from "./udp.ts";
 import { VERSION } from "./version.ts";
+import { type FaultCounters, faultMetricLines, sumFaultCounters } from "./faults/metrics.ts";
 
 /** One reading of one server's counters. */
 export interface MetricsSnapshot {
@@ -35,6 +36,8 @@ export interface MetricsSnapshot {
   counters: ServerCounters;
   /** The UDP echo's counters, when `--udp` is on. */
   udp?: UdpCounters;
+  /** Issue 14: the fault profiles' counters (lib/faults/metrics.ts), when --fault-* options are given. */
+  faults?: FaultCounters;
 }
 
 /** Reads one server's counters; may be asynchronous (a worker answering a message). */
@@ -55,6 +58,7 @@ export function serverSource(server: EchoServer, udp?: UdpEcho): MetricsSource {
     draining: server.draining,
     counters: server.counters,
     udp: udp?.counters,
+    faults: server.faults?.counters(),
   });
 }
 
@@ -100,6 +104,7 @@ export function sumSnapshots(snapshots: readonly MetricsSnapshot[]): MetricsSnap
       for (const key of Object.keys(total.udp) as (keyof UdpCounters)[]) total.udp[key] += s.udp[key];
     }
   }
+  total.faults = sumFaultCounters(snapshots.map((s) => s.faults)); // issue 14
   return total;
 }
 
@@ -253,6 +258,7 @@ export function renderMetrics(snapshot: MetricsSnapshot, processSample: ProcessS
     counters.sessionBytesTotal,
     counters.sessionsEnded,
   );
+  lines.push(...faultMetricLines(snapshot.faults)); // issue 14: lib/faults/metrics.ts
   // The standard process metrics (https://prometheus.io/docs/instrumenting/writing_clientlibs/#process-metrics).
   const p = processSample;
   family(

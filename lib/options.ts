@@ -41,12 +41,16 @@ import { VERSION } from "./version.ts";
 import { autoWorkers, MAX_AUTO_WORKERS } from "./runtime.ts";
 import type { StartMode } from "./service/contract.ts";
 import { DEFAULT_SERVICE_NAME, type ServiceAction, type ServiceRequest } from "./service/request.ts";
+import { addFaultOptions, faultConfig, FaultOptionError, type RawFaultOptions } from "./faults/options.ts";
+import { addFaultCommand, type FaultRequest } from "./faults/cli.ts";
 
 /** What the command line asks for. */
 export type Invocation =
   | { kind: "run"; config: RunConfig }
   | { kind: "stats"; config: StatsConfig }
   | { kind: "service"; request: ServiceRequest }
+  // Issue 14: `echosrv fault ...` (lib/faults/cli.ts).
+  | { kind: "fault"; request: FaultRequest }
   | { kind: "exit"; code: number };
 
 /** The options of `echosrv run` (and of bare `echosrv`), defined once for both. */
@@ -205,8 +209,8 @@ function envFlag(name: string): boolean {
 /** A usage error found after commander has read the options (combinations, files, flags from the environment). */
 class UsageError extends Error {}
 
-/** The raw option values commander hands over. */
-interface RawServerOptions {
+/** The raw option values commander hands over (with issue 14's --fault-* options). */
+interface RawServerOptions extends RawFaultOptions {
   port: number;
   host?: string[];
   maxConnections: number;
@@ -236,8 +240,19 @@ interface RawServerOptions {
 }
 
 /** Reads the options that only make sense together, and the files they name; throws {@link UsageError}. */
-function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
+function operationsConfig(
+  raw: RawServerOptions,
+  given: (option: keyof RawFaultOptions) => boolean,
+): Partial<ServerConfig> {
   const out: Partial<ServerConfig> = {};
+  // Issue 14: the --fault-* options (lib/faults/options.ts).
+  try {
+    const faults = faultConfig(raw, raw.port, given);
+    if (faults) out.faults = faults;
+  } catch (error) {
+    if (error instanceof FaultOptionError) throw new UsageError(error.message);
+    throw error;
+  }
   // Each network in its canonical text (as parseCidr writes it): the configuration stays plain data.
   const cidrs = (rules: string[] | undefined) => (rules ?? []).map((rule) => parseCidr(rule).text);
   const access = { allow: cidrs(raw.allow), deny: cidrs(raw.deny), maxPerClient: raw.maxConnectionsPerIp };
@@ -282,7 +297,8 @@ function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   return out;
 }
 
-function toRunConfig(raw: RawServerOptions): RunConfig {
+function toRunConfig(raw: RawServerOptions, given: (option: keyof RawFaultOptions) => boolean): RunConfig {
+  const operations = operationsConfig(raw, given);
   const config: RunConfig = {
     server: {
       port: raw.port,
@@ -292,7 +308,7 @@ function toRunConfig(raw: RawServerOptions): RunConfig {
       sendTimeoutMs: raw.sendTimeout,
       shutdownTimeoutMs: raw.shutdownTimeout,
       copy: raw.copy,
-      ...operationsConfig(raw),
+      ...operations,
     },
     log: { level: raw.logLevel, traceFlags: raw.traceFlags, format: raw.logFormat, file: raw.logFile },
     workers: raw.workers === WORKERS_AUTO ? autoWorkers() : raw.workers,
@@ -497,14 +513,15 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       // given on purpose shows its events, per-connection ones included, unless --log-level is given too.
       const given = (name: string) => command.getOptionValueSource(name) !== "default";
       if (given("traceFlags") && !given("logLevel")) opts = { ...opts, logLevel: "debug" };
-      return { kind: "run", config: toRunConfig(opts) };
+      const onCommandLine = (name: string) => command.getOptionValueSource(name) === "cli";
+      return { kind: "run", config: toRunConfig(opts, onCommandLine) };
     } catch (error) {
       if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: 2 });
       throw error;
     }
   };
 
-  const program = configure(addOperationsOptions(addServerOptions(new Command("echosrv"))))
+  const program = configure(addFaultOptions(addOperationsOptions(addServerOptions(new Command("echosrv")))))
     .description(
       "A TCP echo server: every byte received is sent back until the peer closes. The modern port of " +
         "Microsoft's WSK echosrv sample. Every option can also come from its ECHOSRV_* environment variable; " +
@@ -545,6 +562,8 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
 
   // `echosrv service install|uninstall|start|stop|restart|status`.
   addServiceCommand(program, configure, (request) => result = { kind: "service", request }, args);
+  // Issue 14: `echosrv fault list|set|remove|listener|connections` (lib/faults/cli.ts).
+  addFaultCommand(program, configure, (request) => result = { kind: "fault", request });
 
   let argv = withoutRunCommand(args, program);
   const at = firstWord(argv, program);

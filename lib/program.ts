@@ -14,6 +14,7 @@ import { createServer, type Server, WorkerPool } from "./workers.ts";
 import { UdpEcho } from "./udp.ts";
 import { VERSION } from "./version.ts";
 import { IO_EVENTS, IO_EVENTS_VAR, ioEventsAtStart } from "./runtime.ts";
+import { type RunningFaults, startFaults } from "./faults/program.ts";
 
 /** A started echosrv: the TCP server and what runs beside it, stopped and awaited as one. */
 export interface RunningProgram {
@@ -99,6 +100,7 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
     ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...access })
     : undefined;
   let metrics: MetricsServer | undefined;
+  let faults: RunningFaults | undefined; // issue 14: the fault control API (lib/faults/program.ts)
   try {
     const { port } = await server.start();
     await udp?.start(port);
@@ -107,14 +109,17 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
       const page = statusPage(statusInfoOf(config, port, workers));
       metrics = serveMetrics(config.metrics, metricsSources(server, udp), page);
     }
+    faults = startFaults(config.server.faults, server);
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     serverLog.error("{message}", { message: error.message });
-    await Promise.all([server.stopNow(), udp?.close(), metrics?.close()]);
+    await Promise.all([server.stopNow(), udp?.close(), metrics?.close(), faults?.close()]);
     await closeLogging();
     return { ok: false, exitCode: 1, message: error.message, logged: true };
   }
-  const finished = server.finished.then(() => Promise.all([udp?.close(), metrics?.close()])).then(() => {});
+  const finished = server.finished.then(() => Promise.all([udp?.close(), metrics?.close(), faults?.close()])).then(
+    () => {},
+  );
   const program: RunningProgram = {
     server,
     stop(graceMs?: number) {

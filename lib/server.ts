@@ -18,6 +18,7 @@ import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./config.ts";
 import { ioEventsAtStart } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
+import { FaultRuntime } from "./faults/runtime.ts";
 
 /** How a server shares the machine with others of its kind (see lib/workers.ts); the defaults suit one server. */
 export interface EchoServerOptions {
@@ -31,6 +32,10 @@ export interface EchoServerOptions {
   ioEventsPerTick?: string;
   /** The --max-connections-per-ip counts shared with other servers (lib/workers.ts), instead of this server's own. */
   clients?: ClientCounts;
+  /** Issue 14: the worker's number (part of each impaired connection's seed; 0 without workers). */
+  worker?: number;
+  /** The --fault-listen ports to join (the first worker's, in order), instead of the configured ones. */
+  faultPorts?: number[];
 }
 
 /** How often a sweep that enforces a limit of `limitMs` ticks: a tenth of it, from 10 ms to 1 s. */
@@ -91,6 +96,8 @@ export class EchoServer {
   #limitSweepTimer: ReturnType<typeof setInterval> | undefined;
   /** Access rules, PROXY header, TLS handshake (lib/admission.ts); undefined when none is configured. */
   readonly #admission: Admission | undefined;
+  /** Issue 14: the impairment profiles and their listeners (lib/faults/runtime.ts); undefined without --fault-*. */
+  readonly faults: FaultRuntime | undefined;
   #finished = Promise.withResolvers<void>();
   readonly #refusals = new RateLimitedLog(
     10_000,
@@ -123,6 +130,7 @@ export class EchoServer {
     this.#options = options;
     this.#admission = Admission.for(config, this.counters, options.clients);
     this.#clock = options.clock ?? new CoarseClock();
+    this.faults = config.faults && new FaultRuntime(config.faults, options.worker ?? 0, () => this.#connections);
     this.#cap = options.cap ?? new LocalConnectionCap(config.maxConnections);
     this.#context = {
       counters: this.counters,
@@ -132,6 +140,7 @@ export class EchoServer {
       byteLimit: config.maxBytesPerConnection || Infinity,
       maxDurationMs: config.maxConnectionDurationMs ?? 0,
       unexpected: this.#unexpected,
+      faults: this.faults,
     };
   }
 
@@ -171,7 +180,19 @@ export class EchoServer {
       reusePort: this.#options.reusePort,
     });
     this.#listeners = listeners;
-    this.#acceptLoops = listeners.map((l) => this.#acceptLoop(l));
+    // Issue 14: the --fault-listen listeners, beside the main ones (closed again, with those, if one cannot open).
+    try {
+      const { hosts, tls } = this.#config;
+      const faultListeners = await this.faults?.openListeners(
+        { hosts, tls, reusePort: this.#options.reusePort },
+        this.#options.faultPorts,
+      );
+      this.#listeners.push(...faultListeners ?? []);
+    } catch (error) {
+      for (const listener of listeners) closeQuietly(listener);
+      throw error;
+    }
+    this.#acceptLoops = this.#listeners.map((l) => this.#acceptLoop(l));
     this.#startQuietSweep(this.#config.idleTimeoutMs, this.#config.sendTimeoutMs ?? 0);
     this.#startLimitSweep();
     serverLog.info(

@@ -8,6 +8,7 @@ import { type ForwardedRecord, serverLog, setupLogging } from "./log.ts";
 import { serverSource } from "./metrics.ts";
 import { EchoServer } from "./server.ts";
 import { IO_EVENTS_VAR } from "./runtime.ts";
+import { answerInWorker } from "./faults/workers.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
 import { SharedConnectionCap } from "./connection_cap.ts";
 import { type FromWorker, RemoteClientCounts, type ToWorker } from "./workers.ts";
@@ -57,11 +58,13 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
     reusePort: true,
     ioEventsPerTick: Deno.env.get(IO_EVENTS_VAR),
     clients: config.access?.maxPerClient ? clients : undefined,
+    worker: message.id, // issue 14: part of each impaired connection's seed
+    faultPorts: message.faultPorts,
   });
   try {
     const { port } = await own.start();
     server = own;
-    send({ kind: "listening", port });
+    send({ kind: "listening", port, faultPorts: own.faults?.ports });
   } catch (error) {
     send({ kind: "failed", message: (error as Error).message, listen: error instanceof ListenError });
     return;
@@ -81,6 +84,9 @@ scope.onmessage = (event) => {
     }
   } else if (message.kind === "client-entered") {
     clients.answer(message.request, message.ok);
+  } else if (message.kind === "faults") {
+    // Issue 14: a table change or a listing from the control API (lib/faults/workers.ts).
+    send({ kind: "faults", request: message.request, body: answerInWorker(server?.faults, message.body) });
   } else if (server) {
     server.stop(message.graceMs);
   } else {

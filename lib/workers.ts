@@ -18,6 +18,7 @@ import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { EchoServer } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
+import type { FaultWorkerAnswer, FaultWorkerRequest } from "./faults/workers.ts";
 
 /** What a server looks like to lib/program.ts, whether one EchoServer or a pool of workers. */
 export interface Server {
@@ -61,16 +62,20 @@ export type ToWorker =
     log: LogConfig;
     /** The shared connection count of lib/connection_cap.ts's SharedConnectionCap. */
     open: SharedArrayBuffer;
+    /** Issue 14: the --fault-listen ports the first worker listens on, for the others to join. */
+    faultPorts?: number[];
   }
   | { kind: "stop"; graceMs: number }
   /** Asks for a reading of the worker's counters, for /metrics. */
   | { kind: "snapshot"; request: number }
   /** The answer to a `client-enter`: whether the client was under --max-connections-per-ip (and is now counted). */
-  | { kind: "client-entered"; request: number; ok: boolean };
+  | { kind: "client-entered"; request: number; ok: boolean }
+  /** Issue 14: a question to the worker's fault runtime (a table change, a listing; lib/faults/workers.ts). */
+  | { kind: "faults"; request: number; body: FaultWorkerRequest };
 
 /** Messages from a worker to the main thread. */
 export type FromWorker =
-  | { kind: "listening"; port: number }
+  | { kind: "listening"; port: number; faultPorts?: number[] }
   | { kind: "failed"; message: string; listen: boolean }
   | { kind: "log"; record: ForwardedRecord }
   | { kind: "stopped"; counters: ServerCounters }
@@ -78,7 +83,9 @@ export type FromWorker =
   /** --max-connections-per-ip, counted in the main thread for every worker: one more connection of `key`? */
   | { kind: "client-enter"; request: number; key: string }
   /** The end of a connection a `client-enter` counted. */
-  | { kind: "client-leave"; key: string };
+  | { kind: "client-leave"; key: string }
+  /** Issue 14: the fault runtime's answer. */
+  | { kind: "faults"; request: number; body: FaultWorkerAnswer };
 
 /** One worker as the pool sees it. */
 interface Member {
@@ -93,6 +100,9 @@ interface Member {
   snapshots: Map<number, (snapshot: MetricsSnapshot) => void>;
   /** The per-client counts this worker holds, given back if it dies. */
   clients: Map<string, number>;
+  /** Issue 14: fault questions asked and not yet answered, by request number; and its --fault-listen ports. */
+  faults: Map<number, (answer: FaultWorkerAnswer) => void>;
+  faultPorts?: number[];
 }
 
 /**
@@ -123,6 +133,8 @@ export class WorkerPool implements Server {
   #ioEvents: string | undefined;
   /** --max-connections-per-ip for every worker at once, so the cap is exact (lib/access.ts). */
   readonly #clients: LocalClientCounts;
+  /** Issue 14: the --fault-listen ports, once the first worker listens. */
+  #faultPorts: number[] | undefined;
 
   /**
    * A pool, not yet started: {@link start} spawns the workers.
@@ -157,6 +169,29 @@ export class WorkerPool implements Server {
     return this.#members.map((member) => () => this.#snapshot(member));
   }
 
+  /** Issue 14: the --fault-listen ports the workers listen on (known once started). */
+  get faultPorts(): number[] | undefined {
+    return this.#faultPorts;
+  }
+
+  /**
+   * Issue 14: asks every live worker's fault runtime (lib/faults/workers.ts) and waits for all the answers.
+   *
+   * @param body the question
+   * @returns one answer per worker that answered (a worker that ends meanwhile answers null)
+   */
+  faultRequest(body: FaultWorkerRequest): Promise<FaultWorkerAnswer[]> {
+    return Promise.all(
+      this.#members.filter((m) => m.counters === undefined).map((member) => {
+        const request = ++this.#requests;
+        const { promise, resolve } = Promise.withResolvers<FaultWorkerAnswer>();
+        member.faults.set(request, resolve);
+        post(member, { kind: "faults", request, body });
+        return promise;
+      }),
+    );
+  }
+
   #snapshot(member: Member): Promise<MetricsSnapshot> {
     if (member.counters) return Promise.resolve(finalSnapshot(member.counters));
     const request = ++this.#requests;
@@ -183,8 +218,9 @@ export class WorkerPool implements Server {
     try {
       const first = this.#spawn(1, server.port);
       const port = await first.listening.promise;
+      this.#faultPorts = first.faultPorts;
       const rest = [];
-      for (let id = 2; id <= workers; id++) rest.push(this.#spawn(id, port));
+      for (let id = 2; id <= workers; id++) rest.push(this.#spawn(id, port, this.#faultPorts));
       await Promise.all(rest.map((m) => m.listening.promise));
       serverLog.info(
         "echoing on port {port} with {workers} workers (copy {copy}, max connections {maxConnections} in total, " +
@@ -247,7 +283,7 @@ export class WorkerPool implements Server {
     await Promise.all(this.#members.map((m) => m.stopped.promise));
   }
 
-  #spawn(id: number, port: number): Member {
+  #spawn(id: number, port: number, faultPorts?: number[]): Member {
     const worker = new Worker(new URL("./worker_entry.ts", import.meta.url), { type: "module", name: `echosrv-${id}` });
     const member: Member = {
       id,
@@ -256,6 +292,7 @@ export class WorkerPool implements Server {
       stopped: Promise.withResolvers<void>(),
       snapshots: new Map(),
       clients: new Map(),
+      faults: new Map(),
     };
     // A start that fails also ends the worker: nobody waits on `listening` then, which must not be an unhandled
     // rejection.
@@ -277,6 +314,7 @@ export class WorkerPool implements Server {
       config: { ...this.#config.server, port },
       log: this.#config.log,
       open: this.#open,
+      ...(faultPorts ? { faultPorts } : {}),
     });
     return member;
   }
@@ -287,6 +325,7 @@ export class WorkerPool implements Server {
         relay(member.id, message.record);
         break;
       case "listening":
+        member.faultPorts = message.faultPorts;
         member.listening.resolve(message.port);
         break;
       case "failed":
@@ -300,6 +339,10 @@ export class WorkerPool implements Server {
       case "snapshot":
         member.snapshots.get(message.request)?.(message.snapshot);
         member.snapshots.delete(message.request);
+        break;
+      case "faults":
+        member.faults.get(message.request)?.(message.body);
+        member.faults.delete(message.request);
         break;
       case "client-enter": {
         const ok = this.#clients.enter(message.key);
@@ -324,6 +367,8 @@ export class WorkerPool implements Server {
     const counters = member.counters ?? emptyCounters();
     for (const answer of member.snapshots.values()) answer(finalSnapshot(counters));
     member.snapshots.clear();
+    for (const answer of member.faults.values()) answer(null);
+    member.faults.clear();
     // A worker that died cannot say its connections ended: they did, with it.
     for (const [key, held] of member.clients) for (let i = 0; i < held; i++) this.#clients.leave(key);
     member.clients.clear();

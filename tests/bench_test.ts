@@ -47,7 +47,9 @@ Deno.test({
     assert.equal(run.code, 0, `${stdout}\n${stderr}`);
     const results = JSON.parse(await Deno.readTextFile(`${out}/results.json`));
     const ids = results.servers.map((s: { id: string }) => s.id);
-    for (const id of ["c-epoll", "echosrv", "echosrv-metrics", "echosrv-limits", "echosrv-pipe"]) {
+    for (
+      const id of ["c-epoll", "echosrv", "echosrv-metrics", "echosrv-limits", "echosrv-faults-idle", "echosrv-pipe"]
+    ) {
       assert.ok(ids.includes(id), id);
     }
     for (const test of ["bulk", "pp1", "pp50", "connect", "memory"]) {
@@ -66,9 +68,10 @@ Deno.test({
     await t.step("the features are compared with the defaults, and held to the same targets", () => {
       assert.match(stdout, /^\| echosrv --metrics .* \/ defaults \|/m);
       assert.match(stdout, /^\| echosrv --allow \+ limits \/ defaults \|/m);
+      assert.match(stdout, /^\| echosrv with an idle fault table \/ defaults \|/m);
       assert.match(
         stdout,
-        /^\| target \| echosrv \(defaults.* \| echosrv --metrics .* \| echosrv --allow \+ limits \|$/m,
+        /^\| target \| echosrv \(defaults.* \| echosrv --metrics .* \| echosrv --allow \+ limits \| echosrv with an idle fault table \|$/m,
       );
     });
     await t.step("the table names the machine and shows every server", () => {

@@ -30,6 +30,11 @@ Deno.test({
       [...common, "--max-connections-per-ip", "3", "--max-bytes-per-connection", "1MiB", "--udp", "--metrics", "9407"],
       [...common, "--tls-cert", cert!.certFile, "--tls-key", cert!.keyFile, "--max-connection-duration", "1h"],
       [...common, "--proxy-protocol", "--proxy-from", "127.0.0.1,::1", "--proxy-timeout", "2s"],
+      [
+        ...common,
+        ...["--fault-profile", "slow: latency 50ms jitter 10ms, loss 1%; cut: reset after 64KiB"],
+        ...["--fault-listen", "0=slow", "--fault-client", "10.1.0.0/16=cut", "--fault-api", "127.0.0.1:0"],
+      ],
     ];
     for (const args of lines) {
       const what = parseCommandLine(args, quiet);

@@ -439,7 +439,7 @@ Deno.test("fuzzed arguments of pure noise never throw: exit 2 with a message, or
       const { port, hosts } = result.config.server;
       assert.ok(Number.isInteger(port) && port >= 0 && port <= 65535, what);
       assert.ok(hosts.length > 0 && hosts.every((h) => /^[A-Za-z0-9._:%-]+$/.test(h)), what);
-    } else if (result.kind === "stats" || result.kind === "service") {
+    } else if (result.kind === "stats" || result.kind === "service" || result.kind === "fault") {
       // Only when the noise happened to spell a subcommand's name, then valid options for it.
       assert.ok(args.includes(result.kind), `${what}: ${result.kind} only when asked for`);
     } else if (result.code === 0) {

@@ -27,6 +27,12 @@ const MATCH_SLACK_MS = 3;
 const AGE_GRAIN_MS = 5;
 /** A write this close before the server's close may still have been arriving, unread, when the socket closed (ms). */
 const LATE_WRITE_SLACK_MS = 50;
+/**
+ * A lingering close ends once the peer has been quiet this long (lib/connection.ts's LINGER_QUIET_MS), less clock
+ * grain: a write that began after the close meets a closed socket rightly only after such a pause (ms). A stop's
+ * linger is bounded in all, not by quiet.
+ */
+const LINGER_QUIET_MS = 2_000 - 100;
 
 /** The closing lines of one server's log, by the client port they name. */
 export class ClosingLog {
@@ -136,7 +142,9 @@ export function judgeClose(record: ConnRecord, log: ClosingLog, stopCut: boolean
   const expect = record.expect ?? { reasons: [] };
   const problems: string[] = [];
   let verdict: CheckVerdict = "exact";
-  const lateWrite = record.end === "reset" && record.lastWriteAt >= closing.at - LATE_WRITE_SLACK_MS;
+  const lateWrite = (record.end === "reset" || record.writeReset === true) &&
+    record.lastWriteAt >= closing.at - LATE_WRITE_SLACK_MS &&
+    (closing.reason === "server stopping" || record.quietBeforeMs >= LINGER_QUIET_MS);
   if (lateWrite) {
     verdict = "late write";
     if (record.received > closing.bytes) {
@@ -165,9 +173,10 @@ export function judgeClose(record: ConnRecord, log: ClosingLog, stopCut: boolean
   if (verdict === "exact" && expect.missed) {
     return { verdict: "missed", detail: `${expect.missed} (${describeClosing(closing)})`, closing };
   }
+  const after = record.lastWriteAt - closing.at;
   const note = lateWrite
-    ? `; the client wrote at ${record.lastWriteAt}, ${record.lastWriteAt - closing.at} ms after the close, ` +
-      `and read ${record.received} bytes before the reset`
+    ? `; quiet for ${record.quietBeforeMs} ms, the client wrote again ${after} ms after that close, and had read ` +
+      `${record.received} bytes before the reset`
     : "";
   return { verdict, detail: describeClosing(closing) + note, closing };
 }

@@ -367,6 +367,13 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
           `${d.backToBaseline ? "back to baseline" : "NOT back to baseline"}`,
       );
     }
+    if (report.lateWrites) {
+      lines.push(
+        `late writes (${report.lateWrites.length}): sessions reset because they wrote to a socket the server had ` +
+          "closed as planned, after being quiet longer than its lingering close waits (counted as cut):",
+      );
+      for (const line of report.lateWrites.slice(0, 10)) lines.push(`  - ${line}`);
+    }
     if (report.stop) {
       const s = report.stop;
       lines.push(

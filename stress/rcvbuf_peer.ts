@@ -124,6 +124,7 @@ export async function runRcvbufPeer(
       received: parsed.received,
       end: parsed.end === "eof" || parsed.end === "reset" ? parsed.end : undefined,
       lastWriteAt: parsed.last_write_at,
+      quietBeforeMs: parsed.last_write_at === 0 ? 0 : parsed.last_write_at - parsed.connect_at,
       expect: options.expect,
     };
     ctx.addRecord(record);

@@ -64,6 +64,14 @@ export interface ConnRecord {
    * with a reset, which is then the client's doing.
    */
   lastWriteAt: number;
+  /**
+   * How long nothing went out before that last write began (ms): since the write before it completed, or since
+   * connecting. A lingering close ends after 2 s of the peer's silence, so a write after such a pause may meet a
+   * closed socket.
+   */
+  quietBeforeMs: number;
+  /** Set when a write on it failed with a reset (the read side's end is in `end`). */
+  writeReset?: boolean;
   /** What the server's closing line must say, when the session says. */
   expect?: CloseExpectation;
 }
@@ -138,6 +146,8 @@ export class SessionContext {
   /** Every connection opened (or reported by an outside client), in order. */
   readonly records: ConnRecord[] = [];
   readonly #records = new Map<StressConn, ConnRecord>();
+  /** When each connection's last write completed (or it connected). */
+  readonly #wroteAt = new Map<StressConn, number>();
   /** Things to end with the session besides its connections (an outside client's process). */
   readonly #disposers = new Set<() => void>();
   readonly #open = new Set<StressConn>();
@@ -192,7 +202,15 @@ export class SessionContext {
     this.#open.add(conn);
     this.connections++;
     this.onConnections(1);
-    const record: ConnRecord = { target, port: conn.localAddr.port, connectAt, received: 0, lastWriteAt: 0 };
+    const record: ConnRecord = {
+      target,
+      port: conn.localAddr.port,
+      connectAt,
+      received: 0,
+      lastWriteAt: 0,
+      quietBeforeMs: Date.now() - connectAt,
+    };
+    this.#wroteAt.set(conn, Date.now());
     this.records.push(record);
     this.#records.set(conn, record);
     return conn;
@@ -344,8 +362,14 @@ export class SessionContext {
       stream.fill(piece);
       for (let offset = 0; offset < size;) {
         this.doing = `writing (${sent + offset} of ${total} bytes sent)`;
-        if (record) record.lastWriteAt = Date.now();
-        offset += await this.#io(() => conn.write(piece.subarray(offset)));
+        if (record) {
+          record.lastWriteAt = Date.now();
+          record.quietBeforeMs = record.lastWriteAt - (this.#wroteAt.get(conn) ?? record.connectAt);
+        }
+        offset += await this.#io(() => conn.write(piece.subarray(offset)), () => {
+          if (record) record.writeReset = true;
+        });
+        this.#wroteAt.set(conn, Date.now());
       }
       sent += size;
       this.bytesSent += size;

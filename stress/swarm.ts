@@ -196,6 +196,12 @@ export interface SwarmReport {
   closes?: Record<string, CloseStats>;
   /** A replay's close checks, one line each. */
   closeNotes?: string[];
+  /**
+   * Sessions cut by a reset that answered their own write to a socket the server had closed as planned, after
+   * they had been quiet longer than a lingering close waits (or after a stop's): the linger's bound, not a loss
+   * by the server. Counted as cut, not failed; one line each.
+   */
+  lateWrites?: string[];
   stop?: StopReport;
   /** What the way of stopping checked besides the exit (the Windows service's states), when it checks anything. */
   stopCheck?: string;
@@ -715,6 +721,21 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
     const log = f.record && !options.connect ? logOf(f.record.target) : undefined;
     const closing = log && f.record ? log.find(f.record.port, f.record.connectAt) : undefined;
     if (closing) f.server = describeClosing(closing);
+    if (log && f.record?.expect && f.ending === "cut") {
+      const outcome = judgeClose(f.record, log, false);
+      if (outcome.verdict === "late write") {
+        const stats = report.closes![f.kind] ??= { checked: 0, verdicts: {}, reasons: {}, bytes: 0 };
+        stats.checked++;
+        stats.verdicts["late write"] = (stats.verdicts["late write"] ?? 0) + 1;
+        stats.reasons[outcome.closing!.reason] = (stats.reasons[outcome.closing!.reason] ?? 0) + 1;
+        for (const s of [kinds[f.kind], total]) {
+          s.failed--;
+          s.cut++;
+        }
+        (report.lateWrites ??= []).push(`session ${f.n} (${f.kind}): ${f.detail}; ${outcome.detail}`);
+        continue;
+      }
+    }
     violations.push(
       `session ${f.n} (${f.kind}) ${f.ending}: ${f.detail}` + (f.server ? `; ${f.server}` : "") +
         `\n    replay: ${f.replay}`,

@@ -91,12 +91,10 @@ export const LINGER_MAX_MS = 30_000;
 /** During a stop, whose grace period is already over, a lingering close lasts at most this long (ms). */
 export const STOP_LINGER_MS = 2_000;
 /**
- * A lingering close's check that runs this much later than it was due found the server itself paused or starved
- * (ms): what the peer sent meanwhile is still unread, so the pause is not the peer's silence.
+ * A lingering close checks its bounds this often (ms), so that a pause of the server itself (paused or starved) shows
+ * as a check that comes late, whenever in the linger it falls.
  */
-export const LATE_CHECK_MS = 200;
-/** After such a late check, the next one comes this soon (ms), once that input has been read. */
-const RECHECK_MS = 50;
+export const LINGER_TICK_MS = 100;
 /** A refused connection lingers at most this long (ms). */
 export const REFUSAL_LINGER_MS = 1_000;
 /** Refused connections lingering at once, at most; past that a refusal closes at once (a flood must not pile up). */
@@ -304,41 +302,40 @@ export class Connection implements CopyProgress {
 
   /**
    * Bounds the lingering close: it ends (the socket is closed) once the peer has been quiet for
-   * {@link LINGER_QUIET_MS} (sent nothing, and taken none of a write in flight) or after `maxMs` in all. A check
-   * that runs more than {@link LATE_CHECK_MS} late (the server was paused or starved) does not count the pause
-   * against the peer: closing then, with what the peer sent meanwhile unread, would reset the connection and throw
-   * away the echo the peer has not read yet (seen with a 3 s SIGSTOP: 129 KB of a 256 KiB echo arrived). The
-   * pause is added to both bounds, at most `maxMs` in all, so the linger stays bounded.
+   * {@link LINGER_QUIET_MS} (sent nothing, and taken none of a write in flight) or after `maxMs` in all. It checks
+   * every {@link LINGER_TICK_MS}; a check that comes more than a tick late found the server itself paused or starved,
+   * and what the peer sent meanwhile is still unread: closing then would reset the connection and throw away the
+   * echo the peer has not read yet (seen with a 2 s SIGSTOP: 129 KB of a 256 KiB echo arrived). So the pause counts
+   * against neither bound (at most `maxMs` in all, so the linger stays bounded), and the next check, a tick later,
+   * comes after that input has been read.
    */
   #linger(maxMs: number): void {
     const now = performance.now();
     this.#heardAt = now;
     this.#lingerEnd = now + maxMs;
     this.#bytesAtCheck = this.bytes;
-    let due = now + Math.min(LINGER_QUIET_MS, maxMs);
+    let last = now;
     let excused = 0;
     const check = () => {
       const at = performance.now();
-      const late = at - due;
-      if (late > LATE_CHECK_MS && excused + late <= maxMs) {
-        excused += late;
-        this.#heardAt += late;
-        this.#lingerEnd += late;
-        due = at + RECHECK_MS;
-        this.#lingerTimer = setTimeout(check, RECHECK_MS);
-        return;
+      const pause = at - last - LINGER_TICK_MS;
+      last = at;
+      if (pause > LINGER_TICK_MS && excused + pause <= maxMs) {
+        excused += pause;
+        this.#heardAt += pause;
+        this.#lingerEnd += pause;
+      } else {
+        if (this.bytes !== this.#bytesAtCheck) {
+          this.#bytesAtCheck = this.bytes;
+          this.#heardAt = at;
+        }
+        if (at >= this.#heardAt + LINGER_QUIET_MS || at >= this.#lingerEnd) return this.abort();
       }
-      if (this.bytes !== this.#bytesAtCheck) {
-        this.#bytesAtCheck = this.bytes;
-        this.#heardAt = at;
-      }
-      const quietEnd = this.#heardAt + LINGER_QUIET_MS;
-      if (at >= quietEnd || at >= this.#lingerEnd) return this.abort();
-      due = Math.min(quietEnd, this.#lingerEnd);
-      this.#lingerTimer = setTimeout(check, due - at);
+      this.#lingerTimer = setTimeout(check, LINGER_TICK_MS);
     };
-    this.#lingerTimer = setTimeout(check, due - now);
+    this.#lingerTimer = setTimeout(check, LINGER_TICK_MS);
   }
+
   #classify(error: unknown): EndReason {
     const stats = this.#context.stats;
     // A TLS client that closes without close_notify (many do): an ordinary end, not an error.

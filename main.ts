@@ -1,89 +1,40 @@
-// main: echosrv's entry point. It only wires: read the options, set up logging, start the server, stop it
-// gracefully on a signal, exit with the code the outcome calls for (0 clean stop, 1 runtime failure, 2 usage error).
+// main: echosrv's entry point. It only wires: where this process runs (under the Windows SCM, or in a console), what
+// the command line asks for (run the server, `stats`, `service ...`), and the exit code the outcome calls for (0 clean
+// stop, 1 runtime failure, 2 usage error).
 
 // Keep this import first: when the Windows SCM started this process, it connects to the SCM while the rest of the
 // program is still loading (see lib/service/scm_boot.ts). Elsewhere it does nothing.
 import { scmBoot } from "./lib/service/scm_boot.ts";
-import { parseCommandLine, type RunConfig } from "./lib/options.ts";
-import { closeLogging, serverLog } from "./lib/log.ts";
-import { startProgram } from "./lib/program.ts";
-import { runStats } from "./lib/stats.ts";
+import { parseCommandLine } from "./lib/options.ts";
+import { runStats } from "./lib/stats_command.ts";
+import { consoleProgram, runInConsole } from "./lib/service/console.ts";
 import { windowsServiceProgram } from "./lib/service/windows_program.ts";
 import { runServiceCommand } from "./lib/service/commands.ts";
-import { describeStopSource, listenForStopRequests } from "./lib/stop_requests.ts";
 
 /**
- * Runs the server in the foreground until asked to stop (see lib/stop_requests.ts): the first request stops
- * gracefully, a deliberate second one (a second or more later) at once.
- *
- * @param config the validated configuration
- * @returns the process exit code
- */
-export async function runForeground(config: RunConfig): Promise<number> {
-  const started = await startProgram(config);
-  if (!started.ok) {
-    if (!started.logged) console.error(`echosrv: ${started.message}`);
-    return started.exitCode;
-  }
-  const program = started.program;
-  const stopListening = listenForStopRequests((decision, source) => {
-    if (decision === "graceful") {
-      serverLog.info(
-        "stop requested ({source}); to stop at once, press Ctrl+C or send SIGTERM again a second or more later",
-        {
-          source: describeStopSource(source),
-        },
-      );
-      program.stop();
-    } else if (decision === "immediate") {
-      serverLog.info("second stop request ({source}): closing every connection now", {
-        source: describeStopSource(source),
-      });
-      program.stop(0);
-    } else if (decision === "ignored") {
-      serverLog.info("SIGHUP ignored: echosrv has no terminal to lose; stop it with SIGTERM or Ctrl+C");
-    } else {
-      serverLog.debug(
-        "{source} again: the same stop request (a process group gets each signal twice under deno task)",
-        {
-          source: describeStopSource(source),
-        },
-      );
-    }
-  });
-  await program.finished;
-  stopListening();
-  await closeLogging();
-  return 0;
-}
-
-/**
- * Runs echosrv with the given arguments.
+ * Runs echosrv where this process was started, the one entry for both places. Under the Windows SCM (which
+ * lib/service/scm_boot.ts connected to while this module loaded), the SCM's run loop runs the service program
+ * (lib/service/windows_program.ts); when the dispatcher finds no SCM after all (a console run of a command line
+ * marked `--service`), it runs in the console instead. In the console, the command line says what to do, and the
+ * server runs in the console's run loop (lib/service/console.ts).
  *
  * @param args the command-line arguments after the program name
  * @returns the process exit code
  */
 export async function main(args: string[]): Promise<number> {
+  if (scmBoot) {
+    const outcome = await scmBoot.connection.run(windowsServiceProgram(scmBoot.args, scmBoot.libraries));
+    if (outcome.kind === "served") return outcome.exitCode;
+    console.error("echosrv: --service is for the Windows service manager; running in the foreground instead");
+    args = scmBoot.args;
+  }
   const what = parseCommandLine(args);
   if (what.kind === "exit") return what.code;
   if (what.kind === "stats") return await runStats(what.config);
   if (what.kind === "service") return await runServiceCommand(what.request);
-  return await runForeground(what.config);
-}
-
-/**
- * Runs echosrv as the Windows service the SCM started (see lib/service/scm.ts). When the dispatcher finds no SCM
- * (a console run of a command line marked `--service`), runs in the foreground instead.
- *
- * @returns the process exit code
- */
-async function runAsWindowsService(boot: NonNullable<typeof scmBoot>): Promise<number> {
-  const outcome = await boot.connection.run(windowsServiceProgram(boot.args));
-  if (outcome.kind === "served") return outcome.exitCode;
-  console.error("echosrv: --service is for the Windows service manager; running in the foreground instead");
-  return await main(boot.args);
+  return await runInConsole(consoleProgram(what.config));
 }
 
 if (import.meta.main) {
-  Deno.exit(scmBoot ? await runAsWindowsService(scmBoot) : await main(Deno.args));
+  Deno.exit(await main(Deno.args));
 }

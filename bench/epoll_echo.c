@@ -10,7 +10,12 @@
  *     (no copy; reading goes on with another from a free list) and is not read again until the rest is written;
  *   - at the peer's end of stream (read returns 0) everything read has been written, so the socket is closed.
  *
- * Usage: epoll_echo [port [host]]   (defaults: 0 = pick a free port, 127.0.0.1)
+ * With THREADS above 1 it is the multi-core baseline of `--workers` scaling, in the shape nginx and HAProxy use:
+ * THREADS threads, each the loop above with its own listener on the same port (SO_REUSEPORT: the kernel spreads new
+ * connections over the listeners) and its own epoll set and buffers; a connection stays on the thread that accepted
+ * it, as in echosrv's workers.
+ *
+ * Usage: epoll_echo [port [host [threads]]]   (defaults: 0 = pick a free port, 127.0.0.1, 1 thread)
  * Prints "listening on port N" on standard output once listening; runs until killed (SIGTERM/SIGINT).
  */
 #define _GNU_SOURCE
@@ -18,7 +23,9 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +50,14 @@ struct pending {
   int peer_done;
 };
 
+/* Shared by the threads: a file descriptor belongs to one thread at a time, so each touches only its own slots. */
 static struct pending *pending_by_fd;
 static size_t fd_slots;
-static int epfd;
-static char *read_buffer;
-static char **free_buffers;
-static size_t free_count, free_capacity;
+/* Each thread's own epoll set, read buffer and free list. */
+static __thread int epfd;
+static __thread char *read_buffer;
+static __thread char **free_buffers;
+static __thread size_t free_count, free_capacity;
 
 static void die(const char *what) {
   perror(what);
@@ -144,39 +153,25 @@ static void on_acceptable(int listener) {
   }
 }
 
-int main(int argc, char **argv) {
-  int port = argc > 1 ? atoi(argv[1]) : 0;
-  const char *host = argc > 2 ? argv[2] : "127.0.0.1";
-  signal(SIGPIPE, SIG_IGN);
-
-  /* As many connections as the hard limit allows (the memory measurement opens thousands). */
-  struct rlimit lim;
-  if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
-    lim.rlim_cur = lim.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &lim);
-  }
-  getrlimit(RLIMIT_NOFILE, &lim);
-  fd_slots = lim.rlim_cur > 1000000 ? 1000000 : lim.rlim_cur;
-  pending_by_fd = calloc(fd_slots, sizeof *pending_by_fd);
-  read_buffer = malloc(READ_BUFFER);
-  if (!pending_by_fd || !read_buffer) die("calloc");
-
-  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
-    fprintf(stderr, "epoll_echo: %s is not an IPv4 address\n", host);
-    return 2;
-  }
+/* Opens a listener on host:port (SO_REUSEPORT when several threads share the port). */
+static int open_listener(struct sockaddr_in *addr, int reuse_port) {
   int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (listener < 0) die("socket");
   int one = 1;
   setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0) die("bind");
+  if (reuse_port && setsockopt(listener, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) die("SO_REUSEPORT");
+  if (bind(listener, (struct sockaddr *)addr, sizeof *addr) < 0) die("bind");
   if (listen(listener, 4096) < 0) die("listen");
-  socklen_t len = sizeof addr;
-  getsockname(listener, (struct sockaddr *)&addr, &len);
-  printf("listening on port %d\n", ntohs(addr.sin_port));
-  fflush(stdout);
+  socklen_t len = sizeof *addr;
+  getsockname(listener, (struct sockaddr *)addr, &len);
+  return listener;
+}
 
+/* One thread's event loop over its own listener; never returns. */
+static void *serve(void *arg) {
+  int listener = (int)(intptr_t)arg;
+  read_buffer = malloc(READ_BUFFER);
+  if (!read_buffer) die("malloc");
   epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) die("epoll_create1");
   struct epoll_event lev = {.events = EPOLLIN, .data.fd = listener};
@@ -197,4 +192,45 @@ int main(int argc, char **argv) {
       }
     }
   }
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  int port = argc > 1 ? atoi(argv[1]) : 0;
+  const char *host = argc > 2 ? argv[2] : "127.0.0.1";
+  int threads = argc > 3 ? atoi(argv[3]) : 1;
+  if (threads < 1 || threads > 1024) {
+    fprintf(stderr, "epoll_echo: threads must be 1 to 1024\n");
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  /* As many connections as the hard limit allows (the memory measurement opens thousands). */
+  struct rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  getrlimit(RLIMIT_NOFILE, &lim);
+  fd_slots = lim.rlim_cur > 1000000 ? 1000000 : lim.rlim_cur;
+  pending_by_fd = calloc(fd_slots, sizeof *pending_by_fd);
+  if (!pending_by_fd) die("calloc");
+
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+    fprintf(stderr, "epoll_echo: %s is not an IPv4 address\n", host);
+    return 2;
+  }
+  /* The first listener picks the port (when it is 0); the others join it. */
+  int *listeners = calloc((size_t)threads, sizeof *listeners);
+  if (!listeners) die("calloc");
+  for (int t = 0; t < threads; t++) listeners[t] = open_listener(&addr, threads > 1);
+  printf("listening on port %d\n", ntohs(addr.sin_port));
+  fflush(stdout);
+  for (int t = 1; t < threads; t++) {
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, serve, (void *)(intptr_t)listeners[t]) != 0) die("pthread_create");
+  }
+  serve((void *)(intptr_t)listeners[0]);
+  return 0;
 }

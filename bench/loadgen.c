@@ -9,12 +9,25 @@
  *   loadgen connect  PORT SECONDS PARALLEL   PARALLEL at a time: connect, echo 64 bytes, close
  *   loadgen idle     PORT CONNS [SETTLE]     open CONNS connections, echo 64 bytes on each, wait SETTLE seconds
  *                                            (default 1), print a line, hold them until standard input closes
+ *   loadgen latency  PORT SECONDS CONNS      latency under load: open CONNS connections all at once (each sends its
+ *                                            first 64-byte message as soon as it is connected), ping-pong on all of
+ *                                            them; the first BURST seconds (connection set-up included) and the
+ *                                            SECONDS measured after the warm-up are reported separately
  *
  * Every mode first runs WARMUP seconds unmeasured, then SECONDS measured, and prints one JSON object on standard
  * output. Every byte that comes back is compared with what was sent; a mismatch or an early end of stream makes
  * "ok" false with an "error" string. Environment: LOADGEN_HOST (default 127.0.0.1), LOADGEN_WARMUP (default 0.5),
  * LOADGEN_SERVER_PID (the server's process: its CPU time over the measured window, and in idle mode its resident
- * memory before the first connection and after the last, are read from /proc and reported).
+ * memory before the first connection and after the last, are read from /proc and reported). Latency mode also reads
+ * LOADGEN_START_AT (a wall-clock time in Unix milliseconds: several loadgen processes given the same one open their
+ * connections together), LOADGEN_BURST (the seconds of the connection burst, default 1) and LOADGEN_DRAIN (how long
+ * to wait at the end for replies still owed, default 10 s).
+ *
+ * Latencies go into a log-linear histogram (exact to 2 ms, then within 0.1%, up to days), so a tail of seconds is
+ * measured, not clipped. In latency mode a message counts in the phase it was sent in and its latency is taken
+ * when its reply arrives, however late: after the measured window no new messages are sent and the replies still
+ * owed are awaited (up to LOADGEN_DRAIN; those that never come are counted as unanswered, at the age they reached).
+ * So a connection the server starves cannot drop out of the figures.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -36,7 +49,6 @@
 #include <unistd.h>
 
 #define MESSAGE 64
-#define HIST_US 200000 /* latency histogram: 1 us buckets up to 200 ms, then one overflow bucket */
 #define PATTERN (1 << 20)
 #define BULK_WRITE (64 * 1024)
 #define BULK_READ (256 * 1024)
@@ -162,26 +174,91 @@ static void set_nonblocking(int fd) {
 
 /* ---- latency histogram ---- */
 
-static uint32_t *histogram;
-static uint64_t histogram_count;
+/*
+ * Log-linear buckets, in microseconds: exact below 2048 us, then 1024 buckets per power of two (within 0.1%), up
+ * to 2^40 us. Enough for a tail of seconds (a starved connection) without clipping, and small enough to print.
+ */
+#define SUB_BITS 10
+#define SUB (1 << SUB_BITS)
+#define LINEAR (2 * SUB)
+#define TOP_BIT 40
+#define BUCKETS (LINEAR + (TOP_BIT - SUB_BITS - 1) * SUB)
 
-static void record_latency(double seconds) {
-  long us = (long)(seconds * 1e6);
-  if (us < 0) us = 0;
-  if (us > HIST_US) us = HIST_US;
-  histogram[us]++;
-  histogram_count++;
+struct histogram {
+  uint32_t *counts;
+  uint64_t count;
+  uint64_t max_us;
+};
+
+static void histogram_init(struct histogram *h) {
+  h->counts = calloc(BUCKETS, sizeof *h->counts);
+  if (!h->counts) {
+    fprintf(stderr, "loadgen: out of memory\n");
+    exit(1);
+  }
+  h->count = 0;
+  h->max_us = 0;
 }
 
-static long percentile_us(double p) {
-  uint64_t rank = (uint64_t)(p * (double)histogram_count);
-  if (rank >= histogram_count && histogram_count > 0) rank = histogram_count - 1;
+static int bucket_of(uint64_t us) {
+  if (us >= (1ULL << TOP_BIT)) us = (1ULL << TOP_BIT) - 1;
+  if (us < LINEAR) return (int)us;
+  int k = 63 - __builtin_clzll(us); /* 11 .. TOP_BIT - 1 */
+  return LINEAR + (k - SUB_BITS - 1) * SUB + (int)((us >> (k - SUB_BITS)) & (SUB - 1));
+}
+
+/* The lowest value of a bucket. */
+static uint64_t bucket_value(int b) {
+  if (b < LINEAR) return (uint64_t)b;
+  int k = (b - LINEAR) / SUB + SUB_BITS + 1;
+  return (uint64_t)(SUB + (b - LINEAR) % SUB) << (k - SUB_BITS);
+}
+
+static void record(struct histogram *h, double seconds) {
+  double us = seconds * 1e6;
+  uint64_t v = us < 0 ? 0 : (uint64_t)us;
+  h->counts[bucket_of(v)]++;
+  h->count++;
+  if (v > h->max_us) h->max_us = v;
+}
+
+static uint64_t percentile(const struct histogram *h, double p) {
+  if (h->count == 0) return 0;
+  uint64_t rank = (uint64_t)(p * (double)h->count);
+  if (rank >= h->count) rank = h->count - 1;
   uint64_t seen = 0;
-  for (long us = 0; us <= HIST_US; us++) {
-    seen += histogram[us];
-    if (seen > rank) return us;
+  for (int b = 0; b < BUCKETS; b++) {
+    seen += h->counts[b];
+    if (seen > rank) return bucket_value(b);
   }
-  return HIST_US;
+  return h->max_us;
+}
+
+/* "p50_us":..,"p99_us":..,"p999_us":..,"max_us":.. */
+static void print_percentiles(const struct histogram *h) {
+  printf("\"p50_us\":%llu,\"p99_us\":%llu,\"p999_us\":%llu,\"max_us\":%llu", (unsigned long long)percentile(h, 0.5),
+         (unsigned long long)percentile(h, 0.99), (unsigned long long)percentile(h, 0.999),
+         (unsigned long long)h->max_us);
+}
+
+/* "hist":[[lowest value of the bucket in us, count], ...] for every bucket in use: the merge of several loadgen
+ * processes' results, and the percentile plot, are computed from it. */
+static void print_histogram(const struct histogram *h) {
+  printf("\"hist\":[");
+  int first = 1;
+  for (int b = 0; b < BUCKETS; b++) {
+    if (!h->counts[b]) continue;
+    printf("%s[%llu,%u]", first ? "" : ",", (unsigned long long)bucket_value(b), h->counts[b]);
+    first = 0;
+  }
+  printf("]");
+}
+
+/* The histogram of the ping-pong and connect modes. */
+static struct histogram histogram;
+
+static void record_latency(double seconds) {
+  record(&histogram, seconds);
 }
 
 /* ---- the measured window: warmup, then SECONDS measured, with the client's own CPU use ---- */
@@ -330,7 +407,7 @@ static void send_message(struct peer *c, uint32_t index, double t, const char *m
 }
 
 static void run_pingpong(double seconds, int conns) {
-  histogram = calloc(HIST_US + 1, sizeof *histogram);
+  histogram_init(&histogram);
   struct peer *peers = calloc((size_t)conns, sizeof *peers);
   int ep = epoll_create1(EPOLL_CLOEXEC);
   for (int i = 0; i < conns; i++) {
@@ -372,10 +449,12 @@ static void run_pingpong(double seconds, int conns) {
   for (int i = 0; i < conns; i++) close(peers[i].fd);
   double span = w.end - w.start;
   printf("{\"mode\":\"pingpong\",\"ok\":true,\"conns\":%d,\"seconds\":%.3f,\"round_trips\":%llu,"
-         "\"round_trips_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f,\"server_system\":%.3f,"
-         "\"machine_busy\":%.3f}\n",
-         conns, span, (unsigned long long)trips, (double)trips / span, percentile_us(0.50), percentile_us(0.99),
-         window_busy(&w), window_server_busy(&w), window_server_system(&w), window_machine_busy(&w));
+         "\"round_trips_per_s\":%.0f,\"client_busy\":%.3f,\"server_busy\":%.3f,\"server_system\":%.3f,"
+         "\"machine_busy\":%.3f,",
+         conns, span, (unsigned long long)trips, (double)trips / span, window_busy(&w), window_server_busy(&w),
+         window_server_system(&w), window_machine_busy(&w));
+  print_percentiles(&histogram);
+  printf("}\n");
 }
 
 /* ---- connect: PARALLEL at a time, connect, echo 64 bytes, close ---- */
@@ -414,7 +493,7 @@ static void start_attempt(struct attempt *a, uint32_t slot, int ep, double t) {
 }
 
 static void run_connect(double seconds, int parallel) {
-  histogram = calloc(HIST_US + 1, sizeof *histogram);
+  histogram_init(&histogram);
   memset(hello, 'h', sizeof hello);
   struct attempt *slots = calloc((size_t)parallel, sizeof *slots);
   int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -462,10 +541,203 @@ static void run_connect(double seconds, int parallel) {
   for (int i = 0; i < parallel; i++) close(slots[i].fd);
   double span = w.end - w.start;
   printf("{\"mode\":\"connect\",\"ok\":true,\"parallel\":%d,\"seconds\":%.3f,\"connections\":%llu,"
-         "\"connections_per_s\":%.0f,\"p50_us\":%ld,\"p99_us\":%ld,\"client_busy\":%.3f,\"server_busy\":%.3f,\"server_system\":%.3f,"
-         "\"machine_busy\":%.3f}\n",
-         parallel, span, (unsigned long long)done, (double)done / span, percentile_us(0.50), percentile_us(0.99),
-         window_busy(&w), window_server_busy(&w), window_server_system(&w), window_machine_busy(&w));
+         "\"connections_per_s\":%.0f,\"client_busy\":%.3f,\"server_busy\":%.3f,\"server_system\":%.3f,"
+         "\"machine_busy\":%.3f,",
+         parallel, span, (unsigned long long)done, (double)done / span, window_busy(&w), window_server_busy(&w),
+         window_server_system(&w), window_machine_busy(&w));
+  print_percentiles(&histogram);
+  printf("}\n");
+}
+
+/* ---- latency: CONNS connections opened at once, then ping-pong; the burst and the measured window apart ---- */
+
+/* The phase a message was sent in: its latency counts there, whenever its reply comes. */
+enum phase { PHASE_BURST, PHASE_WARMUP, PHASE_MEASURED };
+
+struct lpeer {
+  int fd;
+  int connected;
+  int waiting; /* a message is in flight */
+  int phase;   /* of the message in flight */
+  uint32_t got;
+  uint32_t seq;
+  uint64_t measured; /* round trips of messages sent in the measured window */
+  double sent_at;    /* for the first message: when connect() was called, so the set-up counts */
+  int echoed;        /* a first reply came */
+  unsigned char out[MESSAGE];
+  unsigned char in[MESSAGE];
+};
+
+static double env_seconds(const char *name, double otherwise) {
+  const char *text = getenv(name);
+  return text && *text ? atof(text) : otherwise;
+}
+
+/* Sleeps until the wall-clock time LOADGEN_START_AT (Unix ms), so that several loadgen processes start together. */
+static void wait_for_start(void) {
+  double at = env_seconds("LOADGEN_START_AT", 0) / 1000;
+  for (;;) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    double left = at - ((double)t.tv_sec + (double)t.tv_nsec * 1e-9);
+    if (left <= 0) return;
+    struct timespec pause = {.tv_sec = (time_t)left, .tv_nsec = (long)((left - (double)(time_t)left) * 1e9)};
+    nanosleep(&pause, NULL);
+  }
+}
+
+/* Sends the next 64-byte message (a sequence number, the connection's index, a fill that depends on both). */
+static void latency_send(struct lpeer *c, uint32_t index) {
+  memcpy(c->out, &c->seq, sizeof c->seq);
+  memcpy(c->out + 4, &index, sizeof index);
+  memset(c->out + 8, (int)(c->seq * 131u + index), MESSAGE - 8);
+  c->got = 0;
+  ssize_t n = send(c->fd, c->out, MESSAGE, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n != MESSAGE) fail("latency", "send returned %zd: %s", n, n < 0 ? strerror(errno) : "short write");
+  c->waiting = 1;
+}
+
+static void print_latency_phase(const struct histogram *h) {
+  print_percentiles(h);
+  printf(",");
+  print_histogram(h);
+}
+
+static void run_latency(double seconds, int conns) {
+  double burst = env_seconds("LOADGEN_BURST", 1.0), drain = env_seconds("LOADGEN_DRAIN", 10.0);
+  struct histogram steady, first;
+  histogram_init(&steady);
+  histogram_init(&first);
+  struct lpeer *peers = calloc((size_t)conns, sizeof *peers);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (!peers || ep < 0) fail("latency", "setup: %s", strerror(errno));
+  struct sockaddr_in to = server_address();
+  wait_for_start();
+  double t0 = now(), burst_end = t0 + burst;
+  struct window w = {.start = burst_end + warmup};
+  uint64_t owed = 0; /* messages of the burst or of the measured window still waiting for their reply */
+  double connect_max = 0, first_echo_max = 0;
+  for (int i = 0; i < conns; i++) {
+    struct lpeer *c = &peers[i];
+    struct sockaddr_in from = {.sin_family = AF_INET};
+    from.sin_addr.s_addr = htonl(0x7f000001u + (next_source++ % SOURCE_ADDRESSES));
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) fail("latency", "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(c->fd, (struct sockaddr *)&from, sizeof from) < 0) fail("latency", "bind: %s", strerror(errno));
+    set_nodelay(c->fd);
+    c->sent_at = now();
+    if (connect(c->fd, (struct sockaddr *)&to, sizeof to) < 0 && errno != EINPROGRESS) {
+      fail("latency", "connect: %s", strerror(errno));
+    }
+    c->waiting = 1;
+    c->phase = PHASE_BURST;
+    owed++;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) fail("latency", "epoll_ctl: %s", strerror(errno));
+  }
+  uint64_t trips = 0, burst_trips = 0, unanswered_burst = 0, unanswered = 0;
+  double drain_until = 0;
+  struct epoll_event events[256];
+  for (;;) {
+    /* A short timeout: the window must end on time even when the server answers nobody. */
+    int ready = epoll_wait(ep, events, 256, 50);
+    double t = now();
+    for (int e = 0; e < ready; e++) {
+      uint32_t i = events[e].data.u32;
+      struct lpeer *c = &peers[i];
+      if (!c->connected) {
+        int error = 0;
+        socklen_t len = sizeof error;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len);
+        if (error) fail("latency", "connect: %s", strerror(error));
+        if (!(events[e].events & EPOLLOUT)) continue;
+        c->connected = 1;
+        if (t - c->sent_at > connect_max) connect_max = t - c->sent_at;
+        /* The first message keeps sent_at from before connect(): its round trip includes the set-up. */
+        latency_send(c, i);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        continue;
+      }
+      ssize_t n = recv(c->fd, c->in + c->got, MESSAGE - c->got, MSG_DONTWAIT);
+      if (n == 0) fail("latency", "the server closed a connection");
+      if (n < 0) {
+        if (errno == EAGAIN) continue;
+        fail("latency", "recv: %s", strerror(errno));
+      }
+      c->got += (uint32_t)n;
+      if (c->got < MESSAGE) continue;
+      if (memcmp(c->in, c->out, MESSAGE) != 0) fail("latency", "echoed message differs");
+      c->waiting = 0;
+      if (!c->echoed) {
+        c->echoed = 1;
+        if (t - t0 > first_echo_max) first_echo_max = t - t0;
+      }
+      if (c->phase == PHASE_BURST) {
+        record(&first, t - c->sent_at);
+        burst_trips++;
+        owed--;
+      } else if (c->phase == PHASE_MEASURED) {
+        record(&steady, t - c->sent_at);
+        c->measured++;
+        trips++;
+        owed--;
+      }
+      if (w.done) continue; /* after the window: no new messages, only the replies still owed */
+      c->seq++;
+      c->sent_at = t;
+      c->phase = t < burst_end ? PHASE_BURST : w.measuring ? PHASE_MEASURED : PHASE_WARMUP;
+      if (c->phase != PHASE_WARMUP) owed++;
+      latency_send(c, i);
+    }
+    if (!w.done) {
+      window_tick(&w, t, seconds);
+      if (w.done) drain_until = t + drain;
+      continue;
+    }
+    if (owed == 0) break;
+    if (t >= drain_until) {
+      /* Replies that never came: counted at the age they reached, so a starved connection shows in the tail. */
+      for (int i = 0; i < conns; i++) {
+        struct lpeer *c = &peers[i];
+        if (!c->waiting || c->phase == PHASE_WARMUP) continue;
+        if (c->phase == PHASE_BURST) {
+          record(&first, t - c->sent_at);
+          unanswered_burst++;
+        } else {
+          record(&steady, t - c->sent_at);
+          unanswered++;
+        }
+      }
+      break;
+    }
+  }
+  uint64_t starved = 0, least = UINT64_MAX, most = 0;
+  for (int i = 0; i < conns; i++) {
+    if (peers[i].measured == 0) starved++;
+    if (peers[i].measured < least) least = peers[i].measured;
+    if (peers[i].measured > most) most = peers[i].measured;
+    close(peers[i].fd);
+  }
+  uint64_t unechoed = 0;
+  for (int i = 0; i < conns; i++) unechoed += !peers[i].echoed;
+  double span = w.end - w.start;
+  printf("{\"mode\":\"latency\",\"ok\":true,\"conns\":%d,\"seconds\":%.3f,\"round_trips\":%llu,"
+         "\"round_trips_per_s\":%.0f,\"client_busy\":%.3f,\"server_busy\":%.3f,\"server_system\":%.3f,"
+         "\"machine_busy\":%.3f,\"starved_conns\":%llu,\"conn_rt_min\":%llu,\"conn_rt_max\":%llu,"
+         "\"unanswered\":%llu,",
+         conns, span, (unsigned long long)trips, (double)trips / span, window_busy(&w), window_server_busy(&w),
+         window_server_system(&w), window_machine_busy(&w), (unsigned long long)starved,
+         (unsigned long long)least, (unsigned long long)most, (unsigned long long)unanswered);
+  print_latency_phase(&steady);
+  printf(",\"burst\":{\"seconds\":%.3f,\"round_trips\":%llu,\"connect_max_us\":%.0f,\"first_echo_max_us\":%.0f,"
+         "\"never_echoed\":%llu,\"unanswered\":%llu,",
+         burst, (unsigned long long)burst_trips, connect_max * 1e6, first_echo_max * 1e6,
+         (unsigned long long)unechoed, (unsigned long long)unanswered_burst);
+  print_latency_phase(&first);
+  printf("}}\n");
 }
 
 /* ---- idle: CONNS connections that each echoed once, held open until standard input closes ---- */
@@ -518,7 +790,8 @@ int main(int argc, char **argv) {
   if (getenv("LOADGEN_WARMUP")) warmup = atof(getenv("LOADGEN_WARMUP"));
   if (getenv("LOADGEN_SERVER_PID")) server_pid = atoi(getenv("LOADGEN_SERVER_PID"));
   if (argc < 4) {
-    fprintf(stderr, "usage: loadgen bulk|pingpong|connect PORT SECONDS [CONNS|PARALLEL] | loadgen idle PORT CONNS\n");
+    fprintf(stderr, "usage: loadgen bulk|pingpong|connect|latency PORT SECONDS [CONNS|PARALLEL] | "
+                    "loadgen idle PORT CONNS\n");
     return 2;
   }
   const char *mode = argv[1];
@@ -531,6 +804,8 @@ int main(int argc, char **argv) {
     run_pingpong(atof(argv[3]), atoi(argv[4]));
   } else if (strcmp(mode, "connect") == 0 && argc > 4) {
     run_connect(atof(argv[3]), atoi(argv[4]));
+  } else if (strcmp(mode, "latency") == 0 && argc > 4) {
+    run_latency(atof(argv[3]), atoi(argv[4]));
   } else if (strcmp(mode, "idle") == 0) {
     run_idle(atoi(argv[3]), argc > 4 ? atof(argv[4]) : 1.0);
   } else {

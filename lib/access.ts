@@ -5,20 +5,23 @@
 // ours, because ipaddr.js also accepts forms such as `127.1` or `0x7f.0.0.1` that nobody writing a rule means.
 
 import ipaddr from "ipaddr.js";
+import type { AccessRules } from "./config.ts";
 
 /** Thrown when a rule cannot be read; the message says what is wrong and what was expected. */
 export class CidrError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "CidrError";
 }
 
-type Address = ipaddr.IPv4 | ipaddr.IPv6;
+/** An IPv4 or IPv6 address, as ipaddr.js parses it. */
+export type IpAddress = ipaddr.IPv4 | ipaddr.IPv6;
 
 /** One network: an address and a prefix length, as in `192.0.2.0/24` or `2001:db8::/32`. */
 export interface Cidr {
   /** The rule in its canonical form, for logs (`10.0.0.0/8`; a mapped IPv6 rule is shown as IPv4). */
   readonly text: string;
   /** The network address. */
-  readonly address: Address;
+  readonly address: IpAddress;
   /** The prefix length in bits. */
   readonly bits: number;
 }
@@ -46,7 +49,7 @@ export function parseCidr(text: string): Cidr {
   const addressText = slash < 0 ? value : value.slice(0, slash);
   const prefixText = slash < 0 ? undefined : value.slice(slash + 1);
   const expected = "write an IPv4 or IPv6 network such as 192.0.2.0/24, 2001:db8::/32, or one address";
-  let address: Address;
+  let address: IpAddress;
   if (addressText.includes(":")) {
     if (addressText.includes("%") || !ipaddr.IPv6.isValid(addressText)) {
       throw new CidrError(`"${text}" is not a network: "${addressText}" is not an IPv6 address; ${expected}`);
@@ -88,7 +91,7 @@ const DOTTED_QUAD = /^(?:::ffff:)?(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d
  * @param hostname an IPv4 or IPv6 address (`192.0.2.1`, `::ffff:192.0.2.1`, `2001:db8::1`)
  * @returns the address, or undefined when `hostname` is not an IP address
  */
-export function parseClientAddress(hostname: string): Address | undefined {
+export function parseClientAddress(hostname: string): IpAddress | undefined {
   // The common case first, without ipaddr.js's general parser: an IPv4 peer as Deno reports it, plain or
   // IPv4-mapped (every IPv4 client of the dual-stack [::] listener). With access rules on this runs for every new
   // connection, and the general parse (which tries each IPv4 and IPv6 form in turn, twice: isValid, then parse)
@@ -120,12 +123,27 @@ export function clientKey(hostname: string): string {
   return parseClientAddress(hostname)?.toString() ?? hostname;
 }
 
+/**
+ * Reads a list of networks written as {@link parseCidr} reads them (the configuration keeps them as text).
+ *
+ * @param rules the networks
+ * @returns the list
+ * @throws {CidrError} when one is not a network
+ */
+export function cidrList(rules: readonly string[]): CidrList {
+  return new CidrList(rules.map(parseCidr));
+}
+
 /** A list of networks and the question "is this address in one of them?". */
 export class CidrList {
   readonly #v4: Cidr[];
   readonly #v6: Cidr[];
 
-  /** @param cidrs the networks */
+  /**
+   * A list of the given networks.
+   *
+   * @param cidrs the networks
+   */
   constructor(readonly cidrs: readonly Cidr[]) {
     this.#v4 = cidrs.filter((c) => c.address.kind() === "ipv4");
     this.#v6 = cidrs.filter((c) => c.address.kind() === "ipv6");
@@ -142,7 +160,7 @@ export class CidrList {
    * @param address the address, parsed by {@link parseClientAddress}
    * @returns true when one network holds it
    */
-  has(address: Address | undefined): boolean {
+  has(address: IpAddress | undefined): boolean {
     if (address === undefined) return false;
     if (address instanceof ipaddr.IPv4) return this.#v4.some((c) => address.match(c.address as ipaddr.IPv4, c.bits));
     return this.#v6.some((c) => address.match(c.address as ipaddr.IPv6, c.bits));
@@ -164,85 +182,125 @@ export class CidrList {
  * @param deny the `--deny` networks; absent = no one
  * @returns true when the rules let the address in
  */
-export function allowedByRules(address: Address | undefined, allow?: CidrList, deny?: CidrList): boolean {
+export function allowedByRules(address: IpAddress | undefined, allow?: CidrList, deny?: CidrList): boolean {
   if (deny?.has(address)) return false;
   return !allow || allow.empty || allow.has(address);
 }
 
-/** Why a client is refused. */
-export type RefusalReason = "access_rule" | "per_client_cap";
-
-/** What {@link Admission} enforces. */
-export interface AdmissionRules {
-  /** `--allow`: when not empty, only these networks may connect. */
-  allow: CidrList;
-  /** `--deny`: these networks may never connect; deny wins over allow. */
-  deny: CidrList;
-  /** `--max-connections-per-ip`: open connections per client address; 0 = no limit. */
-  maxPerClient: number;
-}
+/** Why the access rules or the per-client cap refuse a client. */
+export type AccessRefusal = "access_rule" | "per_client_cap";
 
 /**
- * The access rules and the per-client cap, applied to each new connection before a byte is echoed.
- *
- * @example
- * ```ts
- * const admission = new Admission({ allow: new CidrList([parseCidr("10.0.0.0/8")]), deny: new CidrList([]), maxPerClient: 2 });
- * admission.admit("::ffff:10.1.2.3"); // undefined: admitted (and counted)
- * admission.admit("192.0.2.1"); // "access_rule"
- * admission.release("::ffff:10.1.2.3"); // when that connection ends
- * ```
+ * Open connections per client, for `--max-connections-per-ip`: one table per process, however many workers serve
+ * (lib/workers.ts keeps it in the main thread and its workers ask it), so the cap is exact.
  */
-export class Admission {
-  readonly #rules: AdmissionRules;
+export interface ClientCounts {
+  /**
+   * Counts one more connection of `key`, unless it already has the most allowed.
+   *
+   * @param key the client's address, as {@link clientKey} writes it
+   * @returns true when counted, false when the client is at its cap
+   */
+  enter(key: string): boolean | Promise<boolean>;
+  /** Counts the end of a connection {@link enter} counted. */
+  leave(key: string): void;
+}
+
+/** {@link ClientCounts} in this thread's memory. */
+export class LocalClientCounts implements ClientCounts {
   readonly #open = new Map<string, number>();
 
-  /** @param rules what to enforce */
-  constructor(rules: AdmissionRules) {
-    this.#rules = rules;
-  }
-
-  /** True when there is anything to enforce; otherwise callers can skip admission entirely. */
-  get active(): boolean {
-    return !this.#rules.allow.empty || !this.#rules.deny.empty || this.#rules.maxPerClient > 0;
-  }
-
   /**
-   * Decides whether a client may open one more connection; when it may, counts it (call {@link release} when
-   * that connection ends).
+   * Empty counts.
    *
-   * @param hostname the client's address
-   * @returns undefined when admitted, otherwise why not
+   * @param max connections allowed per client; 0 = no limit
    */
-  admit(hostname: string): RefusalReason | undefined {
-    const { allow, deny, maxPerClient } = this.#rules;
-    if (!allow.empty || !deny.empty) {
-      if (!allowedByRules(parseClientAddress(hostname), allow, deny)) return "access_rule";
-    }
-    if (maxPerClient > 0) {
-      const key = clientKey(hostname);
-      const open = this.#open.get(key) ?? 0;
-      if (open >= maxPerClient) return "per_client_cap";
-      this.#open.set(key, open + 1);
-    }
-    return undefined;
+  constructor(readonly max: number) {}
+
+  enter(key: string): boolean {
+    const open = this.#open.get(key) ?? 0;
+    if (this.max > 0 && open >= this.max) return false;
+    this.#open.set(key, open + 1);
+    return true;
   }
 
-  /**
-   * Counts the end of a connection admitted by {@link admit}.
-   *
-   * @param hostname the same address given to {@link admit}
-   */
-  release(hostname: string): void {
-    if (this.#rules.maxPerClient <= 0) return;
-    const key = clientKey(hostname);
+  leave(key: string): void {
     const open = this.#open.get(key) ?? 0;
     if (open <= 1) this.#open.delete(key);
     else this.#open.set(key, open - 1);
   }
 
-  /** Client addresses with at least one open connection (the per-client table's size). */
-  get clients(): number {
+  /** Client addresses with at least one open connection. */
+  get size(): number {
     return this.#open.size;
+  }
+}
+
+/**
+ * Access control: the access rules and the per-client cap, applied to each new connection before a byte is echoed
+ * (one of the admission steps of lib/admission.ts).
+ *
+ * @example
+ * ```ts
+ * const access = new AccessControl({ allow: ["10.0.0.0/8"], deny: [], maxPerClient: 2 });
+ * access.enter("::ffff:10.1.2.3"); // undefined: let in (and counted)
+ * access.enter("192.0.2.1"); // "access_rule"
+ * access.leave("::ffff:10.1.2.3"); // when that connection ends
+ * ```
+ */
+export class AccessControl {
+  readonly #allow: CidrList;
+  readonly #deny: CidrList;
+  readonly #maxPerClient: number;
+  readonly #open: ClientCounts;
+
+  /**
+   * Access control with these rules.
+   *
+   * @param rules what to enforce (the configuration's text, read here)
+   * @param counts where the per-client cap counts (a worker's are its process's; see {@link ClientCounts})
+   * @throws {CidrError} when a rule is not a network (lib/options.ts checked them already)
+   */
+  constructor(rules: AccessRules, counts: ClientCounts = new LocalClientCounts(rules.maxPerClient)) {
+    this.#allow = cidrList(rules.allow);
+    this.#deny = cidrList(rules.deny);
+    this.#maxPerClient = rules.maxPerClient;
+    this.#open = counts;
+  }
+
+  /** True when there is anything to enforce; otherwise callers can skip access control entirely. */
+  get active(): boolean {
+    return !this.#allow.empty || !this.#deny.empty || this.#maxPerClient > 0;
+  }
+
+  /**
+   * Decides whether a client may open one more connection; when it may, counts it (call {@link leave} when
+   * that connection ends).
+   *
+   * @param hostname the client's address
+   * @returns undefined when let in, otherwise why not (a promise when the counts are another thread's)
+   */
+  enter(hostname: string): AccessRefusal | undefined | Promise<AccessRefusal | undefined> {
+    const allow = this.#allow;
+    const deny = this.#deny;
+    if (!allow.empty || !deny.empty) {
+      if (!allowedByRules(parseClientAddress(hostname), allow, deny)) return "access_rule";
+    }
+    if (this.#maxPerClient > 0) {
+      const entered = this.#open.enter(clientKey(hostname));
+      if (entered instanceof Promise) return entered.then((ok) => ok ? undefined : "per_client_cap");
+      if (!entered) return "per_client_cap";
+    }
+    return undefined;
+  }
+
+  /**
+   * Counts the end of a connection let in by {@link enter}.
+   *
+   * @param hostname the same address given to {@link enter}
+   */
+  leave(hostname: string): void {
+    if (this.#maxPerClient <= 0) return;
+    this.#open.leave(clientKey(hostname));
   }
 }

@@ -2,13 +2,15 @@
 // --proxy-protocol, the peer must be a --proxy-from load balancer and must send a valid PROXY header in time (its
 // client address then stands for the connection); the --allow/--deny rules and --max-connections-per-ip apply to
 // that client; with TLS, the handshake must succeed in time. Each refusal is counted by reason and logged at most
-// once per 10 s per reason. lib/server.ts calls {@link Gate.admit} once per connection and nothing else of this.
+// once per 10 s per reason. Each connection (lib/connection.ts) calls {@link Admission.admit} once, and
+// {@link Admission.release} when it ends.
 
-import { Admission, clientKey, parseClientAddress } from "./access.ts";
+import { AccessControl, type CidrList, cidrList, type ClientCounts, parseClientAddress } from "./access.ts";
+import { formatPeer } from "./address.ts";
+import type { AdmissionDeadline, CloseReason } from "./ending.ts";
 import type { EchoConn } from "./listen.ts";
-import { formatAddress } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
-import type { ServerConfig } from "./options.ts";
+import type { ServerConfig } from "./config.ts";
 import { ProxyHeaderError, readProxyHeader } from "./proxy_protocol.ts";
 import { formatDuration } from "./units.ts";
 
@@ -22,7 +24,7 @@ export function tlsHandshakeTimeout(config: ServerConfig): number {
   return config.tlsHandshakeTimeoutMs ?? 10_000;
 }
 
-/** The counters admission keeps, part of the server's `stats` (plain numbers, read by the metrics). */
+/** The counters admission keeps, part of the server's `counters` (plain numbers, read by the metrics). */
 export interface AdmissionCounters {
   /** Refused: the client already had --max-connections-per-ip connections open. */
   refusedPerClient: number;
@@ -50,25 +52,22 @@ export function admissionCounters(): AdmissionCounters {
   };
 }
 
-/** The deadlines admission sets, by what they bound. */
-export type AdmissionDeadline = "proxy header timeout" | "TLS handshake timeout";
-
-/** What the gate needs of a connection (lib/connection.ts's Connection has it). */
-export interface GatedSession {
+/** What admission needs of a connection (lib/connection.ts's Connection has it). */
+export interface AdmittingConnection {
+  /** The accepted socket. */
   readonly conn: EchoConn;
   /** The client: the TCP peer, or the address a PROXY header carried. Logs and rules use it. */
   client: { hostname: string; port: number };
-  /** Set when the server closes the connection (stop, sweep), with the reason. */
-  readonly closing: string | undefined;
-  /** When the server's limit sweep closes the connection (performance.now() time, ms), and why. */
-  deadline: { at: number; reason: AdmissionDeadline | "duration limit" };
+  /** Set when the server closes the connection (its deadline, a stop), with the reason. */
+  readonly closing: CloseReason | undefined;
+  /** Has the server's limit sweep close the connection with `reason` `ms` from now (performance.now() time). */
+  armDeadline(reason: AdmissionDeadline, ms: number): void;
+  /** Takes that deadline away. */
+  clearDeadline(): void;
 }
 
-/** The deadline of a connection that has none. */
-const NONE = { at: Infinity, reason: "duration limit" } as const;
-
 /** Why a connection was refused, as the `reason` label of the metrics shows it. */
-export type GateRefusal =
+export type AdmissionRefusal =
   | "per_client_cap"
   | "access_rule"
   | "proxy_untrusted"
@@ -77,7 +76,7 @@ export type GateRefusal =
   | "tls_handshake";
 
 /** The counter each refusal adds to. */
-const COUNTER_OF: Record<GateRefusal, keyof AdmissionCounters> = {
+const COUNTER_OF: Record<AdmissionRefusal, keyof AdmissionCounters> = {
   per_client_cap: "refusedPerClient",
   access_rule: "refusedAccessRule",
   proxy_untrusted: "refusedProxyUntrusted",
@@ -91,81 +90,91 @@ const EMPTY = new Uint8Array(0);
 /**
  * The admission steps the configuration asks for.
  *
- * @example
+ * @example What lib/connection.ts does with it, for each connection
  * ```ts
- * const gate = Gate.for(config, stats); // undefined when nothing is to be checked
- * const rest = gate ? await gate.admit(session) : new Uint8Array(0);
- * if (rest === null) return; // refused, counted and logged; close the connection
- * // ... echo `rest` (bytes that came with the PROXY header), then copy; at the end: gate?.release(session)
+ * import type { ServerConfig } from "./config.ts";
+ *
+ * async function serve(config: ServerConfig, counters: AdmissionCounters, connection: AdmittingConnection) {
+ *   const admission = Admission.for(config, counters); // undefined when nothing is to be checked
+ *   const rest = admission ? await admission.admit(connection) : new Uint8Array(0);
+ *   if (rest === null) return; // refused, counted and logged: close the connection
+ *   // ... echo `rest` (the bytes that came with the PROXY header), then the stream ...
+ *   admission?.release(connection); // when the connection has ended
+ * }
  * ```
  */
-export class Gate {
+export class Admission {
   readonly #config: ServerConfig;
   readonly #counters: AdmissionCounters;
-  readonly #admission: Admission | undefined;
-  readonly #logs = new Map<GateRefusal, RateLimitedLog>();
+  readonly #access: AccessControl | undefined;
+  /** `--proxy-from`, read from the configuration's text. */
+  readonly #proxyFrom: CidrList | undefined;
+  readonly #logs = new Map<AdmissionRefusal, RateLimitedLog>();
 
   /**
-   * Builds the gate, or nothing when the configuration checks nothing (the common case costs no call at all).
+   * Builds the admission steps, or nothing when the configuration checks nothing (the common case costs no call at
+   * all).
    *
    * @param config the server configuration
-   * @param counters where refusals are counted (the server's stats)
-   * @returns the gate, or undefined
+   * @param counters where refusals are counted (the server's counters)
+   * @param clients where --max-connections-per-ip counts, when not this thread's own (a worker's)
+   * @returns the admission steps, or undefined
    */
-  static for(config: ServerConfig, counters: AdmissionCounters): Gate | undefined {
-    const admission = config.admission ? new Admission(config.admission) : undefined;
-    if (!admission?.active && !config.proxyProtocol && !config.tls) return undefined;
-    return new Gate(config, counters, admission?.active ? admission : undefined);
+  static for(config: ServerConfig, counters: AdmissionCounters, clients?: ClientCounts): Admission | undefined {
+    const access = config.access ? new AccessControl(config.access, clients) : undefined;
+    if (!access?.active && !config.proxyProtocol && !config.tls) return undefined;
+    return new Admission(config, counters, access?.active ? access : undefined);
   }
 
-  private constructor(config: ServerConfig, counters: AdmissionCounters, admission: Admission | undefined) {
+  private constructor(config: ServerConfig, counters: AdmissionCounters, access: AccessControl | undefined) {
     this.#config = config;
     this.#counters = counters;
-    this.#admission = admission;
+    this.#access = access;
+    this.#proxyFrom = config.proxyProtocol ? cidrList(config.proxyProtocol.from) : undefined;
   }
 
   /**
    * Runs the admission steps for one new connection. The caller's sweep enforces `deadline` (header and handshake
    * deadlines) by closing the connection, which ends a pending read here.
    *
-   * @param session the new connection
+   * @param connection the new connection
    * @returns the bytes that followed the PROXY header (to echo first; empty without one), or null when refused
    *   (counted and logged; the caller closes the connection)
    */
-  async admit(session: GatedSession): Promise<Uint8Array | null> {
+  async admit(connection: AdmittingConnection): Promise<Uint8Array | null> {
     let rest: Uint8Array = EMPTY;
     const proxy = this.#config.proxyProtocol;
     if (proxy) {
-      const peer = session.conn.remoteAddr;
-      if (!proxy.from.has(parseClientAddress(peer.hostname))) return this.#refuse(session, "proxy_untrusted");
-      session.deadline = { at: performance.now() + proxy.timeoutMs, reason: "proxy header timeout" };
+      const peer = connection.conn.remoteAddr;
+      if (!this.#proxyFrom?.has(parseClientAddress(peer.hostname))) return this.#refuse(connection, "proxy_untrusted");
+      connection.armDeadline("proxy header timeout", proxy.timeoutMs);
       try {
-        const read = await readProxyHeader(session.conn);
+        const read = await readProxyHeader(connection.conn);
         rest = read.rest;
-        if (read.header.command === "proxy" && read.header.source) session.client = read.header.source;
+        if (read.header.command === "proxy" && read.header.source) connection.client = read.header.source;
       } catch (error) {
-        if (session.closing === "proxy header timeout") return this.#refuse(session, "proxy_timeout");
-        if (session.closing) return null; // the server is stopping
+        if (connection.closing === "proxy header timeout") return this.#refuse(connection, "proxy_timeout");
+        if (connection.closing) return null; // the server is stopping
         const detail = error instanceof ProxyHeaderError ? error.message : `${(error as Error).name}`;
-        return this.#refuse(session, "proxy_header", detail);
+        return this.#refuse(connection, "proxy_header", detail);
       }
-      session.deadline = NONE;
+      connection.clearDeadline();
     }
-    if (this.#admission) {
-      const refusal = this.#admission.admit(session.client.hostname);
-      if (refusal) return this.#refuse(session, refusal);
+    if (this.#access) {
+      const refusal = await this.#access.enter(connection.client.hostname);
+      if (refusal) return this.#refuse(connection, refusal);
     }
-    const conn = session.conn;
+    const conn = connection.conn;
     if (this.#config.tls && "handshake" in conn) {
-      session.deadline = { at: performance.now() + tlsHandshakeTimeout(this.#config), reason: "TLS handshake timeout" };
+      connection.armDeadline("TLS handshake timeout", tlsHandshakeTimeout(this.#config));
       try {
         await conn.handshake();
       } catch (error) {
-        this.release(session);
-        if (session.closing && session.closing !== "TLS handshake timeout") return null;
-        return this.#refuse(session, "tls_handshake", (error as Error).message ?? String(error));
+        this.release(connection);
+        if (connection.closing && connection.closing !== "TLS handshake timeout") return null;
+        return this.#refuse(connection, "tls_handshake", (error as Error).message ?? String(error));
       }
-      session.deadline = NONE;
+      connection.clearDeadline();
     }
     return rest;
   }
@@ -173,10 +182,10 @@ export class Gate {
   /**
    * Counts the end of an admitted connection (frees its place under --max-connections-per-ip).
    *
-   * @param session the connection, as given to {@link admit}
+   * @param connection the connection, as given to {@link admit}
    */
-  release(session: GatedSession): void {
-    this.#admission?.release(session.client.hostname);
+  release(connection: AdmittingConnection): void {
+    this.#access?.leave(connection.client.hostname);
   }
 
   /** Writes out the pending refusal summaries (at stop). */
@@ -184,10 +193,9 @@ export class Gate {
     for (const log of this.#logs.values()) log.flush();
   }
 
-  #refuse(session: GatedSession, reason: GateRefusal, detail?: string): null {
+  #refuse(connection: AdmittingConnection, reason: AdmissionRefusal, detail?: string): null {
     this.#counters[COUNTER_OF[reason]]++;
-    const { hostname, port } = reason === "proxy_untrusted" ? session.conn.remoteAddr : session.client;
-    const peer = formatAddress(clientKey(hostname), port);
+    const peer = formatPeer(reason === "proxy_untrusted" ? connection.conn.remoteAddr : connection.client);
     let log = this.#logs.get(reason);
     if (!log) {
       const what = this.#describe(reason);
@@ -202,14 +210,14 @@ export class Gate {
     return null;
   }
 
-  #describe(reason: GateRefusal): string {
+  #describe(reason: AdmissionRefusal): string {
     switch (reason) {
       case "per_client_cap":
-        return `the client already has --max-connections-per-ip ${this.#config.admission?.maxPerClient} open`;
+        return `the client already has --max-connections-per-ip ${this.#config.access?.maxPerClient} open`;
       case "access_rule":
         return "by the --allow/--deny rules";
       case "proxy_untrusted":
-        return `not from --proxy-from ${this.#config.proxyProtocol?.from}, so it may not send a PROXY header`;
+        return `not from --proxy-from ${this.#proxyFrom}, so it may not send a PROXY header`;
       case "proxy_header":
         return "missing or malformed PROXY header";
       case "proxy_timeout":

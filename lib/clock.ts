@@ -7,7 +7,11 @@ export class CoarseClock {
   /** The time at the last {@link advance}, in milliseconds. */
   now: number;
 
-  /** @param source the fine clock it copies, in milliseconds (tests pass their own) */
+  /**
+   * A clock that starts at the fine clock's time now.
+   *
+   * @param source the fine clock it copies, in milliseconds (tests pass their own)
+   */
   constructor(readonly source: () => number = () => performance.now()) {
     this.now = source();
   }

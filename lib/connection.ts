@@ -12,67 +12,38 @@
 // refusal lingers briefly too; a deadline during admission (a PROXY header or TLS handshake that never came) closes
 // at once: nothing was echoed, and those deadlines exist to free the socket.
 
-import type { AdmissionDeadline, Gate } from "./admission.ts";
-import { clientKey } from "./access.ts";
+import type { Admission } from "./admission.ts";
 import type { CoarseClock } from "./clock.ts";
 import type { Copy, CopyProgress, Phase } from "./echo.ts";
-import { type EchoConn, formatAddress } from "./listen.ts";
+import { formatPeer } from "./address.ts";
+import type { EchoConn } from "./listen.ts";
 import { connectionEventsEnabled, connLog, type RateLimitedLog } from "./log.ts";
-import type { ServerStats } from "./counters.ts";
-
-/** Why the server closes a connection itself before its peer does. */
-export type CloseReason =
-  | "idle timeout"
-  | "send timeout"
-  | "server stopping"
-  | "byte limit"
-  | "duration limit"
-  | "proxy header timeout"
-  | "TLS handshake timeout";
-
-/** Why a connection ended, as the closing log line says. */
-export type EndReason = CloseReason | "closed by peer" | "reset by peer" | "error";
-
-/** A moment at which the server closes the connection, and why: the limit sweep of lib/server.ts enforces it. */
-export interface Deadline {
-  /** performance.now() time, in milliseconds. */
-  at: number;
-  reason: AdmissionDeadline | "duration limit";
-}
-
-/** No deadline. */
-export const NO_DEADLINE: Deadline = { at: Infinity, reason: "duration limit" };
+import type { ServerCounters } from "./counters.ts";
+import { type AdmissionDeadline, type CloseReason, type Deadline, type EndReason, NO_DEADLINE } from "./ending.ts";
+import { countEndedSession } from "./session_histograms.ts";
 
 /** A place under the connection caps, given back exactly once when the connection has ended. */
 export interface Permit {
+  /** Gives the place back; called once, when the connection has ended. */
   release(): void;
 }
 
 /** What a connection needs from the server that accepted it. */
 export interface ConnectionContext {
-  readonly stats: ServerStats;
+  /** The server's counters, which the connection adds to as it ends. */
+  readonly counters: ServerCounters;
+  /** The coarse clock of the per-byte path (lib/clock.ts). */
   readonly clock: CoarseClock;
   /** The copy strategy (`--copy`). */
   readonly copy: Copy;
-  /** Admission checks, when any are configured. */
-  readonly gate: Gate | undefined;
+  /** The admission steps (lib/admission.ts), when any are configured. */
+  readonly admission: Admission | undefined;
   /** `--max-bytes-per-connection`; Infinity = no limit. */
   readonly byteLimit: number;
   /** `--max-connection-duration` in milliseconds; 0 = no limit. */
   readonly maxDurationMs: number;
   /** Where errors nothing explains are summarised. */
   readonly unexpected: RateLimitedLog;
-}
-
-/**
- * An address and port the way people write them, with an IPv4 peer of a dual-stack listener (::ffff:a.b.c.d) shown
- * as a.b.c.d.
- *
- * @param addr the address
- * @returns e.g. `127.0.0.1:40007` or `[::1]:40007`
- */
-export function peerOf({ hostname, port }: { hostname: string; port: number }): string {
-  return formatAddress(clientKey(hostname), port);
 }
 
 /** Closes a connection or listener that may be closed already. */
@@ -84,8 +55,13 @@ export function closeQuietly(closer: { close(): void }): void {
   }
 }
 
-/** A lingering close ends once the peer has sent nothing (and taken none of our echo) for this long (ms). */
-export const LINGER_QUIET_MS = 2_000;
+/**
+ * A lingering close ends once the peer has sent nothing (and taken none of our echo) for this long (ms): long enough
+ * for what a client sent before it saw our FIN to arrive, short enough that a deadline frees its socket within a
+ * second of firing (the peer's unread echo is not lost when we close: with nothing unread on our side, close sends
+ * no reset, and the kernel goes on delivering what we wrote).
+ */
+export const LINGER_QUIET_MS = 750;
 /** A lingering close lasts at most this long (ms), however much the peer keeps sending (as nginx's lingering_time). */
 export const LINGER_MAX_MS = 30_000;
 /** During a stop, whose grace period is already over, a lingering close lasts at most this long (ms). */
@@ -99,6 +75,9 @@ export const LINGER_TICK_MS = 100;
 export const REFUSAL_LINGER_MS = 1_000;
 /** Refused connections lingering at once, at most; past that a refusal closes at once (a flood must not pile up). */
 export const MAX_LINGERING_REFUSALS = 64;
+
+/** What a connection without a PROXY header has read before its echo begins. */
+const NOTHING_READ = new Uint8Array(0);
 
 /** Where discarded input goes: shared, since nobody reads it. */
 const DISCARD = new Uint8Array(64 * 1024);
@@ -130,18 +109,26 @@ export async function refuse(conn: EchoConn): Promise<void> {
 
 /** One accepted connection. */
 export class Connection implements CopyProgress {
+  /** Bytes echoed so far (see {@link CopyProgress.bytes}). */
   bytes = 0;
+  /** The coarse clock's time of the last byte moved (see {@link CopyProgress.lastActive}). */
   lastActive: number;
-  byteLimit: number;
+  /** `--max-bytes-per-connection`; Infinity = no limit (see {@link CopyProgress.byteLimit}). */
+  readonly byteLimit: number;
+  /** Where the connection is in its life; the sweeps and {@link end} read it. */
   phase: Phase = "admitting";
   /** Set when the server begins to close the connection itself, with why. */
   closing: CloseReason | undefined;
+  /** Set once the peer has ended its stream (a close or a half-close). */
   peerEnded = false;
+  /** The coarse clock of the per-byte path (lib/clock.ts), the server's. */
   readonly clock: CoarseClock;
-  /** The sweeps' last look at {@link lastActive}, and the sweep tick from which nothing has moved since. */
-  sweptActive = NaN;
+  /** The quiet sweep's last look at {@link lastActive}. */
+  sweptActive: number = NaN;
+  /** The quiet sweep's tick from which nothing has moved since (ms). */
   quietSince = 0;
-  readonly openedAt = performance.now();
+  /** When the connection was accepted (performance.now() time, ms). */
+  readonly openedAt: number = performance.now();
   /** When the limit sweep closes this connection, and why. */
   deadline: Deadline = NO_DEADLINE;
   /** The client the logs and rules name: the TCP peer, or the one a PROXY header carried. */
@@ -162,6 +149,8 @@ export class Connection implements CopyProgress {
   #aborted = false;
 
   /**
+   * A connection just accepted, not yet admitted: {@link run} does the rest.
+   *
    * @param conn the accepted socket
    * @param context what the server shares with its connections
    * @param permit its place under --max-connections, released when it ends
@@ -173,6 +162,22 @@ export class Connection implements CopyProgress {
     this.clock = context.clock;
     this.lastActive = context.clock.now;
     this.byteLimit = context.byteLimit;
+  }
+
+  /**
+   * Sets a deadline of the admission steps (lib/admission.ts): the limit sweep closes the connection with `reason`
+   * once `ms` have passed, unless {@link clearDeadline} comes first.
+   *
+   * @param reason what the deadline bounds
+   * @param ms from now, in milliseconds
+   */
+  armDeadline(reason: AdmissionDeadline, ms: number): void {
+    this.deadline = { at: performance.now() + ms, reason };
+  }
+
+  /** Takes the admission step's deadline away: that step is done. */
+  clearDeadline(): void {
+    this.deadline = NO_DEADLINE;
   }
 
   /**
@@ -203,72 +208,94 @@ export class Connection implements CopyProgress {
   }
 
   /**
-   * Admits, echoes and closes the connection. Never throws: every failure ends this connection only.
+   * The connection's life, in order: admit (or refuse), echo, close. Never throws: every failure ends this
+   * connection only.
    *
    * @returns resolves when the connection has ended and its permit is released
    */
   async run(): Promise<void> {
-    const context = this.#context;
-    let rest: Uint8Array | null = null;
-    if (context.gate) {
-      rest = await context.gate.admit(this);
-      if (rest === null) {
-        // A deadline closed it already; other refusals close gently.
-        if (this.closing) closeQuietly(this.conn);
-        else await refuse(this.conn);
-        this.#permit.release();
-        return;
-      }
-    }
-    context.stats.accepted++;
-    if (context.maxDurationMs) this.deadline = { at: this.openedAt + context.maxDurationMs, reason: "duration limit" };
-    const logEvents = connectionEventsEnabled();
-    // Behind a load balancer, the client a PROXY header carried is the one named; the balancer follows it.
-    const via = this.client === this.conn.remoteAddr ? undefined : peerOf(this.conn.remoteAddr);
-    if (logEvents) {
-      if (via) connLog.debug("opened {peer} via {via}", { peer: peerOf(this.client), via });
-      else connLog.debug("opened {peer}", { peer: peerOf(this.client) });
-    }
-    let reason: EndReason = "closed by peer";
     try {
-      if (rest && rest.length > 0) await this.#echoFirst(rest);
-      if (this.bytes < this.byteLimit && !this.closing) await context.copy(this.conn, this);
+      const first = await this.#admit();
+      if (first === null) return;
+      const logEvents = connectionEventsEnabled();
+      this.#opened(logEvents);
+      const reason = await this.#echo(first);
+      this.#closed(reason, logEvents);
+    } finally {
+      // The one place the permit is released: the connection's place under --max-connections and in the server.
+      this.#permit.release();
+    }
+  }
+
+  /**
+   * Runs the admission steps (lib/admission.ts), if any are configured.
+   *
+   * @returns the bytes to echo first (those that came with a PROXY header; empty without one), or null when the
+   *   connection was refused (its socket is then closed)
+   */
+  async #admit(): Promise<Uint8Array | null> {
+    const admission = this.#context.admission;
+    if (!admission) return NOTHING_READ;
+    const first = await admission.admit(this);
+    if (first !== null) return first;
+    // A deadline closed it already; other refusals close gently.
+    if (this.closing) closeQuietly(this.conn);
+    else await refuse(this.conn);
+    return null;
+  }
+
+  /** Counts an admitted connection, arms its age limit, and logs it. */
+  #opened(logEvents: boolean): void {
+    const context = this.#context;
+    context.counters.accepted++;
+    if (context.maxDurationMs) this.deadline = { at: this.openedAt + context.maxDurationMs, reason: "duration limit" };
+    if (!logEvents) return;
+    // Behind a load balancer, the client a PROXY header carried is the one named; the balancer follows it.
+    const via = this.client === this.conn.remoteAddr ? undefined : formatPeer(this.conn.remoteAddr);
+    if (via) connLog.debug("opened {peer} via {via}", { peer: formatPeer(this.client), via });
+    else connLog.debug("opened {peer}", { peer: formatPeer(this.client) });
+  }
+
+  /**
+   * Echoes (lib/echo.ts: `first`, then the stream) until the peer ends its stream or the server closes the
+   * connection; a close the server started ends with the lingering close.
+   *
+   * @param first bytes already read, echoed before the stream
+   * @returns why the connection ended
+   */
+  async #echo(first: Uint8Array): Promise<EndReason> {
+    try {
+      if (!this.closing) await this.#context.copy(this.conn, this, first);
+      // The copy stops at the byte limit (lib/echo.ts); the server then closes the connection.
       if (!this.closing && this.bytes >= this.byteLimit) {
-        context.stats.closedMaxBytes++;
+        this.#context.counters.closedMaxBytes++;
         this.end("byte limit");
       }
-      if (this.closing) {
-        reason = this.closing;
-        await this.#lingeringClose();
-      }
+      if (!this.closing) return "closed by peer";
+      const reason = this.closing;
+      await this.#lingeringClose();
+      return reason;
     } catch (error) {
-      reason = this.closing ?? this.#classify(error);
+      return this.closing ?? this.#classify(error);
     }
+  }
+
+  /** Closes the socket, gives back the client's admission place, counts the connection's end and logs it. */
+  #closed(reason: EndReason, logEvents: boolean): void {
+    const context = this.#context;
     clearTimeout(this.#lingerTimer);
     this.phase = "closing";
     closeQuietly(this.conn);
-    context.gate?.release(this);
-    context.stats.bytesEchoed += this.bytes;
-    this.#permit.release();
+    context.admission?.release(this);
+    context.counters.bytesEchoed += this.bytes;
+    countEndedSession(context.counters, (performance.now() - this.openedAt) / 1000, this.bytes);
     if (logEvents) {
       connLog.debug("closed {peer} after {durationMs} ms, {bytes} bytes echoed: {reason}", {
-        peer: peerOf(this.client),
+        peer: formatPeer(this.client),
         durationMs: Math.round(performance.now() - this.openedAt),
         bytes: this.bytes,
         reason,
       });
-    }
-  }
-
-  /** Echoes the client's bytes that arrived with its PROXY header, within the byte limit. */
-  async #echoFirst(rest: Uint8Array): Promise<void> {
-    const first = rest.subarray(0, Math.min(rest.length, this.byteLimit));
-    this.phase = "writing";
-    for (let written = 0; written < first.length && !this.closing;) {
-      const n = await this.conn.write(first.subarray(written));
-      written += n;
-      this.bytes += n;
-      this.lastActive = this.clock.now;
     }
   }
 
@@ -337,17 +364,17 @@ export class Connection implements CopyProgress {
   }
 
   #classify(error: unknown): EndReason {
-    const stats = this.#context.stats;
+    const counters = this.#context.counters;
     // A TLS client that closes without close_notify (many do): an ordinary end, not an error.
     if (error instanceof Deno.errors.UnexpectedEof) return "closed by peer";
     if (
       error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
       error instanceof Deno.errors.ConnectionAborted || error instanceof Deno.errors.NotConnected
     ) {
-      stats.resets++;
+      counters.resets++;
       return "reset by peer";
     }
-    stats.unexpectedErrors++;
+    counters.unexpectedErrors++;
     this.#context.unexpected.add(`${(error as Error)?.name}: ${(error as Error)?.message}`);
     return "error";
   }

@@ -2,9 +2,10 @@
 // (lib/metrics.ts) read them when scraped; workers (lib/workers.ts) send theirs to the main thread, which sums them.
 
 import { type AdmissionCounters, admissionCounters } from "./admission.ts";
+import { type SessionCounters, sessionCounters } from "./session_histograms.ts";
 
 /** Counters of a server's life so far, plain numbers cheap to bump on the hot path. */
-export interface ServerStats extends AdmissionCounters {
+export interface ServerCounters extends AdmissionCounters, SessionCounters {
   /** Connections accepted and served (not counting those refused). */
   accepted: number;
   /** Connections closed at once because the cap was reached. */
@@ -28,7 +29,7 @@ export interface ServerStats extends AdmissionCounters {
 }
 
 /** Fresh counters, all zero. */
-export function emptyStats(): ServerStats {
+export function emptyCounters(): ServerCounters {
   return {
     accepted: 0,
     refusedOverCap: 0,
@@ -41,5 +42,6 @@ export function emptyStats(): ServerStats {
     closedMaxDuration: 0,
     unexpectedErrors: 0,
     ...admissionCounters(),
+    ...sessionCounters(),
   };
 }

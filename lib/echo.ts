@@ -3,7 +3,7 @@
 // the traffic (the default, chosen by measurement: see bench/ and the README's Performance section), and `pipe`,
 // the design card's `readable.pipeTo(writable)`, kept selectable so the benchmark can show the difference.
 // Both stop reading while a write is blocked, so a client that never reads stalls only its own connection. Both
-// throw what the socket throws (reset, broken pipe, closed by us); the caller (lib/server.ts) sorts that out.
+// throw what the socket throws (reset, broken pipe, closed by us); the caller (lib/connection.ts) sorts that out.
 
 import type { CoarseClock } from "./clock.ts";
 
@@ -24,8 +24,11 @@ export interface CopyProgress {
   bytes: number;
   /** {@link clock}`.now` at the last byte moved in either direction. */
   lastActive: number;
-  /** `--max-bytes-per-connection`: the copy echoes this many bytes at most, then ends; absent = no limit. */
-  byteLimit?: number;
+  /**
+   * `--max-bytes-per-connection`: the copy echoes this many bytes at most, then ends (Infinity = no limit). This
+   * module is the one place that enforces it; the connection (lib/connection.ts) closes when it is reached.
+   */
+  readonly byteLimit: number;
   /** Kept current by the copy: reading or writing. */
   phase: Phase;
   /** Set by the server when it closes the connection: the copy then ends at its next step, echoing nothing more. */
@@ -74,14 +77,40 @@ export function nextBufferSize(size: number, n: number): number {
 
 /** What a copy needs of a connection: a Deno.TcpConn, or lib/tls.ts's TlsConnection. */
 export interface EchoStream {
+  /** Reads into `buffer`: the bytes read, or null at the peer's end of stream. */
   read(buffer: Uint8Array): Promise<number | null>;
+  /** Writes from `data`: the bytes written (perhaps fewer than given). */
   write(data: Uint8Array): Promise<number>;
   /** Turns Nagle's algorithm off (both kinds of connection have it). */
   setNoDelay(noDelay?: boolean): void;
 }
 
-/** A copy strategy: resolves when the peer has closed and every byte it sent has been written back. */
-export type Copy = (conn: EchoStream, progress: CopyProgress) => Promise<void>;
+/**
+ * A copy strategy: echoes `first` (bytes already read: those that came with a PROXY header), then what the peer
+ * sends, until the peer has closed and every byte it sent has been written back, the byte limit is reached, or the
+ * server closes the connection.
+ */
+export type Copy = (conn: EchoStream, progress: CopyProgress, first?: Uint8Array) => Promise<void>;
+
+const NOTHING = new Uint8Array(0);
+
+/**
+ * Writes back bytes read before the copy began (those that came with a PROXY header), within the byte limit.
+ *
+ * @param conn the connection
+ * @param progress counters updated as bytes move
+ * @param first the bytes
+ */
+async function echoFirst(conn: EchoStream, progress: CopyProgress, first: Uint8Array): Promise<void> {
+  const n = Math.min(first.length, progress.byteLimit - progress.bytes);
+  progress.phase = "writing";
+  for (let written = 0; written < n && !progress.closing;) {
+    const more = await conn.write(first.subarray(written, n));
+    written += more;
+    progress.bytes += more;
+    progress.lastActive = progress.clock.now;
+  }
+}
 
 /**
  * The read/write loop, echosrv's default: one read, then writes until all of it is back, then the next read. It is
@@ -93,17 +122,37 @@ export type Copy = (conn: EchoStream, progress: CopyProgress) => Promise<void>;
  *
  * @param conn the connection
  * @param progress counters updated as bytes move
- * @example
+ * @param first bytes already read, echoed first
+ * @example Echo what one client sends, until it half-closes
  * ```ts
+ * import { CoarseClock } from "./clock.ts";
+ *
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
  * const conn = await listener.accept();
- * const progress = { bytes: 0, lastActive: 0, phase: "reading" as const, closing: undefined, peerEnded: false };
- * await copyLoop(conn, { ...progress, clock: new CoarseClock() });
- * conn.close();
+ * await client.write(new TextEncoder().encode("ping"));
+ * await client.closeWrite(); // the client is done: the copy ends once "ping" is back
+ * const progress: CopyProgress = {
+ *   bytes: 0,
+ *   lastActive: 0,
+ *   byteLimit: Infinity,
+ *   phase: "reading",
+ *   closing: undefined,
+ *   peerEnded: false,
+ *   clock: new CoarseClock(),
+ * };
+ * await copyLoop(conn, progress);
+ * const echo = new Uint8Array(4);
+ * await client.read(echo); // "ping"; progress.bytes is 4
+ * for (const socket of [conn, client, listener]) socket.close();
  * ```
  */
-export async function copyLoop(conn: EchoStream, progress: CopyProgress): Promise<void> {
-  const limit = progress.byteLimit ?? Infinity;
+export async function copyLoop(conn: EchoStream, progress: CopyProgress, first: Uint8Array = NOTHING): Promise<void> {
+  const limit = progress.byteLimit;
+  if (first.length > 0) {
+    await echoFirst(conn, progress, first);
+    if (progress.bytes >= limit || progress.closing) return;
+  }
   let buffer = new Uint8Array(MIN_BUFFER);
   // What the first write sends: the buffer itself when a read fills it, else a view of the part read. The view is
   // kept while reads keep the same length (request/response traffic), sparing an allocation per echo.
@@ -162,10 +211,15 @@ const PIPE_CHUNK = 64 * 1024;
  *
  * @param conn the connection
  * @param progress counters updated as bytes move
+ * @param first bytes already read, echoed first
  */
-export async function copyPipe(conn: EchoStream, progress: CopyProgress): Promise<void> {
+export async function copyPipe(conn: EchoStream, progress: CopyProgress, first: Uint8Array = NOTHING): Promise<void> {
+  const limit = progress.byteLimit;
+  if (first.length > 0) {
+    await echoFirst(conn, progress, first);
+    if (progress.bytes >= limit || progress.closing) return;
+  }
   setNoDelay(conn);
-  const limit = progress.byteLimit ?? Infinity;
   let writing = false;
   const source = new ReadableStream<Uint8Array>({
     async pull(controller) {

@@ -4,11 +4,13 @@
 // are v6-only and both binds succeed. Without IPv6 in the kernel, `[::]` fails with EAFNOSUPPORT and IPv4 carries
 // on alone.
 
+import { formatAddress, formatHost } from "./address.ts";
 import { serverLog } from "./log.ts";
 import { listenTls, type TlsConnection, type TlsListener } from "./tls.ts";
 
 /** Thrown when the listeners cannot be opened; the message names the address, the port and the reason. */
 export class ListenError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "ListenError";
 }
 
@@ -19,7 +21,9 @@ export type EchoListener = Deno.TcpListener | TlsListener;
 
 /** The outcome of {@link openListeners}: the open listeners and the port they share. */
 export interface Listeners {
+  /** One per address bound. */
   listeners: EchoListener[];
+  /** The port they share (the one the OS picked for port 0). */
   port: number;
 }
 
@@ -33,11 +37,6 @@ export interface ListenOptions {
   reusePort?: boolean;
   /** Serve TLS with this PEM certificate chain and key (lib/tls.ts's TlsListener) instead of plain TCP. */
   tls?: { cert: string; key: string };
-}
-
-/** Formats an address and port the way people write them: `[::1]:40007`, `127.0.0.1:40007`. */
-export function formatAddress(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
 }
 
 function isWildcardV4(host: string): boolean {
@@ -166,17 +165,27 @@ async function bindEach<T extends { addr: Deno.Addr; close(): void }>(
   return { bound, port };
 }
 
+/**
+ * The listen backlog: how many connections the kernel completes and queues for accept(). Deno's default is 511; when
+ * more clients than that connect at once (a load test opening 1000 connections), Linux drops the handshakes that do
+ * not fit (TcpExtListenOverflows) and those clients wait for the SYN to be sent again, a whole second later. 4096 is
+ * Linux's default cap (net.core.somaxconn), which the kernel applies to a larger value; measured in
+ * docs/latency-under-load.md.
+ */
+export const TCP_BACKLOG = 4096;
+
 function listenOne(
   hostname: string,
   port: number,
   reusePort?: boolean,
   tls?: { cert: string; key: string },
 ): EchoListener | Promise<EchoListener> {
-  if (tls) return listenTls(hostname, port, reusePort, tls);
+  const tcpBacklog = TCP_BACKLOG;
+  if (tls) return listenTls(hostname, port, reusePort, tls, tcpBacklog);
   // reusePort is only in Deno's unstable types, hence the cast; the caller checks `--unstable-net` first.
   return reusePort
-    ? Deno.listen({ hostname, port, transport: "tcp", reusePort } as Deno.TcpListenOptions)
-    : Deno.listen({ hostname, port, transport: "tcp" });
+    ? Deno.listen({ hostname, port, transport: "tcp", reusePort, tcpBacklog } as Deno.TcpListenOptions)
+    : Deno.listen({ hostname, port, transport: "tcp", tcpBacklog });
 }
 
 /**
@@ -190,7 +199,7 @@ function listenOne(
  * @returns the error to throw
  */
 export function listenError(error: unknown, host: string, port: number, kind: "TCP" | "TLS" | "UDP"): ListenError {
-  const where = `${kind === "UDP" ? "UDP " : ""}port ${port} on ${host.includes(":") ? `[${host}]` : host}`;
+  const where = `${kind === "UDP" ? "UDP " : ""}port ${port} on ${formatHost(host)}`;
   if (error instanceof Deno.errors.AddrInUse) {
     return new ListenError(`${where} is already in use (another echosrv or program holds it); choose another --port`);
   }

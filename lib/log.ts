@@ -9,18 +9,32 @@ import {
   getLogger,
   getStreamSink,
   getTextFormatter,
-  type Logger,
-  type LogLevel,
   type LogRecord,
   type Sink,
 } from "@logtape/logtape";
 import { getRotatingFileSink } from "@logtape/file";
-import { type LogConfig, type LogLevelName, TRACE_CONNECTIONS, TRACE_ERRORS, TRACE_INFO } from "./options.ts";
+
+import { type LogConfig, type LogLevelName, TRACE_CONNECTIONS, TRACE_ERRORS, TRACE_INFO } from "./config.ts";
+
+/**
+ * A logger as echosrv's modules use it (LogTape's Logger is one): a message template whose `{name}` placeholders
+ * take their values from `properties`, which also travel with the record (the JSON lines keep them).
+ */
+export interface Log {
+  /** Logs at level error (trace flag 0x1). */
+  error(message: string, properties?: Record<string, unknown>): void;
+  /** Logs at level warning (trace flag 0x1). */
+  warn(message: string, properties?: Record<string, unknown>): void;
+  /** Logs at level info (trace flag 0x2). */
+  info(message: string, properties?: Record<string, unknown>): void;
+  /** Logs at level debug (trace flag 0x4: per-connection events). */
+  debug(message: string, properties?: Record<string, unknown>): void;
+}
 
 /** Lines about the server as a whole: listeners, limits, stop. */
-export const serverLog: Logger = getLogger(["echosrv", "server"]);
+export const serverLog: Log = getLogger(["echosrv", "server"]);
 /** One line per connection opened and closed (debug level, trace flag 0x4). */
-export const connLog: Logger = getLogger(["echosrv", "conn"]);
+export const connLog: Log = getLogger(["echosrv", "conn"]);
 
 const LEVELS: Record<LogLevelName, LogLevel> = { error: "error", warn: "warning", info: "info", debug: "debug" };
 
@@ -66,12 +80,43 @@ function jsonLine(record: LogRecord): string {
   }) + "\n";
 }
 
+/** A log record as plain data, as a worker hands it to the main thread (lib/workers.ts), which writes it. */
+export interface ForwardedRecord {
+  /** The logger's category, e.g. `["echosrv", "server"]`. */
+  category: readonly string[];
+  /** LogTape's level. */
+  level: LogLevel;
+  /** The message: text and values alternating, values at the odd places. */
+  message: readonly unknown[];
+  /** The message template as written, `{name}` placeholders included. */
+  rawMessage: string;
+  /** When, in milliseconds since the Unix epoch. */
+  timestamp: number;
+  /** The template's values, and any more. */
+  properties: Record<string, unknown>;
+}
+
+/** LogTape's levels, from the least severe. */
+export type LogLevel = "trace" | "debug" | "info" | "warning" | "error" | "fatal";
+
 /** Where the lines go besides the file: standard output, or nowhere (a Windows service has no console). */
 export interface LogTargets {
   /** Write to standard output (default true). */
   console?: boolean;
   /** Also hand every record that passes the filters to this function (a worker forwards its lines to the main thread). */
-  forward?: (record: LogRecord) => void;
+  forward?: (record: ForwardedRecord) => void;
+}
+
+/** A record as plain data (the template joined when it was a tagged template). */
+function plainRecord(record: LogRecord): ForwardedRecord {
+  return {
+    category: [...record.category],
+    level: record.level,
+    message: [...record.message],
+    rawMessage: typeof record.rawMessage === "string" ? record.rawMessage : record.rawMessage.join("{}"),
+    timestamp: record.timestamp,
+    properties: record.properties,
+  };
 }
 
 let connectionEvents = false;
@@ -87,6 +132,7 @@ export function connectionEventsEnabled(): boolean {
 
 /** Thrown when the log file cannot be opened; the message names the file and the reason. */
 export class LogFileError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "LogFileError";
 }
 
@@ -125,7 +171,8 @@ export async function setupLogging(config: LogConfig, targets: LogTargets = {}):
       flushInterval: 500,
     });
   }
-  if (targets.forward) sinks.forward = targets.forward;
+  const forward = targets.forward;
+  if (forward) sinks.forward = (record) => forward(plainRecord(record));
   const mask = config.traceFlags;
   connectionEvents = config.level === "debug" && (mask & TRACE_CONNECTIONS) !== 0;
   await configure({
@@ -155,6 +202,8 @@ export class RateLimitedLog {
   #detail = "";
 
   /**
+   * A log of events folded to one line per interval.
+   *
    * @param intervalMs the least time between two lines
    * @param emit writes one line for `count` events (with the latest detail)
    */

@@ -1,133 +1,46 @@
-// options: the command line and the ECHOSRV_* environment, read into one validated configuration. It owns the
-// list of options, their defaults, their help texts and their environment names; it runs nothing. Parsing is
-// commander's (npm), standing in for the design card's @std/cli, which lives on JSR and cannot be fetched here.
+// options: echosrv's command line, every command and option of it in one place (run, stats, service ...), read with
+// the ECHOSRV_* environment (lib/environment.ts) into one validated configuration (lib/config.ts): the options, their
+// defaults and help texts, the checks of their combinations and of the files they name. One option's value is read
+// by lib/option_values.ts. It runs nothing. Parsing is commander's (npm), standing in for the design card's
+// @std/cli, which lives on JSR and cannot be fetched here.
 
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { type AdmissionRules, CidrError, CidrList, parseCidr } from "./access.ts";
-import { loadTlsFiles, TlsFileError, type TlsMaterial } from "./tls.ts";
+import { Command, CommanderError, Option } from "commander";
+import { parseCidr } from "./access.ts";
+import {
+  type CopyStrategy,
+  DEFAULT_HOSTS,
+  DEFAULT_METRICS_PORT,
+  DEFAULT_PORT,
+  DEFAULT_SEND_TIMEOUT_MS,
+  DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_UDP_RATE,
+  type LogFormat,
+  type LogLevelName,
+  type MetricsConfig,
+  type RunConfig,
+  type ServerConfig,
+  type StatsConfig,
+  TRACE_ALL,
+} from "./config.ts";
+import { loadTlsFiles, TlsFileError } from "./tls.ts";
 import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
+import { ENV_VARS } from "./environment.ts";
+import {
+  collectCidrs,
+  collectHosts,
+  nonEmptyPath,
+  oneLineText,
+  parseHostPort,
+  parseMetricsUrl,
+  reader,
+  readWorkers,
+  serviceName,
+  WORKERS_AUTO,
+} from "./option_values.ts";
 import { VERSION } from "./version.ts";
-import { addServiceCommand, type ServiceRequest } from "./service/cli.ts";
-
-/**
- * `--send-timeout`'s default (ms). Linux wakes a writer blocked on a full send buffer only once about a third of the
- * buffer is free; with the largest automatic send buffer (4 MiB) a peer reading 10 KB/s frees that in about 140 s,
- * and must never be cut: 5 minutes leaves room for twice that.
- */
-export const DEFAULT_SEND_TIMEOUT_MS = 5 * 60_000;
-
-/**
- * `--tls-handshake-timeout`'s default (ms): a handshake takes a few round trips, so 10 s is generous for a slow
- * network and short for a client that opens connections and never speaks (as nginx's ssl_handshake_timeout, 60 s,
- * and HAProxy's `timeout client-hs` bound the same thing).
- */
-export const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
-
-/** The port the WSK sample listened on, kept as the default. */
-export const DEFAULT_PORT = 40007;
-/** The addresses bound when no `--host` is given: IPv6 and IPv4 wildcards (see lib/listen.ts). */
-export const DEFAULT_HOSTS: readonly string[] = ["::", "0.0.0.0"];
-
-/** How each connection's bytes are copied back: see lib/echo.ts. */
-export type CopyStrategy = "loop" | "pipe";
-/** The logging thresholds of `--log-level`. */
-export type LogLevelName = "error" | "warn" | "info" | "debug";
-/** The line formats of `--log-format`. */
-export type LogFormat = "text" | "json";
-
-/** What the server itself needs: where to listen and the limits it enforces. */
-export interface ServerConfig {
-  /** TCP port; 0 asks the OS for a free one (the log says which). */
-  port: number;
-  /** Addresses to listen on, in order. */
-  hosts: string[];
-  /** Cap on open connections; 0 = no cap. */
-  maxConnections: number;
-  /** A connection with nothing to echo that receives nothing for this long is closed; 0 = never. */
-  idleTimeoutMs: number;
-  /**
-   * A connection whose echo is in flight and whose peer takes none of it for this long is closed; 0 = never.
-   * Optional, so that code building a ServerConfig by hand may leave it out (absent means never).
-   */
-  sendTimeoutMs?: number;
-  /** How long a graceful stop waits for open sessions before closing them. */
-  shutdownTimeoutMs: number;
-  /** The copy strategy of each connection. */
-  copy: CopyStrategy;
-  // The operations options (issue 5). Optional, so that code building a ServerConfig by hand may leave them out:
-  // absent means off.
-  /** `--allow`, `--deny`, `--max-connections-per-ip` (lib/access.ts). */
-  admission?: AdmissionRules;
-  /** `--max-bytes-per-connection`: bytes echoed before the server closes the connection; 0 = no limit. */
-  maxBytesPerConnection?: number;
-  /** `--max-connection-duration`: age at which the server closes a connection; 0 = no limit. */
-  maxConnectionDurationMs?: number;
-  /** `--proxy-protocol`: every connection starts with a PROXY header from one of these peers. */
-  proxyProtocol?: ProxyProtocolConfig;
-  /** `--tls-cert`/`--tls-key`: serve echo over TLS instead of plain TCP. */
-  tls?: TlsMaterial;
-  /** `--tls-handshake-timeout`: how long a TLS client may take to finish its handshake (default 10 s). */
-  tlsHandshakeTimeoutMs?: number;
-  /** `--udp`: also echo UDP datagrams (RFC 862) on the same port and addresses. */
-  udp?: UdpConfig;
-}
-
-/** How PROXY headers are accepted (lib/proxy_protocol.ts, lib/admission.ts). */
-export interface ProxyProtocolConfig {
-  /** `--proxy-from`: the load balancers allowed to send a header; connections from anywhere else are refused. */
-  from: CidrList;
-  /** `--proxy-timeout`: how long a connection may take to send its header. */
-  timeoutMs: number;
-}
-
-/** The UDP echo's guards (lib/udp.ts). */
-export interface UdpConfig {
-  /** `--udp-rate`: datagrams per second answered per source address (token bucket, burst of one second). */
-  ratePerSource: number;
-}
-
-/** Where `--metrics` serves /metrics and /healthz (lib/metrics.ts). */
-export interface MetricsConfig {
-  hostname: string;
-  port: number;
-}
-
-/** What `echosrv stats` reads and how often (lib/stats.ts). */
-export interface StatsConfig {
-  /** The /metrics address of a running echosrv. */
-  url: string;
-  /** Time between two samples. */
-  intervalMs: number;
-  /** Samples to show before exiting; 0 = until Ctrl+C. */
-  count: number;
-}
-
-/** How and where the server logs. */
-export interface LogConfig {
-  /** The lowest level written. */
-  level: LogLevelName;
-  /** WPP-style mask: 0x1 errors and warnings, 0x2 info, 0x4 per-connection events. */
-  traceFlags: number;
-  /** Text for people, JSON lines for machines. */
-  format: LogFormat;
-  /** A file that receives the same lines (appended), or undefined. */
-  file?: string;
-}
-
-/** Everything `echosrv run` needs. */
-export interface RunConfig {
-  server: ServerConfig;
-  log: LogConfig;
-  /** `--metrics HOST:PORT`, or undefined when off. */
-  metrics?: MetricsConfig;
-  /** Accept loops, each in its own worker thread with its own listener (lib/workers.ts); 1 = no worker threads. */
-  workers: number;
-  /**
-   * The arguments this configuration was read from. Workers read them again (lib/worker_entry.ts): the rules and
-   * certificates in a configuration are objects that cannot cross to another thread, but their source can.
-   */
-  args: string[];
-}
+import { autoWorkers, MAX_AUTO_WORKERS } from "./runtime.ts";
+import type { StartMode } from "./service/contract.ts";
+import { DEFAULT_SERVICE_NAME, type ServiceAction, type ServiceRequest } from "./service/request.ts";
 
 /** What the command line asks for. */
 export type Invocation =
@@ -135,140 +48,6 @@ export type Invocation =
   | { kind: "stats"; config: StatsConfig }
   | { kind: "service"; request: ServiceRequest }
   | { kind: "exit"; code: number };
-
-/** Trace flags: the WSK sample's two WPP flags plus one for per-connection events. */
-export const TRACE_ERRORS = 0x1;
-/** Trace flag for informational lines (startup, stop, summaries). */
-export const TRACE_INFO = 0x2;
-/** Trace flag for one line per connection opened and closed. */
-export const TRACE_CONNECTIONS = 0x4;
-/** Every trace flag. */
-export const TRACE_ALL = TRACE_ERRORS | TRACE_INFO | TRACE_CONNECTIONS;
-
-/** The environment variables read, by option; exported for the help text and the unknown-variable check. */
-export const ENV_VARS = {
-  port: "ECHOSRV_PORT",
-  host: "ECHOSRV_HOST",
-  maxConnections: "ECHOSRV_MAX_CONNECTIONS",
-  idleTimeout: "ECHOSRV_IDLE_TIMEOUT",
-  sendTimeout: "ECHOSRV_SEND_TIMEOUT",
-  shutdownTimeout: "ECHOSRV_SHUTDOWN_TIMEOUT",
-  logLevel: "ECHOSRV_LOG_LEVEL",
-  traceFlags: "ECHOSRV_TRACE_FLAGS",
-  logFormat: "ECHOSRV_LOG_FORMAT",
-  logFile: "ECHOSRV_LOG_FILE",
-  copy: "ECHOSRV_COPY",
-  metrics: "ECHOSRV_METRICS",
-  allow: "ECHOSRV_ALLOW",
-  deny: "ECHOSRV_DENY",
-  maxConnectionsPerIp: "ECHOSRV_MAX_CONNECTIONS_PER_IP",
-  maxBytesPerConnection: "ECHOSRV_MAX_BYTES_PER_CONNECTION",
-  maxConnectionDuration: "ECHOSRV_MAX_CONNECTION_DURATION",
-  udp: "ECHOSRV_UDP",
-  udpRate: "ECHOSRV_UDP_RATE",
-  tlsCert: "ECHOSRV_TLS_CERT",
-  tlsKey: "ECHOSRV_TLS_KEY",
-  tlsHandshakeTimeout: "ECHOSRV_TLS_HANDSHAKE_TIMEOUT",
-  proxyProtocol: "ECHOSRV_PROXY_PROTOCOL",
-  proxyFrom: "ECHOSRV_PROXY_FROM",
-  proxyTimeout: "ECHOSRV_PROXY_TIMEOUT",
-  metricsUrl: "ECHOSRV_METRICS_URL",
-  statsInterval: "ECHOSRV_STATS_INTERVAL",
-  statsCount: "ECHOSRV_STATS_COUNT",
-  workers: "ECHOSRV_WORKERS",
-} as const;
-
-/** The port `--metrics` is shown with in examples, and the one `echosrv stats` reads by default. */
-export const EXAMPLE_METRICS_PORT = 9407;
-/** `--udp-rate`'s default: enough for people and test tools, too little to make a useful reflector. */
-export const DEFAULT_UDP_RATE = 100;
-
-/** Adapts a units.ts reader to commander: its errors become commander's "invalid argument" errors. */
-function reader<T>(read: (text: string) => T): (text: string) => T {
-  return (text) => {
-    try {
-      return read(text);
-    } catch (error) {
-      if (error instanceof UnitError) throw new InvalidArgumentError(error.message);
-      throw error;
-    }
-  };
-}
-
-/** Reads one `--host` value (or a comma-separated list of them) and adds it to those given before. */
-function collectHosts(text: string, previous: string[] | undefined): string[] {
-  const hosts = text.split(",").map((h) => h.trim()).map((h) =>
-    h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h
-  );
-  for (const host of hosts) {
-    if (host === "" || !/^[A-Za-z0-9._:%-]+$/.test(host) || host.length > 253) {
-      throw new InvalidArgumentError(
-        `"${host}" is not an address or host name (examples: ::, 0.0.0.0, 127.0.0.1, ::1)`,
-      );
-    }
-  }
-  return [...(previous ?? []), ...hosts];
-}
-
-/** Reads one CIDR rule (or a comma-separated list) and adds it to those given before. */
-function collectCidrs(text: string, previous: string[] | undefined): string[] {
-  const rules = text.split(",").map((r) => r.trim());
-  for (const rule of rules) {
-    try {
-      parseCidr(rule);
-    } catch (error) {
-      if (error instanceof CidrError) throw new InvalidArgumentError(error.message);
-      throw error;
-    }
-  }
-  return [...(previous ?? []), ...rules];
-}
-
-const HOST_NAME = /^[A-Za-z0-9._%-]+$/;
-
-/**
- * Reads `HOST:PORT`, `[IPv6]:PORT` or a bare `PORT` (meaning 127.0.0.1: metrics stay private unless asked).
- *
- * @param text the value as written
- * @returns the address
- * @throws {InvalidArgumentError} when it is not such an address
- */
-export function parseHostPort(text: string): MetricsConfig {
-  const value = text.trim();
-  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d+)$/.exec(value) ?? /^()()(\d+)$/.exec(value);
-  if (!match) {
-    throw new InvalidArgumentError(
-      `"${text}" is not HOST:PORT (examples: 127.0.0.1:${EXAMPLE_METRICS_PORT}, [::1]:${EXAMPLE_METRICS_PORT}, ` +
-        `0.0.0.0:${EXAMPLE_METRICS_PORT}; IPv6 in brackets)`,
-    );
-  }
-  const hostname = match[1] || match[2] || "127.0.0.1";
-  if (!match[1] && !HOST_NAME.test(hostname)) {
-    throw new InvalidArgumentError(`"${hostname}" is not an address or host name`);
-  }
-  return { hostname, port: reader((t) => parseInteger(t, 0, 65535))(match[3]) };
-}
-
-/** Reads the metrics address `echosrv stats` polls: a URL, or HOST:PORT meaning http://HOST:PORT/metrics. */
-function parseMetricsUrl(text: string): string {
-  const value = text.trim();
-  if (!value.includes("://")) {
-    const { hostname, port } = parseHostPort(value);
-    return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/metrics`;
-  }
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new InvalidArgumentError(
-      `"${text}" is not a URL (example: http://127.0.0.1:${EXAMPLE_METRICS_PORT}/metrics)`,
-    );
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new InvalidArgumentError(`"${text}" is not an http:// or https:// URL`);
-  }
-  return url.href;
-}
 
 /** The options of `echosrv run` (and of bare `echosrv`), defined once for both. */
 function addServerOptions(command: Command): Command {
@@ -331,20 +110,10 @@ function addServerOptions(command: Command): Command {
     .addOption(
       new Option(
         "--workers <n>",
-        "accept loops, each in its own thread with its own listener on the port (Linux); auto = one per core",
-      ).default(1).env(ENV_VARS.workers).argParser(readWorkers),
+        `accept loops, each in its own thread with its own listener on the port (Linux); auto = one per core, at most ` +
+          `${MAX_AUTO_WORKERS} (1 where workers cannot run)`,
+      ).default(WORKERS_AUTO, "auto").env(ENV_VARS.workers).argParser(readWorkers),
     );
-}
-
-/** Reads `--workers`: a count, or `auto` for one per core. */
-function readWorkers(text: string): number {
-  if (text.trim().toLowerCase() === "auto") return Math.max(1, navigator.hardwareConcurrency || 1);
-  try {
-    return parseInteger(text, 1, 1024);
-  } catch (error) {
-    if (error instanceof UnitError) throw new InvalidArgumentError(`${error.message} (or auto: one per core)`);
-    throw error;
-  }
 }
 
 /** The operations options (metrics, access, limits, UDP, TLS, PROXY protocol), after the core ones. */
@@ -353,7 +122,10 @@ function addOperationsOptions(command: Command): Command {
   const count = reader((t) => parseInteger(t, 0, 10_000_000));
   return command
     .addOption(
-      new Option("--metrics <host:port>", "serve GET /metrics (Prometheus) and GET /healthz here (default: off)")
+      new Option(
+        "--metrics <host:port>",
+        "serve the status page (GET /), /metrics (Prometheus), /healthz and /livez here (default: off)",
+      )
         .env(ENV_VARS.metrics).argParser(parseHostPort),
     )
     .addOption(
@@ -420,12 +192,6 @@ function addOperationsOptions(command: Command): Command {
     );
 }
 
-/** Reads a file path option (--log-file, --tls-cert, --tls-key): any text but an empty or blank one. */
-function nonEmptyPath(text: string): string {
-  if (text.trim() === "") throw new InvalidArgumentError("the path is empty");
-  return text;
-}
-
 /** Reads an on/off environment variable for a flag (commander would take any value, even "0", as on). */
 function envFlag(name: string): boolean {
   const value = Deno.env.get(name);
@@ -472,9 +238,10 @@ interface RawServerOptions {
 /** Reads the options that only make sense together, and the files they name; throws {@link UsageError}. */
 function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   const out: Partial<ServerConfig> = {};
-  const cidrs = (rules: string[] | undefined) => new CidrList((rules ?? []).map(parseCidr));
-  const admission = { allow: cidrs(raw.allow), deny: cidrs(raw.deny), maxPerClient: raw.maxConnectionsPerIp };
-  if (!admission.allow.empty || !admission.deny.empty || admission.maxPerClient > 0) out.admission = admission;
+  // Each network in its canonical text (as parseCidr writes it): the configuration stays plain data.
+  const cidrs = (rules: string[] | undefined) => (rules ?? []).map((rule) => parseCidr(rule).text);
+  const access = { allow: cidrs(raw.allow), deny: cidrs(raw.deny), maxPerClient: raw.maxConnectionsPerIp };
+  if (access.allow.length > 0 || access.deny.length > 0 || access.maxPerClient > 0) out.access = access;
   if (raw.maxBytesPerConnection > 0) out.maxBytesPerConnection = raw.maxBytesPerConnection;
   if (raw.maxConnectionDuration > 0) out.maxConnectionDurationMs = raw.maxConnectionDuration;
   if (raw.udp || envFlag(ENV_VARS.udp)) out.udp = { ratePerSource: raw.udpRate };
@@ -515,7 +282,7 @@ function operationsConfig(raw: RawServerOptions): Partial<ServerConfig> {
   return out;
 }
 
-function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
+function toRunConfig(raw: RawServerOptions): RunConfig {
   const config: RunConfig = {
     server: {
       port: raw.port,
@@ -528,8 +295,7 @@ function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
       ...operationsConfig(raw),
     },
     log: { level: raw.logLevel, traceFlags: raw.traceFlags, format: raw.logFormat, file: raw.logFile },
-    workers: raw.workers,
-    args: [...args],
+    workers: raw.workers === WORKERS_AUTO ? autoWorkers() : raw.workers,
   };
   if (raw.metrics) config.metrics = raw.metrics;
   return config;
@@ -537,7 +303,9 @@ function toRunConfig(raw: RawServerOptions, args: string[]): RunConfig {
 
 /** Where commander writes; tests swap it to capture the text. */
 export interface Output {
+  /** Writes help and version text (standard output). */
   out(text: string): void;
+  /** Writes error messages (standard error). */
   err(text: string): void;
 }
 
@@ -553,17 +321,143 @@ const stdio: Output = {
  * program's own reading of the ECHOSRV_* variables failed on a bad variable that a flag after `run` overrode.)
  */
 function withoutRunCommand(args: string[], program: Command): string[] {
+  const i = firstWord(args, program);
+  return i >= 0 && args[i] === "run" ? [...args.slice(0, i), ...args.slice(i + 1)] : args;
+}
+
+/**
+ * Where the first argument that is neither an option nor an option's value is: the command, if any.
+ *
+ * @returns its index, or -1 when there is none before the end or a `--`
+ */
+function firstWord(args: string[], program: Command): number {
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
-    if (arg === "--") return args;
+    if (arg === "--") return -1;
     if (arg.startsWith("-") && arg !== "-") {
       // `--port 7` and `-p 7` take the next argument as their value; `--port=7` and `-p7` carry it.
       if (program.options.find((o) => o.long === arg || o.short === arg)?.required) i++;
       continue;
     }
-    return arg === "run" ? [...args.slice(0, i), ...args.slice(i + 1)] : args;
+    return i;
   }
-  return args;
+  return -1;
+}
+
+// The `echosrv service install|uninstall|start|stop|restart|status` subcommands (lib/service/commands.ts carries
+// them out).
+
+/** The raw option values commander hands over. */
+interface RawServiceOptions {
+  name: string;
+  displayName?: string;
+  description?: string;
+  start: StartMode;
+  account?: string;
+  dryRun?: boolean;
+}
+
+/**
+ * Adds `service` and its subcommands to the program.
+ *
+ * @param program the `echosrv` command
+ * @param configure applies the program's shared settings (output, errors, help) to each new command
+ * @param onRequest receives the parsed request when a subcommand is given
+ * @param args the whole command line being parsed (to tell whether the server options came after `--`)
+ */
+function addServiceCommand(
+  program: Command,
+  configure: (command: Command) => Command,
+  onRequest: (request: ServiceRequest) => void,
+  args: readonly string[],
+): void {
+  const service = configure(program.createCommand("service"))
+    .description(
+      "install echosrv as a system service (Windows SCM, systemd, launchd) and control it; see `echosrv service " +
+        "install --help`",
+    )
+    .allowExcessArguments()
+    .action((_opts: unknown, command: Command) => {
+      const [word] = command.args;
+      service.error(
+        word === undefined
+          ? "error: name what to do: install, uninstall, start, stop, restart or status"
+          : `error: unknown command '${word}' (known: install, uninstall, start, stop, restart, status)`,
+        { exitCode: 2, code: "echosrv.service.noAction" },
+      );
+    });
+  const nameOption = () =>
+    new Option("--name <name>", "the service's name").default(DEFAULT_SERVICE_NAME).argParser(serviceName);
+  const dryRunOption = () => new Option("--dry-run", "print exactly what would be written and run; change nothing");
+
+  const install = configure(service.createCommand("install"))
+    .description(
+      "register echosrv as a service and (with --start auto) start it now; put server options after --, e.g. " +
+        "`echosrv service install -- --port 40007 --max-connections 5000`",
+    )
+    .addOption(nameOption())
+    .addOption(new Option("--display-name <text>", 'the name people see (default: "<name> TCP echo server")')
+      .argParser(oneLineText(256)))
+    .addOption(new Option("--description <text>", "one sentence on what it is").argParser(oneLineText(1024)))
+    .addOption(
+      new Option(
+        "--start <mode>",
+        "auto: start at boot, and now; delayed: the same, after the other services at boot (Windows); manual: " +
+          "only when started",
+      ).choices(["auto", "delayed", "manual"]).default("auto"),
+    )
+    .addOption(
+      new Option(
+        "--account <name>",
+        "the account it runs as (default, least privilege: Windows NT SERVICE\\<name>, its virtual account; " +
+          "Linux a dynamic user; macOS the user _<name>)",
+      ).argParser(oneLineText(256)),
+    )
+    .addOption(dryRunOption())
+    .argument("[server-options...]", "echosrv's server options for the service, after --")
+    .showHelpAfterError(
+      "(see `echosrv service install --help`; server options go after --, as in `echosrv service install -- --port 7`)",
+    )
+    .action((serverArgs: string[], opts: RawServiceOptions) => {
+      if (serverArgs.length > 0 && !args.includes("--")) {
+        install.error(
+          `error: put the server options after --, as in \`echosrv service install -- ${serverArgs.join(" ")}\``,
+          { exitCode: 2, code: "echosrv.service.noDashDash" },
+        );
+      }
+      onRequest({
+        action: "install",
+        name: opts.name,
+        ...(opts.displayName ? { displayName: opts.displayName } : {}),
+        ...(opts.description ? { description: opts.description } : {}),
+        start: opts.start,
+        ...(opts.account ? { account: opts.account } : {}),
+        dryRun: opts.dryRun ?? false,
+        serverArgs,
+      });
+    });
+  service.addCommand(install);
+
+  const simple: [ServiceAction, string, boolean][] = [
+    ["uninstall", "stop the service and remove its registration (its log files are kept)", true],
+    ["start", "start the installed service", true],
+    ["stop", "stop the service (gracefully: open sessions get --shutdown-timeout to finish)", true],
+    ["restart", "stop the service, then start it", true],
+    [
+      "status",
+      "say whether the service is installed and running (exit 0 running, 3 not running, 4 not installed)",
+      false,
+    ],
+  ];
+  for (const [action, description, mutates] of simple) {
+    const command = configure(service.createCommand(action)).description(description).addOption(nameOption());
+    if (mutates) command.addOption(dryRunOption());
+    command.action((opts: RawServiceOptions) => {
+      onRequest({ action, name: opts.name, start: "auto", dryRun: opts.dryRun ?? false, serverArgs: [] });
+    });
+    service.addCommand(command);
+  }
+  program.addCommand(service);
 }
 
 /**
@@ -582,13 +476,15 @@ function withoutRunCommand(args: string[], program: Command): string[] {
  */
 export function parseCommandLine(args: string[], output: Output = stdio): Invocation {
   let result: Invocation = { kind: "exit", code: 0 };
+  /** Rewrites one of commander's error messages (see below); until then, leaves them as they are. */
+  let rewriteError = (text: string) => text;
   const configure = (command: Command) =>
     command
       .exitOverride()
       .configureOutput({
         writeOut: output.out,
         writeErr: output.err,
-        outputError: (text, write) => write(`echosrv: ${text}`),
+        outputError: (text, write) => write(`echosrv: ${rewriteError(text)}`),
       })
       .showHelpAfterError("(run `echosrv --help` for the options)")
       .helpOption("-h, --help", "show this help and exit")
@@ -601,7 +497,7 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       // given on purpose shows its events, per-connection ones included, unless --log-level is given too.
       const given = (name: string) => command.getOptionValueSource(name) !== "default";
       if (given("traceFlags") && !given("logLevel")) opts = { ...opts, logLevel: "debug" };
-      return { kind: "run", config: toRunConfig(opts, args) };
+      return { kind: "run", config: toRunConfig(opts) };
     } catch (error) {
       if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: 2 });
       throw error;
@@ -627,7 +523,7 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       .description("show a live one-line summary of a running echosrv, read from its --metrics endpoint")
       .addOption(
         new Option("--metrics-url <url>", "the /metrics URL (or HOST:PORT) of the echosrv to watch")
-          .default(`http://127.0.0.1:${EXAMPLE_METRICS_PORT}/metrics`).env(ENV_VARS.metricsUrl)
+          .default(`http://127.0.0.1:${DEFAULT_METRICS_PORT}/metrics`).env(ENV_VARS.metricsUrl)
           .argParser(parseMetricsUrl),
       )
       .addOption(
@@ -647,11 +543,30 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       }),
   );
 
-  // `echosrv service install|uninstall|start|stop|restart|status` (lib/service/cli.ts).
+  // `echosrv service install|uninstall|start|stop|restart|status`.
   addServiceCommand(program, configure, (request) => result = { kind: "service", request }, args);
 
+  let argv = withoutRunCommand(args, program);
+  const at = firstWord(argv, program);
+  if (at >= 0 && argv[at] === "help") argv = [...argv.slice(at + 1), "--help"]; // `echosrv help [command]`
+  // Once the options are read (so a bad option is still the error reported first), commander calls a word that is
+  // not a command "too many arguments": say instead which word it is, and what was probably meant.
+  const commands = program.commands.map((c) => c.name());
+  rewriteError = (text) => {
+    if (at < 0 || commands.includes(argv[at])) return text;
+    const word = argv[at];
+    const services = program.commands.find((c) => c.name() === "service")?.commands.map((c) => c.name()) ?? [];
+    if (services.includes(word) && /^error: (too many arguments\.|unknown option)/.test(text)) {
+      // `echosrv stop --name x`: its options are the service command's, unknown here.
+      const meant = `echosrv service ${argv.slice(at).join(" ")}`;
+      return `error: unknown command '${word}': the service commands are under \`service\`: did you mean \`${meant}\`?\n`;
+    }
+    if (!/^error: too many arguments\. /.test(text)) return text;
+    return `error: unknown command '${word}': the commands are run (the default), ${commands.join(" and ")}; ` +
+      "see `echosrv --help`\n";
+  };
   try {
-    program.parse(withoutRunCommand(args, program), { from: "user" });
+    program.parse(argv, { from: "user" });
   } catch (error) {
     if (error instanceof CommanderError) {
       const success = error.code === "commander.helpDisplayed" || error.code === "commander.version" ||
@@ -661,15 +576,4 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
     throw error;
   }
   return result;
-}
-
-/**
- * Names the ECHOSRV_* variables in `env` that no option reads, so a misspelt variable is reported, not ignored.
- *
- * @param env the environment, as `Deno.env.toObject()` returns it
- * @returns the unknown names, sorted
- */
-export function unknownEnvVars(env: Record<string, string>): string[] {
-  const known = new Set<string>(Object.values(ENV_VARS));
-  return Object.keys(env).filter((name) => name.startsWith("ECHOSRV_") && !known.has(name)).sort();
 }

@@ -1,16 +1,19 @@
-// program: echosrv started from a configuration, the part that the foreground run (main.ts) and the Windows
+// program: echosrv started from a configuration, the part that the console (lib/service/console.ts) and the Windows
 // service (lib/service/windows_program.ts) share: logging, the startup lines, the TCP server listening, and the
-// optional UDP echo and metrics endpoint beside it. Each caller adds its own way of being told to stop and of
-// reporting the outcome.
+// optional UDP echo and metrics endpoint (with its status page) beside it. Each caller adds its own way of being
+// told to stop and of reporting the outcome.
 
-import { type RunConfig, unknownEnvVars } from "./options.ts";
+import type { RunConfig } from "./config.ts";
+import { unknownEnvVars } from "./environment.ts";
 import { closeLogging, LogFileError, type LogTargets, serverLog, setupLogging } from "./log.ts";
 import { ListenError } from "./listen.ts";
 import { type MetricsServer, type MetricsSource, serveMetrics, serverSource, udpSource } from "./metrics.ts";
 import { EchoServer } from "./server.ts";
+import { statusInfoOf, statusPage } from "./status_page.ts";
 import { createServer, type Server, WorkerPool } from "./workers.ts";
 import { UdpEcho } from "./udp.ts";
 import { VERSION } from "./version.ts";
+import { IO_EVENTS, IO_EVENTS_VAR, ioEventsAtStart } from "./runtime.ts";
 
 /** A started echosrv: the TCP server and what runs beside it, stopped and awaited as one. */
 export interface RunningProgram {
@@ -18,10 +21,11 @@ export interface RunningProgram {
   readonly server: Server;
   /**
    * Stops gracefully (see {@link EchoServer.stop}): UDP stops at once (it has no sessions to drain); the metrics
-   * endpoint keeps answering (/healthz 503) until the TCP sessions are gone. A call with `graceMs` 0 cuts a
-   * running stop short.
+   * endpoint keeps answering (/healthz 503) until the TCP sessions are gone.
    */
   stop(graceMs?: number): void;
+  /** Stops at once, or cuts a graceful stop short (see {@link EchoServer.stopNow}). */
+  stopNow(): void;
   /** Resolves when everything is closed; then call {@link closeLogging}. */
   readonly finished: Promise<void>;
 }
@@ -43,6 +47,7 @@ let rejectionGuard = false;
  * @returns the running server, or why it could not start (the log file cannot be opened, the port is in use)
  * @example
  * ```ts
+ * import { closeLogging } from "./log.ts";
  * import { parseCommandLine } from "./options.ts";
  *
  * const parsed = parseCommandLine(["--port", "0", "--host", "127.0.0.1"]);
@@ -51,8 +56,8 @@ let rejectionGuard = false;
  *   if (started.ok) {
  *     started.program.stop();
  *     await started.program.finished;
- *   }
- *   else console.error(started.message);
+ *     await closeLogging(); // writes out what is buffered
+ *   } else console.error(started.message);
  * }
  * ```
  */
@@ -81,19 +86,31 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
   }
 
   const server = createServer(config); // one EchoServer, or --workers of them (lib/workers.ts)
-  const { udp: udpConfig, admission } = config.server;
+  if (server instanceof EchoServer && ioEventsAtStart === undefined) {
+    serverLog.warn(
+      "started without {variable}={value} in its environment: with hundreds of busy connections some would wait far " +
+        "longer than the rest (docs/latency-under-load.md). `deno task start`, the service files and the Dockerfile " +
+        "set it; set it before starting echosrv another way (workers set it themselves)",
+      { variable: IO_EVENTS_VAR, value: IO_EVENTS },
+    );
+  }
+  const { udp: udpConfig, access } = config.server;
   const udp = udpConfig
-    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...admission })
+    ? new UdpEcho({ hosts: config.server.hosts, ratePerSource: udpConfig.ratePerSource, ...access })
     : undefined;
   let metrics: MetricsServer | undefined;
   try {
     const { port } = await server.start();
     await udp?.start(port);
-    if (config.metrics) metrics = serveMetrics(config.metrics, metricsSources(server, udp));
+    if (config.metrics) {
+      const workers = server instanceof WorkerPool ? config.workers : 1;
+      const page = statusPage(statusInfoOf(config, port, workers));
+      metrics = serveMetrics(config.metrics, metricsSources(server, udp), page);
+    }
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     serverLog.error("{message}", { message: error.message });
-    await Promise.all([server.stop(0), udp?.close(), metrics?.close()]);
+    await Promise.all([server.stopNow(), udp?.close(), metrics?.close()]);
     await closeLogging();
     return { ok: false, exitCode: 1, message: error.message, logged: true };
   }
@@ -102,6 +119,10 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
     server,
     stop(graceMs?: number) {
       void server.stop(graceMs);
+      void udp?.close();
+    },
+    stopNow() {
+      void server.stopNow();
       void udp?.close();
     },
     finished,

@@ -30,18 +30,23 @@ const V1_PREFIX = new TextEncoder().encode("PROXY ");
 
 /** An address and port carried by the header. */
 export interface ProxyAddress {
+  /** The address, IPv4 or IPv6, as text. */
   hostname: string;
+  /** The port. */
   port: number;
 }
 
 /** One type-length-value field of a version 2 header (ALPN, authority, unique id, TLS details, ...). */
 export interface ProxyTlv {
+  /** The field's type (PP2_TYPE_*). */
   type: number;
+  /** The field's value. */
   value: Uint8Array;
 }
 
 /** A header read off the wire. */
 export interface ProxyHeader {
+  /** The protocol version the header was written in. */
   version: 1 | 2;
   /**
    * `proxy`: the connection is relayed for the client named in `source`. `local`: the connection is the proxy's
@@ -249,8 +254,14 @@ export function crc32c(bytes: Uint8Array): number {
 
 /** Thrown by {@link readProxyHeader}; `missing` when the peer closed before a whole header arrived. */
 export class ProxyHeaderError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "ProxyHeaderError";
-  /** @param message what went wrong @param missing true when no complete header arrived before end of stream */
+  /**
+   * A header that cannot be read.
+   *
+   * @param message what went wrong
+   * @param missing true when no complete header arrived before end of stream
+   */
   constructor(message: string, readonly missing: boolean) {
     super(message);
   }
@@ -258,6 +269,7 @@ export class ProxyHeaderError extends Error {
 
 /** The one method {@link readProxyHeader} needs of a connection. */
 export interface Readable {
+  /** Reads into `p`: the bytes read, or null at end of stream. */
   read(p: Uint8Array): Promise<number | null>;
 }
 

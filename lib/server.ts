@@ -1,41 +1,36 @@
-// server: the echo server as one object. It owns the listeners and their accept loops, the open connections
-// (each an echo session, see lib/echo.ts), the limits the WSK sample lacked (connection cap, idle timeout), and
-// the graceful stop. The path of a byte: accept loop -> #serve (cap check, then lib/admission.ts's gate when access
-// rules, the PROXY protocol or TLS are on) -> copy -> close, all in this file. The per-connection limits of
-// issue 5 (bytes: a comparison per read in lib/echo.ts; age, PROXY header and TLS handshake deadlines: a sweep)
-// arm no timer per connection.
+// server: the echo server as one object, in the listener's role. It owns the listeners and their accept loops, the
+// connection cap (lib/connection_cap.ts), the set of open connections (each a lib/connection.ts Connection, which
+// admits, echoes and closes itself), the sweeps that enforce the idle and send timeouts and the deadlines, and the
+// graceful stop. The path of a byte: #acceptLoop -> #serve (the cap, then a permit) -> Connection.run (admit, echo,
+// close). The per-connection limits (bytes: a comparison per read in lib/echo.ts; age, PROXY header and TLS
+// handshake deadlines, idle and send timeouts: two sweeps here) arm no timer per connection.
 
-import { Gate, tlsHandshakeTimeout } from "./admission.ts";
+import type { ClientCounts } from "./access.ts";
+import { Admission, tlsHandshakeTimeout } from "./admission.ts";
 import { CoarseClock } from "./clock.ts";
-import { closeQuietly, Connection, type ConnectionContext, peerOf, type Permit, refuse } from "./connection.ts";
-import { emptyStats, type ServerStats } from "./counters.ts";
+import { formatPeer } from "./address.ts";
+import { type ConnectionCap, LocalConnectionCap } from "./connection_cap.ts";
+import { closeQuietly, Connection, type ConnectionContext, type Permit, refuse } from "./connection.ts";
+import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { COPY_STRATEGIES } from "./echo.ts";
 import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
-import type { ServerConfig } from "./options.ts";
+import type { ServerConfig } from "./config.ts";
+import { ioEventsAtStart } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
-
-export { emptyStats, type ServerStats };
-
-/**
- * Admits connections under the `--max-connections` cap when several servers share one cap (the workers of
- * lib/workers.ts). Without one, a server counts its own sessions.
- */
-export interface ConnectionGate {
-  /** Takes a place for a new connection; false when the cap is reached (the connection is then refused). */
-  tryEnter(): boolean;
-  /** Gives back the place of a connection that has ended. */
-  leave(): void;
-}
 
 /** How a server shares the machine with others of its kind (see lib/workers.ts); the defaults suit one server. */
 export interface EchoServerOptions {
-  /** A cap shared with other servers, instead of this server's own count. */
-  gate?: ConnectionGate;
+  /** The `--max-connections` cap shared with other servers (lib/connection_cap.ts), instead of this server's own. */
+  cap?: ConnectionCap;
   /** Listen with SO_REUSEPORT, so other servers can listen on the same port (Linux; needs `--unstable-net`). */
   reusePort?: boolean;
   /** The clock of the per-byte path (lib/clock.ts); tests pass their own. */
   clock?: CoarseClock;
+  /** The thread's DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it is not the process's (a worker's), for the log. */
+  ioEventsPerTick?: string;
+  /** The --max-connections-per-ip counts shared with other servers (lib/workers.ts), instead of this server's own. */
+  clients?: ClientCounts;
 }
 
 /** How often a sweep that enforces a limit of `limitMs` ticks: a tenth of it, from 10 ms to 1 s. */
@@ -52,15 +47,26 @@ function sleep(ms: number): Promise<void> {
  *
  * @example
  * ```ts
- * const server = new EchoServer({ ...config.server, port: 0, hosts: ["127.0.0.1"] });
+ * const server = new EchoServer({
+ *   port: 0, // the OS picks one
+ *   hosts: ["127.0.0.1"],
+ *   maxConnections: 100,
+ *   idleTimeoutMs: 60_000,
+ *   shutdownTimeoutMs: 10_000,
+ *   copy: "loop",
+ * });
  * const { port } = await server.start();
- * // ... clients connect to port ...
- * await server.stop(); // graceful: stop accepting, let sessions finish, close the rest
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+ * await conn.write(new TextEncoder().encode("ping"));
+ * const echo = new Uint8Array(4);
+ * await conn.read(echo); // "ping", back
+ * conn.close();
+ * await server.stop(); // graceful: stop accepting, let sessions finish, close the rest (stopNow(): at once)
  * ```
  */
 export class EchoServer {
   /** Counters since start. */
-  readonly stats: ServerStats = emptyStats();
+  readonly counters: ServerCounters = emptyCounters();
 
   readonly #config: ServerConfig;
   readonly #options: EchoServerOptions;
@@ -72,8 +78,10 @@ export class EchoServer {
   #listeners: EchoListener[] = [];
   /** One accept loop per listener; a stop waits for them so the port is really free afterwards. */
   #acceptLoops: Promise<void>[] = [];
-  /** The open connections: the cap counts them, the sweeps and the stop walk them. */
-  readonly #sessions = new Set<Connection>();
+  /** The open connections: the sweeps and the stop walk them. */
+  readonly #connections = new Set<Connection>();
+  /** `--max-connections`: this server's own count, or the count shared by every worker. */
+  readonly #cap: ConnectionCap;
   /** Set once a stop begins; from then on, the last session to end resolves {@link #drained}. */
   #stopping: Promise<void> | undefined;
   #drained = Promise.withResolvers<void>();
@@ -82,7 +90,7 @@ export class EchoServer {
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #limitSweepTimer: ReturnType<typeof setInterval> | undefined;
   /** Access rules, PROXY header, TLS handshake (lib/admission.ts); undefined when none is configured. */
-  readonly #gate: Gate | undefined;
+  readonly #admission: Admission | undefined;
   #finished = Promise.withResolvers<void>();
   readonly #refusals = new RateLimitedLog(
     10_000,
@@ -105,19 +113,22 @@ export class EchoServer {
   );
 
   /**
+   * A server, not yet listening: {@link start} opens the listeners.
+   *
    * @param config where to listen and the limits to enforce
    * @param options for a server that is one of several workers (lib/workers.ts)
    */
   constructor(config: ServerConfig, options: EchoServerOptions = {}) {
     this.#config = config;
     this.#options = options;
-    this.#gate = Gate.for(config, this.stats);
+    this.#admission = Admission.for(config, this.counters, options.clients);
     this.#clock = options.clock ?? new CoarseClock();
+    this.#cap = options.cap ?? new LocalConnectionCap(config.maxConnections);
     this.#context = {
-      stats: this.stats,
+      counters: this.counters,
       clock: this.#clock,
       copy: COPY_STRATEGIES[config.copy],
-      gate: this.#gate,
+      admission: this.#admission,
       byteLimit: config.maxBytesPerConnection || Infinity,
       maxDurationMs: config.maxConnectionDurationMs ?? 0,
       unexpected: this.#unexpected,
@@ -126,7 +137,7 @@ export class EchoServer {
 
   /** Open connections right now. */
   get activeConnections(): number {
-    return this.#sessions.size;
+    return this.#connections.size;
   }
 
   /** True once a stop has begun (what /healthz reports as 503 "draining"). */
@@ -136,8 +147,8 @@ export class EchoServer {
 
   /** Bytes echoed so far, by ended and open connections alike (for the metrics, at scrape time). */
   bytesEchoedNow(): number {
-    let bytes = this.stats.bytesEchoed;
-    for (const session of this.#sessions) bytes += session.bytes;
+    let bytes = this.counters.bytesEchoed;
+    for (const connection of this.#connections) bytes += connection.bytes;
     return bytes;
   }
 
@@ -172,6 +183,7 @@ export class EchoServer {
         maxConnections: this.#config.maxConnections || "unlimited",
         idleTimeout: this.#config.idleTimeoutMs ? formatDuration(this.#config.idleTimeoutMs) : "never",
         sendTimeout: this.#config.sendTimeoutMs ? formatDuration(this.#config.sendTimeoutMs) : "never",
+        ioEventsPerTick: this.#options.ioEventsPerTick ?? ioEventsAtStart ?? "1024 (Deno's default)",
       },
     );
     return { port };
@@ -179,22 +191,34 @@ export class EchoServer {
 
   /**
    * Stops gracefully: closes the listeners at once (new connections are refused), lets open sessions finish for
-   * up to `graceMs`, then closes what remains. Calling it again while a stop runs returns the same stop; a call
-   * with `graceMs` 0 cuts the running stop's grace period short.
+   * up to `graceMs`, then closes what remains, each with a lingering close. Calling it again while a stop runs
+   * returns the same stop. A grace of 0 is {@link stopNow}.
    *
    * @param graceMs how long sessions may finish; defaults to the configured shutdown timeout
    * @returns resolves when every listener and session is closed
    */
   stop(graceMs: number = this.#config.shutdownTimeoutMs): Promise<void> {
-    if (graceMs <= 0) this.#graceCut.resolve();
+    if (graceMs <= 0) return this.stopNow();
     this.#stopping ??= this.#runStop(graceMs);
+    return this.#stopping;
+  }
+
+  /**
+   * Stops at once (a deliberate second stop request): closes the listeners and every connection now, without a
+   * grace period or a lingering close. During a graceful stop, cuts it short.
+   *
+   * @returns resolves when every listener and session is closed
+   */
+  stopNow(): Promise<void> {
+    this.#graceCut.resolve();
+    this.#stopping ??= this.#runStop(0);
     return this.#stopping;
   }
 
   async #runStop(graceMs: number): Promise<void> {
     for (const listener of this.#listeners) closeQuietly(listener);
     await Promise.all(this.#acceptLoops);
-    const open = this.#sessions.size;
+    const open = this.#connections.size;
     if (open > 0) {
       serverLog.info("stopped accepting; waiting up to {grace} for {open} open connection(s) to finish", {
         grace: formatDuration(graceMs),
@@ -208,23 +232,23 @@ export class EchoServer {
       ]);
       clearTimeout(timer);
     }
-    if (this.#sessions.size > 0) {
+    if (this.#connections.size > 0) {
       // A lingering close for each (lib/connection.ts), bounded by STOP_LINGER_MS; a second stop request cuts it.
-      serverLog.info("closing {count} connection(s) still open", { count: this.#sessions.size });
-      for (const connection of this.#sessions) connection.end("server stopping");
+      serverLog.info("closing {count} connection(s) still open", { count: this.#connections.size });
+      for (const connection of this.#connections) connection.end("server stopping");
       await Promise.race([this.#drained.promise, this.#graceCut.promise]);
-      for (const connection of this.#sessions) connection.abort();
+      for (const connection of this.#connections) connection.abort();
       await this.#drained.promise;
     }
     clearInterval(this.#sweepTimer);
     clearInterval(this.#limitSweepTimer);
-    this.#gate?.flush();
+    this.#admission?.flush();
     this.#refusals.flush();
     this.#acceptFailures.flush();
     this.#unexpected.flush();
     serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed", {
-      ...this.stats,
-      bytes: this.stats.bytesEchoed,
+      ...this.counters,
+      bytes: this.counters.bytesEchoed,
     });
     this.#finished.resolve();
   }
@@ -238,7 +262,7 @@ export class EchoServer {
         conn = await listener.accept();
       } catch (error) {
         if (this.#stopping || error instanceof Deno.errors.BadResource) return;
-        this.stats.acceptErrors++;
+        this.counters.acceptErrors++;
         const code = (error as { code?: string }).code;
         this.#acceptFailures.add(`${code ?? (error as Error).name}: ${(error as Error).message}`);
         // Doubling from 10 ms to 1 s: under EMFILE the pending connection stays queued, and each retry that fails
@@ -254,25 +278,22 @@ export class EchoServer {
 
   /** Serves one connection from accept to close (lib/connection.ts). Never throws. */
   #serve(conn: EchoConn): void {
-    const max = this.#config.maxConnections;
-    // The cap shared by every worker (lib/workers.ts), or this server's own count of its connections.
-    const cap = this.#options.gate;
-    if (cap ? !cap.tryEnter() : max > 0 && this.#sessions.size >= max) {
-      this.stats.refusedOverCap++;
-      this.#refusals.add(peerOf(conn.remoteAddr));
+    if (!this.#cap.tryAcquire()) {
+      this.counters.refusedOverCap++;
+      this.#refusals.add(formatPeer(conn.remoteAddr));
       void refuse(conn);
       return;
     }
-    // The permit: the connection's place in the set (and under a shared cap), released once when it ends.
+    // The permit: the connection's place in the set and under the cap, released once when it ends.
     const permit: Permit = {
       release: () => {
-        this.#sessions.delete(connection);
-        cap?.leave();
-        if (this.#stopping && this.#sessions.size === 0) this.#drained.resolve();
+        this.#connections.delete(connection);
+        this.#cap.release();
+        if (this.#stopping && this.#connections.size === 0) this.#drained.resolve();
       },
     };
     const connection = new Connection(conn, this.#context, permit);
-    this.#sessions.add(connection);
+    this.#connections.add(connection);
     void connection.run();
   }
 
@@ -298,7 +319,7 @@ export class EchoServer {
       // Beyond two periods, a tick's lateness is the server's own pause, excused from every connection's silence.
       const excused = now - lastTick > 2 * period ? now - lastTick - period : 0;
       lastTick = now;
-      for (const connection of this.#sessions) {
+      for (const connection of this.#connections) {
         if (connection.closing) continue;
         if (connection.lastActive !== connection.sweptActive) {
           connection.sweptActive = connection.lastActive;
@@ -308,10 +329,10 @@ export class EchoServer {
         connection.quietSince += excused;
         const quiet = now - connection.quietSince;
         if (connection.phase === "reading" && idleMs > 0 && quiet >= idleMs) {
-          this.stats.closedIdle++;
+          this.counters.closedIdle++;
           connection.end("idle timeout");
         } else if (connection.phase === "writing" && sendMs > 0 && quiet >= sendMs) {
-          this.stats.closedSendTimeout++;
+          this.counters.closedSendTimeout++;
           connection.end("send timeout");
         }
       }
@@ -334,10 +355,10 @@ export class EchoServer {
     const period = sweepPeriod(Math.min(...limits));
     this.#limitSweepTimer = setInterval(() => {
       const now = performance.now();
-      for (const session of this.#sessions) {
-        if (now >= session.deadline.at && !session.closing) {
-          if (session.deadline.reason === "duration limit") this.stats.closedMaxDuration++;
-          session.end(session.deadline.reason);
+      for (const connection of this.#connections) {
+        if (now >= connection.deadline.at && !connection.closing) {
+          if (connection.deadline.reason === "duration limit") this.counters.closedMaxDuration++;
+          connection.end(connection.deadline.reason);
         }
       }
     }, period);

@@ -43,6 +43,8 @@ export class StopRequests {
   readonly #windowMs: number;
 
   /**
+   * A decider that has seen no request yet.
+   *
    * @param now the clock, in milliseconds (tests drive it)
    * @param windowMs the same-request window, in milliseconds
    */
@@ -52,6 +54,8 @@ export class StopRequests {
   }
 
   /**
+   * Decides what one request means.
+   *
    * @param source what asked
    * @returns what the server should do about it
    */
@@ -129,11 +133,14 @@ export function listenForStopRequests(
 }
 
 /** One process as `ps` shows it. */
-interface ProcessEntry {
+export interface ProcessEntry {
+  /** Its process id. */
   pid: number;
+  /** Its parent's process id. */
   ppid: number;
   /** When it started: tells a process apart from a later one that reuses its pid. */
   started: string;
+  /** Its command line. */
   command: string;
 }
 

@@ -7,43 +7,72 @@ import type { Buffer } from "node:buffer";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
-
-/** The PEM text Deno.listenTls takes, and what the log says about it. */
-export interface TlsMaterial {
-  /** The certificate chain, PEM. */
-  cert: string;
-  /** The private key, PEM. */
-  key: string;
-  /** The files they came from, for logs. */
-  certFile: string;
-  keyFile: string;
-  /** The leaf certificate's subject and expiry, for the startup log. */
-  subject: string;
-  validTo: string;
-}
+import type { TlsMaterial } from "./config.ts";
 
 /** Thrown when the files cannot be used; `option` names the option at fault. */
 export class TlsFileError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "TlsFileError";
-  /** @param option `--tls-cert` or `--tls-key` @param message what is wrong */
+  /**
+   * A file that cannot be used.
+   *
+   * @param option `--tls-cert` or `--tls-key`
+   * @param message what is wrong
+   */
   constructor(readonly option: "--tls-cert" | "--tls-key", message: string) {
     super(message);
   }
 }
 
-function readPem(option: "--tls-cert" | "--tls-key", path: string): string {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch (error) {
-    throw new TlsFileError(option, `cannot read ${path}: ${(error as Error).message}`);
+/** What a read error means, in a few words, without Deno's os-error codes and syscall names. */
+function readError(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file";
+  if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable) {
+    return "permission denied";
   }
+  if (error instanceof Deno.errors.IsADirectory) return "it is a directory";
+  return (error as Error).message.replace(/ \(os error \d+\).*$/, "");
 }
 
+function readPem(option: "--tls-cert" | "--tls-key", path: string): string {
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch (error) {
+    throw new TlsFileError(option, `cannot read ${path}: ${readError(error)}`);
+  }
+  const what = option === "--tls-cert" ? "PEM certificate" : "PEM private key";
+  if (bytes.length === 0) throw new TlsFileError(option, `${path} holds no ${what}: the file is empty`);
+  const text = new TextDecoder().decode(bytes);
+  if (!text.includes("-----BEGIN ")) {
+    // DER (binary) is the usual mistake: the same content, not base64-armoured.
+    const binary = bytes.some((b) => b === 0 || (b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d));
+    const convert = option === "--tls-cert"
+      ? `openssl x509 -inform der -in ${path} -out cert.pem`
+      : `openssl pkey -inform der -in ${path} -out key.pem`;
+    throw new TlsFileError(
+      option,
+      binary
+        ? `${path} holds no ${what}: it is binary (DER?); convert it with: ${convert}`
+        : `${path} holds no ${what}: there is no "-----BEGIN" line in it`,
+    );
+  }
+  return text;
+}
+
+/** The labels of the PEM blocks in a text: CERTIFICATE, PRIVATE KEY, EC PRIVATE KEY, ... */
+function pemLabels(text: string): string[] {
+  return [...text.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----/g)].map((m) => m[1]);
+}
+
+const SWAPPED = "(are --tls-cert and --tls-key swapped?)";
+
 /**
- * Reads and checks a certificate and its key.
+ * Reads and checks a certificate and its key. The errors say what is wrong in words an operator acts on (a key
+ * given as the certificate, a binary DER file, a passphrase-protected key, a damaged block), never a parser's own.
  *
  * @param certFile the PEM certificate chain (leaf first)
- * @param keyFile the PEM private key (RSA, EC, PKCS#8)
+ * @param keyFile the PEM private key (PKCS#8, RSA or EC), not encrypted
  * @param now the current time, for the expiry check
  * @returns what Deno.listenTls needs
  * @throws {TlsFileError} naming the option whose file is unreadable, not PEM, mismatched or expired
@@ -51,17 +80,52 @@ function readPem(option: "--tls-cert" | "--tls-key", path: string): string {
 export function loadTlsFiles(certFile: string, keyFile: string, now: Date = new Date()): TlsMaterial {
   const cert = readPem("--tls-cert", certFile);
   const key = readPem("--tls-key", keyFile);
+  const certLabels = pemLabels(cert);
+  if (!certLabels.includes("CERTIFICATE")) {
+    const isKey = certLabels.some((label) => label.endsWith("PRIVATE KEY"));
+    throw new TlsFileError(
+      "--tls-cert",
+      `${certFile} holds no PEM certificate: ${
+        isKey ? `it holds a private key ${SWAPPED}` : `its blocks are ${certLabels.join(", ")}, not CERTIFICATE`
+      }`,
+    );
+  }
   let leaf: X509Certificate;
   try {
     leaf = new X509Certificate(cert);
-  } catch (error) {
-    throw new TlsFileError("--tls-cert", `${certFile} holds no PEM certificate (${(error as Error).message})`);
+  } catch {
+    throw new TlsFileError(
+      "--tls-cert",
+      `${certFile} holds no PEM certificate: its first CERTIFICATE block cannot be decoded (damaged or cut short)`,
+    );
+  }
+  const keyLabels = pemLabels(key);
+  if (keyLabels.includes("ENCRYPTED PRIVATE KEY") || /^Proc-Type: 4,ENCRYPTED/m.test(key)) {
+    throw new TlsFileError(
+      "--tls-key",
+      `${keyFile} is protected by a passphrase; echosrv needs the key unencrypted: ` +
+        `openssl pkey -in ${keyFile} -out key.pem (and keep key.pem readable only by echosrv)`,
+    );
+  }
+  if (!keyLabels.some((label) => label.endsWith("PRIVATE KEY"))) {
+    throw new TlsFileError(
+      "--tls-key",
+      `${keyFile} holds no PEM private key: ${
+        keyLabels.includes("CERTIFICATE")
+          ? `it holds a certificate ${SWAPPED}`
+          : `its blocks are ${keyLabels.join(", ")}, not PRIVATE KEY`
+      }`,
+    );
   }
   let privateKey;
   try {
     privateKey = createPrivateKey(key);
-  } catch (error) {
-    throw new TlsFileError("--tls-key", `${keyFile} holds no PEM private key (${(error as Error).message})`);
+  } catch {
+    throw new TlsFileError(
+      "--tls-key",
+      `${keyFile} holds no PEM private key: its PRIVATE KEY block cannot be decoded (damaged, or a kind of key ` +
+        "that is not RSA, EC or Ed25519)",
+    );
   }
   if (!leaf.checkPrivateKey(privateKey)) {
     throw new TlsFileError("--tls-key", `${keyFile} is not the key of the certificate in ${certFile}`);
@@ -85,6 +149,7 @@ export function loadTlsFiles(certFile: string, keyFile: string, now: Date = new 
  * @param port the port (0: the OS picks one)
  * @param reusePort SO_REUSEPORT, for --workers (Linux)
  * @param material the certificate chain and key
+ * @param backlog the listen backlog (the kernel caps it at net.core.somaxconn)
  * @returns the listener, listening
  * @throws Deno.errors.AddrInUse, PermissionDenied or AddrNotAvailable as Deno.listen would (lib/listen.ts words
  *   them), or an Error with the system's code
@@ -94,12 +159,13 @@ export async function listenTls(
   port: number,
   reusePort: boolean | undefined,
   material: Pick<TlsMaterial, "cert" | "key">,
+  backlog?: number,
 ): Promise<TlsListener> {
   const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) => reject(denoListenError(error)));
     // Windows' IPv6 sockets are v6-only, as Deno.listen leaves them; elsewhere [::] is dual-stack (lib/listen.ts).
-    server.listen({ host: hostname, port, reusePort, ipv6Only: Deno.build.os === "windows" }, () => resolve());
+    server.listen({ host: hostname, port, reusePort, backlog, ipv6Only: Deno.build.os === "windows" }, () => resolve());
   });
   server.removeAllListeners("error");
   return new TlsListener(server, createSecureContext({ cert: material.cert, key: material.key }));
@@ -127,6 +193,8 @@ export class TlsListener {
   #closed = false;
 
   /**
+   * A TLS listener over a listening node:net server.
+   *
    * @param server a listening node:net server (pauseOnConnect, allowHalfOpen)
    * @param context the certificate and key
    */
@@ -223,10 +291,14 @@ export class TlsConnection {
   #established = false;
   #closed = false;
   #readingStopped = false;
+  /** The client's address. */
   readonly remoteAddr: Deno.NetAddr;
+  /** The server's address of this connection. */
   readonly localAddr: Deno.NetAddr;
 
   /**
+   * A TLS session over an accepted TCP socket; its handshake runs on {@link handshake}.
+   *
    * @param tcp the accepted TCP socket (owned from here on)
    * @param context the certificate and key
    */

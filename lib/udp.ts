@@ -8,8 +8,9 @@
 // is not answered for a while; and each source address has a token bucket (`--udp-rate` per second, a burst of one
 // second). The per-source state lives in a table of bounded size. Off by default.
 
-import { allowedByRules, type CidrList, clientKey, parseClientAddress } from "./access.ts";
-import { formatAddress, openDatagramSockets } from "./listen.ts";
+import { allowedByRules, cidrList, parseClientAddress } from "./access.ts";
+import { formatPeer } from "./address.ts";
+import { openDatagramSockets } from "./listen.ts";
 import { connectionEventsEnabled, connLog, RateLimitedLog, serverLog } from "./log.ts";
 
 /**
@@ -61,7 +62,7 @@ const BLOCKED = new Uint8Array(65_536);
 for (const port of BLOCKED_SOURCE_PORTS) BLOCKED[port] = 1;
 
 /** Counters of the UDP echo, plain numbers read by the metrics at scrape time. */
-export interface UdpStats {
+export interface UdpCounters {
   /** Datagrams sent back. */
   datagramsEchoed: number;
   /** Bytes sent back in them. */
@@ -120,6 +121,8 @@ export class SourceTable {
   readonly #sources = new Map<string, Source>();
 
   /**
+   * An empty table.
+   *
    * @param rate datagrams per second per source (also the burst)
    * @param maxSources entries kept at most
    * @param admits whether the access rules let an address in (asked once per source in the table)
@@ -182,13 +185,14 @@ export interface UdpEchoOptions {
   hosts: readonly string[];
   /** Datagrams per second answered per source address. */
   ratePerSource: number;
-  /** The --allow / --deny rules; absent = everyone. */
-  allow?: CidrList;
-  deny?: CidrList;
+  /** `--allow`: when not empty, only these networks are answered (as the configuration writes them). */
+  allow?: readonly string[];
+  /** `--deny`: these networks are never answered. */
+  deny?: readonly string[];
 }
 
 /** The counter of each drop reason. */
-const DROP_COUNTERS: Record<DropReason, keyof UdpStats> = {
+const DROP_COUNTERS: Record<DropReason, keyof UdpCounters> = {
   source_port: "droppedSourcePort",
   own_port: "droppedOwnPort",
   access_rule: "droppedAccessRule",
@@ -197,7 +201,7 @@ const DROP_COUNTERS: Record<DropReason, keyof UdpStats> = {
 };
 
 /** Fresh UDP counters, all zero. */
-export function emptyUdpStats(): UdpStats {
+export function emptyUdpCounters(): UdpCounters {
   return {
     datagramsEchoed: 0,
     bytesEchoed: 0,
@@ -224,7 +228,7 @@ export function emptyUdpStats(): UdpStats {
  */
 export class UdpEcho {
   /** Counters since start. */
-  readonly stats: UdpStats = emptyUdpStats();
+  readonly counters: UdpCounters = emptyUdpCounters();
   readonly #options: UdpEchoOptions;
   readonly #sources: SourceTable;
   #sockets: Deno.DatagramConn[] = [];
@@ -238,10 +242,15 @@ export class UdpEcho {
     (count, detail) => serverLog.warn("UDP: {count} send/receive error(s) (latest: {detail})", { count, detail }),
   );
 
-  /** @param options addresses, rate and access rules */
+  /**
+   * A UDP echo, not yet listening: {@link start} opens the sockets.
+   *
+   * @param options addresses, rate and access rules
+   */
   constructor(options: UdpEchoOptions) {
     this.#options = options;
-    const { allow, deny } = options;
+    const allow = cidrList(options.allow ?? []);
+    const deny = cidrList(options.deny ?? []);
     const admits = (hostname: string) => allowedByRules(parseClientAddress(hostname), allow, deny);
     this.#sources = new SourceTable(options.ratePerSource, MAX_UDP_SOURCES, admits);
     const dropLog = (reason: string) =>
@@ -311,7 +320,7 @@ export class UdpEcho {
         from = addr as Deno.NetAddr;
       } catch (error) {
         if (this.#closing || error instanceof Deno.errors.BadResource) return;
-        this.stats.receiveErrors++;
+        this.counters.receiveErrors++;
         this.#failures.add(`receive: ${(error as Error).message}`);
         // An error that repeats at once (none is known to) must not spin the CPU.
         await new Promise((resolve) => setTimeout(resolve, 10));
@@ -323,25 +332,25 @@ export class UdpEcho {
         ? "own_port"
         : this.#sources.take(from.hostname, fingerprint(data));
       if (drop !== undefined) {
-        this.stats[DROP_COUNTERS[drop]]++;
-        this.#drops[drop].add(formatAddress(clientKey(from.hostname), from.port));
+        this.counters[DROP_COUNTERS[drop]]++;
+        this.#drops[drop].add(formatPeer(from));
         continue;
       }
       try {
         await socket.send(data, from);
-        this.stats.datagramsEchoed++;
-        this.stats.bytesEchoed += data.length;
+        this.counters.datagramsEchoed++;
+        this.counters.bytesEchoed += data.length;
         if (connectionEventsEnabled()) {
           connLog.debug("UDP: echoed {bytes} bytes to {peer}", {
             bytes: data.length,
-            peer: formatAddress(clientKey(from.hostname), from.port),
+            peer: formatPeer(from),
           });
         }
       } catch (error) {
         if (this.#closing || error instanceof Deno.errors.BadResource) return;
-        this.stats.sendErrors++;
+        this.counters.sendErrors++;
         this.#failures.add(
-          `send to ${formatAddress(clientKey(from.hostname), from.port)}: ${(error as Error).message}`,
+          `send to ${formatPeer(from)}: ${(error as Error).message}`,
         );
       }
     }

@@ -4,35 +4,94 @@
 
 /** Thrown when a value cannot be read; the message says what form was expected. */
 export class UnitError extends Error {
+  /** The error's name, as stack traces show it. */
   override name = "UnitError";
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/**
+ * Duration units in milliseconds, by every name systemd.time(7) gives them (so a value copied from a unit file
+ * reads the same), matched without regard to case except `M`, which systemd reads as months.
+ */
+const DURATION_UNITS: Record<string, number> = {
+  ns: 0.000001,
+  nsec: 0.000001,
+  us: 0.001,
+  usec: 0.001,
+  "\u00b5s": 0.001, // micro sign
+  "\u03bcs": 0.001, // Greek small letter mu, which systemd also takes
+  ms: 1,
+  msec: 1,
+  s: 1000,
+  sec: 1000,
+  second: 1000,
+  seconds: 1000,
+  m: 60_000,
+  min: 60_000,
+  minute: 60_000,
+  minutes: 60_000,
+  h: 3_600_000,
+  hr: 3_600_000,
+  hour: 3_600_000,
+  hours: 3_600_000,
+  d: 86_400_000,
+  day: 86_400_000,
+  days: 86_400_000,
+  w: 604_800_000,
+  week: 604_800_000,
+  weeks: 604_800_000,
+  month: 2_629_800_000,
+  months: 2_629_800_000,
+  y: 31_557_600_000,
+  year: 31_557_600_000,
+  years: 31_557_600_000,
+};
+
+/** The longest duration a timer can wait (setTimeout's limit, 2^31 - 1 ms: about 24.8 days). */
+const MAX_DURATION_MS = 2_147_483_647;
 
 /**
- * Reads a duration such as `1500ms`, `30s`, `5m` or `1h` (decimals allowed: `1.5s`) into milliseconds.
- * A bare `0` means "never" to the options that allow it; other bare numbers are refused, because `30` could mean
- * seconds or milliseconds.
+ * Reads a duration into milliseconds: a number and a unit (`1500ms`, `30s`, `5m`, `1h`, decimals allowed), or
+ * several summed, in systemd's time span syntax (systemd.time(7): `5min`, `2h 30min`, `1min30s`, `90 seconds`,
+ * `1d`), so a value copied from a unit file means the same here. A bare `0` means "never" to the options that allow
+ * it; other bare numbers are refused, because `30` could mean seconds (as systemd reads it) or milliseconds.
  *
  * @param text the value as written
  * @returns the duration in whole milliseconds
- * @throws {UnitError} when the value is not a duration
+ * @throws {UnitError} when the value is not a duration, is under 1 ms (it would read as 0, "never"), or is longer
+ * than a timer can wait (about 24 days)
  * @example
  * ```ts
  * parseDuration("1500ms"); // 1500
- * parseDuration("5m"); // 300000
+ * parseDuration("5min"); // 300000
+ * parseDuration("1h 30m"); // 5400000
  * ```
  */
 export function parseDuration(text: string): number {
-  const value = text.trim().toLowerCase();
+  const value = text.trim();
   if (value === "0") return 0;
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value);
-  if (!match) {
-    throw new UnitError(`"${text}" is not a duration: write a number and a unit, as in 1500ms, 30s, 5m, 1h (or 0)`);
+  const expected = "write a number and a unit, as in 1500ms, 30s, 5m, 5min, 1h 30min (or 0)";
+  if (value === "") throw new UnitError(`"${text}" is not a duration: ${expected}`);
+  let total = 0;
+  let months = false;
+  let rest = value;
+  while (rest !== "") {
+    const match = /^(\d+(?:\.\d+)?)\s*([a-zA-Z\u00b5\u03bc]+)\s*/.exec(rest);
+    if (!match) throw new UnitError(`"${text}" is not a duration: ${expected}`);
+    months ||= match[2] === "M";
+    const unit = match[2] === "M" ? "month" : match[2].toLowerCase();
+    if (!(unit in DURATION_UNITS)) {
+      throw new UnitError(`"${text}" is not a duration: "${match[2]}" is not a unit; ${expected}`);
+    }
+    total += Number(match[1]) * DURATION_UNITS[unit];
+    rest = rest.slice(match[0].length);
   }
-  const ms = Math.round(Number(match[1]) * DURATION_UNITS[match[2]]);
-  if (!Number.isSafeInteger(ms) || ms > 2_147_483_647) {
-    throw new UnitError(`"${text}" is too long a duration: the limit is about 24 days (596h)`);
+  const ms = Math.round(total);
+  if (ms === 0 && total > 0) {
+    throw new UnitError(`"${text}" is too short a duration: the shortest is 1ms (0 means never)`);
+  }
+  if (!Number.isSafeInteger(ms) || ms > MAX_DURATION_MS) {
+    const hint = months ? "; M is months, as systemd reads it (for minutes write m or min)" : "";
+    throw new UnitError(`"${text}" is too long a duration: the limit is about 24 days (596h)${hint}`);
   }
   return ms;
 }
@@ -88,7 +147,8 @@ export function parseSize(text: string): number {
  */
 export function parseInteger(text: string, min: number, max: number): number {
   const value = text.trim();
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+  // A minus sign is read, so that -1 is called out of range (what it is) rather than not a number.
+  if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
     throw new UnitError(`"${text}" is not a whole number`);
   }
   const n = Number(value);

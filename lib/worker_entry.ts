@@ -1,15 +1,16 @@
 // worker_entry: the inside of one worker of lib/workers.ts. It runs one EchoServer that listens with SO_REUSEPORT
 // and admits connections through the cap shared by all workers, sends its log records to the main thread (which
-// writes them, so there is one log stream and one log file writer), and stops when the main thread says so.
+// writes them, so there is one log stream and one log file writer), and stops when the main thread says so. Its
+// configuration comes by value from the main thread, which read and checked it.
 
-import type { LogRecord } from "@logtape/logtape";
 import { ListenError } from "./listen.ts";
-import { serverLog, setupLogging } from "./log.ts";
+import { type ForwardedRecord, serverLog, setupLogging } from "./log.ts";
 import { serverSource } from "./metrics.ts";
-import { parseCommandLine } from "./options.ts";
 import { EchoServer } from "./server.ts";
+import { IO_EVENTS_VAR } from "./runtime.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
-import { type ForwardedRecord, type FromWorker, SharedConnectionGate, type ToWorker } from "./workers.ts";
+import { SharedConnectionCap } from "./connection_cap.ts";
+import { type FromWorker, RemoteClientCounts, type ToWorker } from "./workers.ts";
 
 const scope = self as unknown as {
   postMessage(message: FromWorker): void;
@@ -21,15 +22,8 @@ function send(message: FromWorker): void {
 }
 
 /** Hands a log record to the main thread; values that cannot be cloned travel as text. */
-function forward(record: LogRecord): void {
-  const plain: ForwardedRecord = {
-    category: [...record.category],
-    level: record.level,
-    message: [...record.message],
-    rawMessage: typeof record.rawMessage === "string" ? record.rawMessage : record.rawMessage.join("{}"),
-    timestamp: record.timestamp,
-    properties: record.properties,
-  };
+function forward(record: ForwardedRecord): void {
+  const plain = { ...record };
   try {
     send({ kind: "log", record: plain });
   } catch {
@@ -41,27 +35,29 @@ function forward(record: LogRecord): void {
 }
 
 let server: EchoServer | undefined;
+/** --max-connections-per-ip, counted by the main thread for every worker (lib/workers.ts). */
+const clients = new RemoteClientCounts(send);
 /** A stop that arrived while the server was still starting. */
 let stopRequested: number | undefined;
 
 async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<void> {
   // The main thread writes the lines (to standard output and the log file); this worker only forwards them.
   await setupLogging({ ...message.log, file: undefined }, { console: false, forward });
-  // As in main.ts: a rejection nobody handled would end this worker and every connection on it.
+  // As in lib/program.ts: a rejection nobody handled would end this worker and every connection on it.
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
     serverLog.error("internal error (please report it): {error}", { error: String(event.reason) });
   });
-  // The main thread read these arguments already, so they are valid; reading them again here rebuilds the access
-  // rules and the TLS material, which cannot be posted.
-  const parsed = parseCommandLine(message.args, { out: () => {}, err: () => {} });
-  if (parsed.kind !== "run") {
-    send({ kind: "failed", message: "the worker could not read the command line again", listen: false });
-    return;
-  }
-  const config = { ...parsed.config.server, port: message.port };
-  const gate = new SharedConnectionGate(message.open, config.maxConnections);
-  const own = new EchoServer(config, { gate, reusePort: true });
+  // The main thread read and checked the configuration; it comes by value (lib/config.ts).
+  const config = message.config;
+  const cap = new SharedConnectionCap(message.open, config.maxConnections);
+  // This worker's runtime read DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it was spawned (lib/runtime.ts).
+  const own = new EchoServer(config, {
+    cap,
+    reusePort: true,
+    ioEventsPerTick: Deno.env.get(IO_EVENTS_VAR),
+    clients: config.access?.maxPerClient ? clients : undefined,
+  });
   try {
     const { port } = await own.start();
     server = own;
@@ -70,7 +66,7 @@ async function start(message: Extract<ToWorker, { kind: "start" }>): Promise<voi
     send({ kind: "failed", message: (error as Error).message, listen: error instanceof ListenError });
     return;
   }
-  own.finished.then(() => send({ kind: "stopped", stats: { ...own.stats } }));
+  own.finished.then(() => send({ kind: "stopped", counters: { ...own.counters } }));
   if (stopRequested !== undefined) own.stop(stopRequested);
 }
 
@@ -83,6 +79,8 @@ scope.onmessage = (event) => {
     if (server) {
       send({ kind: "snapshot", request: message.request, snapshot: serverSource(server)() as MetricsSnapshot });
     }
+  } else if (message.kind === "client-entered") {
+    clients.answer(message.request, message.ok);
   } else if (server) {
     server.stop(message.graceMs);
   } else {

@@ -8,48 +8,27 @@
 // `--unstable-net` (without the flag Deno exits the process instead of throwing), so both are checked first; where
 // either is missing, echosrv says why and runs one server in the main thread.
 
-import { getLogger, type LogRecord } from "@logtape/logtape";
+import { getLogger } from "@logtape/logtape";
+import { type ClientCounts, LocalClientCounts } from "./access.ts";
 import { ListenError, listenError } from "./listen.ts";
-import { serverLog } from "./log.ts";
+import { type ForwardedRecord, serverLog } from "./log.ts";
 import type { MetricsSnapshot, MetricsSource } from "./metrics.ts";
-import type { LogConfig, RunConfig } from "./options.ts";
-import { type ConnectionGate, EchoServer, emptyStats, type ServerStats } from "./server.ts";
+import type { LogConfig, RunConfig, ServerConfig } from "./config.ts";
+import { emptyCounters, type ServerCounters } from "./counters.ts";
+import { EchoServer } from "./server.ts";
+import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
 import { formatDuration } from "./units.ts";
 
-/** What a server looks like to main.ts, whether one EchoServer or a pool of workers. */
+/** What a server looks like to lib/program.ts, whether one EchoServer or a pool of workers. */
 export interface Server {
   /** Opens the listeners; resolves with the port once every accept loop is listening. */
   start(): Promise<{ port: number }>;
-  /** Stops gracefully (see {@link EchoServer.stop}); `graceMs` 0 cuts a running stop short. */
+  /** Stops gracefully (see {@link EchoServer.stop}). */
   stop(graceMs?: number): Promise<void>;
+  /** Stops at once, or cuts a graceful stop short (see {@link EchoServer.stopNow}). */
+  stopNow(): Promise<void>;
   /** Resolves when the server has stopped. */
   readonly finished: Promise<void>;
-}
-
-/**
- * Why `--workers` above 1 cannot be honoured here, or undefined when it can.
- *
- * @param os the operating system (Deno.build.os)
- * @param unstableNet whether Deno runs with `--unstable-net`
- * @returns the reason, in words for the log
- */
-export function reusePortUnavailable(os: string = Deno.build.os, unstableNet = hasUnstableNet()): string | undefined {
-  if (os !== "linux") {
-    return `SO_REUSEPORT, which spreads one port's connections over several listeners, works only on Linux (this is ${os})`;
-  }
-  if (!unstableNet) {
-    return "Deno was started without --unstable-net, which SO_REUSEPORT (Deno.listen's reusePort) needs; " +
-      "`deno task start` passes it, or add it to `deno run`";
-  }
-  return undefined;
-}
-
-/**
- * True when Deno runs with `--unstable-net`. Asking Deno.listen for reusePort without it would exit the process, so
- * this looks for an API that Deno exposes only under that flag.
- */
-export function hasUnstableNet(): boolean {
-  return typeof (Deno as unknown as { listenDatagram?: unknown }).listenDatagram === "function";
 }
 
 /**
@@ -61,13 +40,6 @@ export function hasUnstableNet(): boolean {
  */
 export function createServer(config: RunConfig): Server {
   if (config.workers <= 1) return new EchoServer(config.server);
-  if (config.server.admission?.maxPerClient) {
-    serverLog.warn(
-      "with --workers, --max-connections-per-ip is counted by each worker: a client may hold up to " +
-        "{perWorker} connections on each of the {workers} workers",
-      { perWorker: config.server.admission.maxPerClient, workers: config.workers },
-    );
-  }
   const reason = reusePortUnavailable();
   if (reason) {
     serverLog.warn("--workers {workers} cannot be honoured: {reason}. Running 1 worker.", {
@@ -79,70 +51,34 @@ export function createServer(config: RunConfig): Server {
   return new WorkerPool(config);
 }
 
-/**
- * The cap on open connections shared by every worker: a counter in shared memory. A worker adds 1 before it serves
- * a connection and takes it back if that went over the cap, so two workers racing for the last place cannot both
- * have it; the count is never above the cap.
- */
-export class SharedConnectionGate implements ConnectionGate {
-  readonly #open: Int32Array;
-  readonly #max: number;
-
-  /**
-   * @param buffer 4 bytes of shared memory, zeroed, the same for every worker
-   * @param max the cap; 0 = no cap (the count is still kept)
-   */
-  constructor(buffer: SharedArrayBuffer, max: number) {
-    this.#open = new Int32Array(buffer, 0, 1);
-    this.#max = max;
-  }
-
-  /** Open connections across all workers. */
-  get open(): number {
-    return Atomics.load(this.#open, 0);
-  }
-
-  tryEnter(): boolean {
-    const before = Atomics.add(this.#open, 0, 1);
-    if (this.#max <= 0 || before < this.#max) return true;
-    Atomics.sub(this.#open, 0, 1);
-    return false;
-  }
-
-  leave(): void {
-    Atomics.sub(this.#open, 0, 1);
-  }
-}
-
 /** Messages from the main thread to a worker. */
 export type ToWorker =
   | {
     kind: "start";
     id: number;
-    /**
-     * The command line the configuration came from: the worker reads it again (access rules and certificates are
-     * objects that cannot be posted to a worker), then listens on `port`.
-     */
-    args: string[];
-    port: number;
+    /** The server's configuration, by value (lib/config.ts: plain data), with the port this worker listens on. */
+    config: ServerConfig;
     log: LogConfig;
-    /** The shared connection count of {@link SharedConnectionGate}. */
+    /** The shared connection count of lib/connection_cap.ts's SharedConnectionCap. */
     open: SharedArrayBuffer;
   }
   | { kind: "stop"; graceMs: number }
   /** Asks for a reading of the worker's counters, for /metrics. */
-  | { kind: "snapshot"; request: number };
-
-/** A log record as it crosses from a worker to the main thread (structured-clone safe). */
-export type ForwardedRecord = Omit<LogRecord, "rawMessage"> & { rawMessage: string };
+  | { kind: "snapshot"; request: number }
+  /** The answer to a `client-enter`: whether the client was under --max-connections-per-ip (and is now counted). */
+  | { kind: "client-entered"; request: number; ok: boolean };
 
 /** Messages from a worker to the main thread. */
 export type FromWorker =
   | { kind: "listening"; port: number }
   | { kind: "failed"; message: string; listen: boolean }
   | { kind: "log"; record: ForwardedRecord }
-  | { kind: "stopped"; stats: ServerStats }
-  | { kind: "snapshot"; request: number; snapshot: MetricsSnapshot };
+  | { kind: "stopped"; counters: ServerCounters }
+  | { kind: "snapshot"; request: number; snapshot: MetricsSnapshot }
+  /** --max-connections-per-ip, counted in the main thread for every worker: one more connection of `key`? */
+  | { kind: "client-enter"; request: number; key: string }
+  /** The end of a connection a `client-enter` counted. */
+  | { kind: "client-leave"; key: string };
 
 /** One worker as the pool sees it. */
 interface Member {
@@ -152,9 +88,11 @@ interface Member {
   listening: PromiseWithResolvers<number>;
   /** Resolves when it has stopped (or died). */
   stopped: PromiseWithResolvers<void>;
-  stats?: ServerStats;
+  counters?: ServerCounters;
   /** Metrics readings asked for and not yet answered, by request number. */
   snapshots: Map<number, (snapshot: MetricsSnapshot) => void>;
+  /** The per-client counts this worker holds, given back if it dies. */
+  clients: Map<string, number>;
 }
 
 /**
@@ -162,9 +100,15 @@ interface Member {
  *
  * @example
  * ```ts
- * const pool = new WorkerPool({ ...config, workers: 2 }); // needs Linux and --unstable-net
- * const { port } = await pool.start();
- * await pool.stop();
+ * import { parseCommandLine } from "./options.ts";
+ *
+ * const what = parseCommandLine(["--port", "0", "--host", "127.0.0.1", "--workers", "2"]);
+ * if (what.kind === "run") {
+ *   const pool = new WorkerPool(what.config); // needs Linux and --unstable-net (see reusePortUnavailable)
+ *   const { port } = await pool.start();
+ *   console.log(`two accept loops on port ${port}`);
+ *   await pool.stop();
+ * }
  * ```
  */
 export class WorkerPool implements Server {
@@ -175,17 +119,26 @@ export class WorkerPool implements Server {
   #finished = Promise.withResolvers<void>();
   /** The number of the last metrics reading asked of a worker. */
   #requests = 0;
+  /** DENO_TOKIO_MAX_IO_EVENTS_PER_TICK as the workers got it. */
+  #ioEvents: string | undefined;
+  /** --max-connections-per-ip for every worker at once, so the cap is exact (lib/access.ts). */
+  readonly #clients: LocalClientCounts;
 
-  /** @param config the configuration; `config.workers` workers are started */
+  /**
+   * A pool, not yet started: {@link start} spawns the workers.
+   *
+   * @param config the configuration; `config.workers` workers are started
+   */
   constructor(config: RunConfig) {
     this.#config = config;
+    this.#clients = new LocalClientCounts(config.server.access?.maxPerClient ?? 0);
   }
 
   /** The workers' counters, summed; complete once {@link finished} has resolved (each worker reports at its end). */
-  get stats(): ServerStats {
-    const total = emptyStats();
+  get counters(): ServerCounters {
+    const total = emptyCounters();
     for (const member of this.#members) {
-      for (const key of Object.keys(total) as (keyof ServerStats)[]) total[key] += member.stats?.[key] ?? 0;
+      for (const key of Object.keys(total) as (keyof ServerCounters)[]) total[key] += member.counters?.[key] ?? 0;
     }
     return total;
   }
@@ -205,7 +158,7 @@ export class WorkerPool implements Server {
   }
 
   #snapshot(member: Member): Promise<MetricsSnapshot> {
-    if (member.stats) return Promise.resolve(finalSnapshot(member.stats));
+    if (member.counters) return Promise.resolve(finalSnapshot(member.counters));
     const request = ++this.#requests;
     const { promise, resolve } = Promise.withResolvers<MetricsSnapshot>();
     member.snapshots.set(request, resolve);
@@ -225,6 +178,8 @@ export class WorkerPool implements Server {
     // SO_REUSEPORT would let this pool share a port that another program (of the same user) already listens on,
     // silently splitting its connections; a plain bind first turns that into the usual "in use" error.
     if (server.port !== 0) probePort(server.hosts, server.port);
+    // Each worker's runtime reads DENO_TOKIO_MAX_IO_EVENTS_PER_TICK when it is spawned (lib/runtime.ts).
+    this.#ioEvents = settingForWorkers();
     try {
       const first = this.#spawn(1, server.port);
       const port = await first.listening.promise;
@@ -233,13 +188,15 @@ export class WorkerPool implements Server {
       await Promise.all(rest.map((m) => m.listening.promise));
       serverLog.info(
         "echoing on port {port} with {workers} workers (copy {copy}, max connections {maxConnections} in total, " +
-          "idle timeout {idleTimeout})",
+          "idle timeout {idleTimeout}, send timeout {sendTimeout})",
         {
           port,
           workers,
+          ioEventsPerTick: this.#ioEvents ?? "1024 (Deno's default)",
           copy: server.copy,
           maxConnections: server.maxConnections || "unlimited",
           idleTimeout: server.idleTimeoutMs ? formatDuration(server.idleTimeoutMs) : "never",
+          sendTimeout: server.sendTimeoutMs ? formatDuration(server.sendTimeoutMs) : "never",
         },
       );
       return { port };
@@ -251,26 +208,40 @@ export class WorkerPool implements Server {
 
   /**
    * Stops every worker gracefully (see {@link EchoServer.stop}): each closes its listeners at once and lets its
-   * sessions finish for up to `graceMs`. A call with `graceMs` 0 cuts a running stop's grace period short.
+   * sessions finish for up to `graceMs`. A grace of 0 is {@link stopNow}.
    *
    * @param graceMs how long sessions may finish; defaults to the configured shutdown timeout
    * @returns resolves when every worker has stopped
    */
   stop(graceMs: number = this.#config.server.shutdownTimeoutMs): Promise<void> {
-    if (this.#stopping && graceMs <= 0) void this.#stopAll(0);
-    this.#stopping ??= this.#stopAll(graceMs).then(() => {
-      const stats = this.stats;
-      serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
-        ...stats,
-        bytes: stats.bytesEchoed,
-        workers: this.#members.length,
-      });
-      this.#finished.resolve();
-    });
+    if (graceMs <= 0) return this.stopNow();
+    this.#stopping ??= this.#stopAll(graceMs).then(() => this.#stopped());
     return this.#stopping;
   }
 
-  /** Asks every worker to stop (a worker asked again with 0 cuts its grace short) and waits for all of them. */
+  /**
+   * Stops every worker at once (see {@link EchoServer.stopNow}); during a graceful stop, cuts it short.
+   *
+   * @returns resolves when every worker has stopped
+   */
+  stopNow(): Promise<void> {
+    if (this.#stopping) void this.#stopAll(0);
+    this.#stopping ??= this.#stopAll(0).then(() => this.#stopped());
+    return this.#stopping;
+  }
+
+  /** Logs the pool's summary and resolves {@link finished}. */
+  #stopped(): void {
+    const counters = this.counters;
+    serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
+      ...counters,
+      bytes: counters.bytesEchoed,
+      workers: this.#members.length,
+    });
+    this.#finished.resolve();
+  }
+
+  /** Asks every worker to stop (a grace of 0: at once, or cutting its graceful stop short) and waits for all. */
   async #stopAll(graceMs: number): Promise<void> {
     for (const member of this.#members) post(member, { kind: "stop", graceMs });
     await Promise.all(this.#members.map((m) => m.stopped.promise));
@@ -284,6 +255,7 @@ export class WorkerPool implements Server {
       listening: Promise.withResolvers<number>(),
       stopped: Promise.withResolvers<void>(),
       snapshots: new Map(),
+      clients: new Map(),
     };
     // A start that fails also ends the worker: nobody waits on `listening` then, which must not be an unhandled
     // rejection.
@@ -299,7 +271,13 @@ export class WorkerPool implements Server {
       });
       this.#ended(member);
     };
-    post(member, { kind: "start", id, args: this.#config.args, port, log: this.#config.log, open: this.#open });
+    post(member, {
+      kind: "start",
+      id,
+      config: { ...this.#config.server, port },
+      log: this.#config.log,
+      open: this.#open,
+    });
     return member;
   }
 
@@ -316,30 +294,47 @@ export class WorkerPool implements Server {
         this.#ended(member);
         break;
       case "stopped":
-        member.stats = message.stats;
+        member.counters = message.counters;
         this.#ended(member);
         break;
       case "snapshot":
         member.snapshots.get(message.request)?.(message.snapshot);
         member.snapshots.delete(message.request);
         break;
+      case "client-enter": {
+        const ok = this.#clients.enter(message.key);
+        if (ok) member.clients.set(message.key, (member.clients.get(message.key) ?? 0) + 1);
+        post(member, { kind: "client-entered", request: message.request, ok });
+        break;
+      }
+      case "client-leave": {
+        const held = member.clients.get(message.key) ?? 0;
+        if (held === 0) break;
+        this.#clients.leave(message.key);
+        if (held === 1) member.clients.delete(message.key);
+        else member.clients.set(message.key, held - 1);
+        break;
+      }
     }
   }
 
   #ended(member: Member): void {
     member.listening.reject(new Error(`worker ${member.id} ended before it listened`));
     // Readings still awaited get the final counters (or zeros, for a worker that died).
-    const stats = member.stats ?? emptyStats();
-    for (const answer of member.snapshots.values()) answer(finalSnapshot(stats));
+    const counters = member.counters ?? emptyCounters();
+    for (const answer of member.snapshots.values()) answer(finalSnapshot(counters));
     member.snapshots.clear();
+    // A worker that died cannot say its connections ended: they did, with it.
+    for (const [key, held] of member.clients) for (let i = 0; i < held; i++) this.#clients.leave(key);
+    member.clients.clear();
     member.worker.terminate();
     member.stopped.resolve();
   }
 }
 
 /** The reading of a worker that has ended: its last counters, no open connection, draining. */
-function finalSnapshot(stats: ServerStats): MetricsSnapshot {
-  return { connectionsActive: 0, bytesEchoed: stats.bytesEchoed, draining: true, stats };
+function finalSnapshot(counters: ServerCounters): MetricsSnapshot {
+  return { connectionsActive: 0, bytesEchoed: counters.bytesEchoed, draining: true, counters };
 }
 
 function post(member: Member, message: ToWorker): void {
@@ -372,5 +367,47 @@ function probePort(hosts: readonly string[], port: number): void {
       continue; // other failures (no IPv6, no such address) are for the workers' own listeners to report
     }
     probe.close();
+  }
+}
+
+/**
+ * A worker's view of the pool's --max-connections-per-ip counts: each question is a message to the main thread and
+ * its answer (only on the way in and out of a connection, never on the per-byte path).
+ */
+export class RemoteClientCounts implements ClientCounts {
+  readonly #send: (message: FromWorker) => void;
+  readonly #waiting = new Map<number, (ok: boolean) => void>();
+  #requests = 0;
+
+  /**
+   * Counts that ask the main thread through `send`.
+   *
+   * @param send posts a message to the main thread
+   */
+  constructor(send: (message: FromWorker) => void) {
+    this.#send = send;
+  }
+
+  enter(key: string): Promise<boolean> {
+    const request = ++this.#requests;
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    this.#waiting.set(request, resolve);
+    this.#send({ kind: "client-enter", request, key });
+    return promise;
+  }
+
+  leave(key: string): void {
+    this.#send({ kind: "client-leave", key });
+  }
+
+  /**
+   * Takes the main thread's answer to an {@link enter}.
+   *
+   * @param request the question's number
+   * @param ok whether the client was admitted
+   */
+  answer(request: number, ok: boolean): void {
+    this.#waiting.get(request)?.(ok);
+    this.#waiting.delete(request);
   }
 }

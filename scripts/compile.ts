@@ -5,7 +5,7 @@
 // cannot be reached, set DENORT_BIN to a local denort of the same Deno version and target.
 
 import { parseArgs } from "node:util";
-import { executablePermissions } from "../lib/service/contract.ts";
+import { executablePermissions } from "../lib/service/launcher.ts";
 
 /** A system `deno compile` can build for. */
 export interface Target {

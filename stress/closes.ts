@@ -7,6 +7,7 @@
 // same port) and by time: a port is used again later, but a connection's line comes after the client began to
 // connect and describes a connection the server opened after that.
 
+import { LINGER_QUIET_MS as SERVER_LINGER_QUIET_MS } from "../lib/connection.ts";
 import type { ConnRecord } from "./session.ts";
 
 /** One closing line of the server's log. */
@@ -32,7 +33,7 @@ const LATE_WRITE_SLACK_MS = 50;
  * grain: a write that began after the close meets a closed socket rightly only after such a pause (ms). A stop's
  * linger is bounded in all, not by quiet.
  */
-const LINGER_QUIET_MS = 2_000 - 100;
+const LINGER_QUIET_MS = SERVER_LINGER_QUIET_MS - 100;
 
 /** The closing lines of one server's log, by the client port they name. */
 export class ClosingLog {

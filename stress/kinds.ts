@@ -10,7 +10,7 @@
 // when the server is started so (stress/session.ts's Transport), except the one whose client is a Python socket
 // (plain TCP or a PROXY header only).
 
-import { ByteStream, deriveSeed, Random, Verifier } from "./rng.ts";
+import { ByteStream, deriveSeed, Random, Verifier } from "../support/rng.ts";
 import { Cut, type SessionContext, type StressConn, Violation, writeSizer } from "./session.ts";
 import { runRcvbufPeer } from "./rcvbuf_peer.ts";
 

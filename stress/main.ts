@@ -12,12 +12,12 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { parseCommandLine } from "../lib/options.ts";
 import { formatDuration, parseDuration, parseInteger, parseSize, UnitError } from "../lib/units.ts";
-import { makeTestCertificate } from "../tests/helpers.ts";
+import { makeTestCertificate } from "../support/certificate.ts";
 import { defaultWeights, KINDS, parseWeights, type PlanLimits } from "./kinds.ts";
 import { havePython } from "./rcvbuf_peer.ts";
 import type { Transport } from "./session.ts";
 import {
-  formatBytes,
+  formatBytesIEC,
   formatKiB,
   runSwarm,
   type SideServerReport,
@@ -170,7 +170,7 @@ function program(): Command {
       new Option(
         "--stop-with <how>",
         "how the server is stopped (at --stop-after, or at the end): SIGTERM, or the Windows service's STOP " +
-          "through the fake SCM of tests/fake_scm.ts (Linux, needs cc)",
+          "through the fake SCM of support/fake_scm.ts (Linux, needs cc)",
       ).choices(["sigterm", "service"])
         .default("sigterm"),
     )
@@ -266,7 +266,7 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
     lines.push(`echosrv stress replay: ${verdict} (seed ${report.seed}, session ${r.plan.n}, ${r.durationMs} ms)`);
     lines.push(`plan: ${JSON.stringify(r.plan)}`);
     lines.push(`ending: ${r.ending}${r.detail ? ` (${r.detail})` : ""}`);
-    lines.push(`sent ${formatBytes(r.stats.bytesSent)}, verified ${formatBytes(r.stats.bytesVerified)}`);
+    lines.push(`sent ${formatBytesIEC(r.stats.bytesSent)}, verified ${formatBytesIEC(r.stats.bytesVerified)}`);
     for (const note of report.closeNotes ?? []) lines.push(`close checked: ${note}`);
   } else {
     lines.push(
@@ -282,7 +282,7 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
     );
     const row = (name: string, s: typeof report.total) =>
       `  ${name.padEnd(18)}${pad(s.sessions, 9)}${pad(s.ok, 9)}${pad(s.cut, 6)}${pad(s.refused, 8)}` +
-      `${pad(s.failed, 7)}${pad(s.connections, 12)}${pad(formatBytes(s.bytesVerified), 12)}`;
+      `${pad(s.failed, 7)}${pad(s.connections, 12)}${pad(formatBytesIEC(s.bytesVerified), 12)}`;
     for (const [name, s] of Object.entries(report.kinds)) {
       if (s.sessions > 0 || (options.weights[name] ?? 0) > 0) lines.push(row(name, s));
     }
@@ -301,16 +301,18 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
         const reasons = Object.entries(c.reasons).map(([r, n]) => `${r} ${n}`).join(", ");
         const others = Object.entries(c.verdicts).filter(([v]) => v !== "exact").map(([v, n]) => `${v} ${n}`);
         lines.push(
-          `  ${name.padEnd(18)}${pad(c.checked, 8)}${pad(c.verdicts.exact ?? 0, 8)}${pad(formatBytes(c.bytes), 12)}` +
+          `  ${name.padEnd(18)}${pad(c.checked, 8)}${pad(c.verdicts.exact ?? 0, 8)}${
+            pad(formatBytesIEC(c.bytes), 12)
+          }` +
             `  ${reasons || "-"}${others.length ? `; ${others.join(", ")}` : ""}`,
         );
       }
     }
     const server = report.server;
     lines.push(
-      `bytes verified: ${formatBytes(report.total.bytesVerified)} (sent ${formatBytes(report.total.bytesSent)})` +
+      `bytes verified: ${formatBytesIEC(report.total.bytesVerified)} (sent ${formatBytesIEC(report.total.bytesSent)})` +
         (server?.accepted === undefined ? "" : `; server: ${server.accepted} connections served, ` +
-          `${formatBytes(server.bytesEchoed ?? 0)} echoed, ${server.closedIdle ?? 0} closed by its idle timeout`),
+          `${formatBytesIEC(server.bytesEchoed ?? 0)} echoed, ${server.closedIdle ?? 0} closed by its idle timeout`),
     );
     const idle = report.idleServer;
     if (idle) {
@@ -330,7 +332,7 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
       }
     };
     side(
-      `byte-limit server (${formatBytes(options.byteLimit)})`,
+      `byte-limit server (${formatBytesIEC(options.byteLimit)})`,
       report.bytesServer,
       `${report.bytesServer?.closedMaxBytes ?? "?"} closed at the byte limit`,
     );

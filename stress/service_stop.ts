@@ -1,5 +1,5 @@
 // service_stop: the stress swarm's way of starting echosrv as a Windows service and stopping it with the service
-// manager's STOP, on Linux, through the stand-in SCM of tests/fake_scm.ts (tests/fixtures/fake_advapi32.c, built
+// manager's STOP, on Linux, through the stand-in SCM of support/fake_scm.ts (support/fixtures/fake_advapi32.c, built
 // with cc). The server runs with the command line `echosrv service install` registers; STOP goes in through the
 // stand-in's control FIFO, as `sc stop` would send it. After the exit, the stand-in's record must show what the SCM
 // expects of a graceful stop under load: START_PENDING, RUNNING, then STOP_PENDING re-reported with a rising
@@ -13,7 +13,7 @@ import {
   startUnderFakeScm,
   STATE_NAMES,
   stateSequence,
-} from "../tests/fake_scm.ts";
+} from "../support/fake_scm.ts";
 import type { Stopper, SwarmServer } from "./swarm.ts";
 
 /** SERVICE_CONTROL_STOP, as `sc stop` sends it. */

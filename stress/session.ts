@@ -5,8 +5,8 @@
 // side ended), so that the orchestrator can hold a close the server started against the server's own closing log
 // line for that connection (stress/closes.ts).
 
-import type { ByteStream, Random, Verifier } from "./rng.ts";
-import { proxyV2Header } from "../tests/helpers.ts";
+import type { ByteStream, Random, Verifier } from "../support/rng.ts";
+import { proxyV2Header } from "../support/proxy_header.ts";
 
 /** Where a kind connects (the swarmed server, the idle kinds' server). */
 export interface Target {

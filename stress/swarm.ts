@@ -15,7 +15,8 @@
 // every close the server started is held against its line (stress/closes.ts): the client must have read exactly
 // what the server counted as echoed, then the end of stream, for the reason planned.
 
-import { descriptorCount, type LogLine, openDescriptors, residentKiB, ROOT, spawnServer } from "../tests/helpers.ts";
+import { descriptorCount, openDescriptors, residentKiB } from "../support/process_info.ts";
+import { type LogLine, ROOT, spawnServer } from "../support/server_process.ts";
 import { type ClientConfig, type ClientMessage, emptyStats, type KindStats } from "./client.ts";
 import { type CheckVerdict, ClosingLog, describeClosing, judgeClose } from "./closes.ts";
 import { KINDS, type PlanLimits, type SessionPlan, SLOW_BYTES_PER_MS } from "./kinds.ts";
@@ -646,7 +647,7 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
         const { total } = sumStats(clients.map((c) => c.stats));
         options.progress(
           `[${(t / 1000).toFixed(0)}s] sessions ${total.sessions} (ok ${total.ok}, failed ${total.failed}), ` +
-            `verified ${formatBytes(total.bytesVerified)}` +
+            `verified ${formatBytesIEC(total.bytesVerified)}` +
             (watch
               ? `, server connections ${Math.max(0, watch.lastFds - watch.baselineFds)}, RSS ${
                 formatKiB(watch.lastKiB)
@@ -908,9 +909,9 @@ async function judgeSideServer(
   };
 }
 
-/** `1.5 GiB`, `12.0 MiB`, `640 B`. */
-export function formatBytes(bytes: number): string {
-  if (bytes < 0) return `-${formatBytes(-bytes)}`;
+/** A byte count with IEC binary prefixes (powers of 1024, as memory is read): `1.5 GiB`, `12.0 MiB`, `640 B`. */
+export function formatBytesIEC(bytes: number): string {
+  if (bytes < 0) return `-${formatBytesIEC(-bytes)}`;
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let value = bytes;
   let unit = 0;
@@ -923,5 +924,5 @@ export function formatBytes(bytes: number): string {
 
 /** Kibibytes as `12.3 MiB`. */
 export function formatKiB(kiB: number): string {
-  return formatBytes(kiB * 1024);
+  return formatBytesIEC(kiB * 1024);
 }

@@ -2,7 +2,15 @@
 // rule denies the rest), and the per-client count.
 
 import assert from "node:assert/strict";
-import { Admission, CidrError, CidrList, clientKey, parseCidr, parseClientAddress } from "../lib/access.ts";
+import {
+  AccessControl,
+  CidrError,
+  CidrList,
+  clientKey,
+  LocalClientCounts,
+  parseCidr,
+  parseClientAddress,
+} from "../lib/access.ts";
 import ipaddr from "ipaddr.js";
 
 const list = (...rules: string[]) => new CidrList(rules.map(parseCidr));
@@ -95,37 +103,38 @@ Deno.test("parseClientAddress reads IPv4 peers, plain and IPv4-mapped, exactly a
   assert.equal(parseClientAddress("::ffff:10.1.2.3")?.toString(), "10.1.2.3");
 });
 
-Deno.test("Admission: deny wins over allow; any allow rule denies the rest; no rule allows all", () => {
-  const none = new Admission({ allow: list(), deny: list(), maxPerClient: 0 });
+Deno.test("AccessControl: deny wins over allow; any allow rule denies the rest; no rule allows all", () => {
+  const none = new AccessControl({ allow: [], deny: [], maxPerClient: 0 });
   assert.equal(none.active, false);
-  assert.equal(none.admit("203.0.113.1"), undefined);
-  const rules = new Admission({ allow: list("10.0.0.0/8", "::1"), deny: list("10.6.0.0/16"), maxPerClient: 0 });
+  assert.equal(none.enter("203.0.113.1"), undefined);
+  const rules = new AccessControl({ allow: ["10.0.0.0/8", "::1"], deny: ["10.6.0.0/16"], maxPerClient: 0 });
   assert.equal(rules.active, true);
-  assert.equal(rules.admit("10.1.1.1"), undefined);
-  assert.equal(rules.admit("::ffff:10.1.1.1"), undefined);
-  assert.equal(rules.admit("10.6.1.1"), "access_rule", "deny wins");
-  assert.equal(rules.admit("::ffff:10.6.1.1"), "access_rule", "deny wins for the mapped form too");
-  assert.equal(rules.admit("192.0.2.1"), "access_rule", "not allowed");
-  assert.equal(rules.admit("::1"), undefined);
-  assert.equal(rules.admit("::2"), "access_rule");
-  const denyOnly = new Admission({ allow: list(), deny: list("127.0.0.0/8"), maxPerClient: 0 });
-  assert.equal(denyOnly.admit("::ffff:127.0.0.1"), "access_rule");
-  assert.equal(denyOnly.admit("::1"), undefined, "IPv6 loopback is another network");
+  assert.equal(rules.enter("10.1.1.1"), undefined);
+  assert.equal(rules.enter("::ffff:10.1.1.1"), undefined);
+  assert.equal(rules.enter("10.6.1.1"), "access_rule", "deny wins");
+  assert.equal(rules.enter("::ffff:10.6.1.1"), "access_rule", "deny wins for the mapped form too");
+  assert.equal(rules.enter("192.0.2.1"), "access_rule", "not allowed");
+  assert.equal(rules.enter("::1"), undefined);
+  assert.equal(rules.enter("::2"), "access_rule");
+  const denyOnly = new AccessControl({ allow: [], deny: ["127.0.0.0/8"], maxPerClient: 0 });
+  assert.equal(denyOnly.enter("::ffff:127.0.0.1"), "access_rule");
+  assert.equal(denyOnly.enter("::1"), undefined, "IPv6 loopback is another network");
 });
 
-Deno.test("Admission: the per-client cap counts one client in all its spellings and frees up on release", () => {
-  const admission = new Admission({ allow: list(), deny: list(), maxPerClient: 2 });
-  assert.equal(admission.admit("192.0.2.1"), undefined);
-  assert.equal(admission.admit("::ffff:192.0.2.1"), undefined);
-  assert.equal(admission.admit("192.0.2.1"), "per_client_cap");
-  assert.equal(admission.admit("192.0.2.2"), undefined, "another client is not affected");
-  assert.equal(admission.clients, 2);
-  admission.release("::ffff:192.0.2.1");
-  assert.equal(admission.admit("192.0.2.1"), undefined);
-  admission.release("192.0.2.1");
-  admission.release("192.0.2.1");
-  admission.release("192.0.2.2");
-  assert.equal(admission.clients, 0, "the table forgets clients with nothing open");
+Deno.test("AccessControl: the per-client cap counts one client in all its spellings and frees up on leave", () => {
+  const counts = new LocalClientCounts(2);
+  const access = new AccessControl({ allow: [], deny: [], maxPerClient: 2 }, counts);
+  assert.equal(access.enter("192.0.2.1"), undefined);
+  assert.equal(access.enter("::ffff:192.0.2.1"), undefined);
+  assert.equal(access.enter("192.0.2.1"), "per_client_cap");
+  assert.equal(access.enter("192.0.2.2"), undefined, "another client is not affected");
+  assert.equal(counts.size, 2);
+  access.leave("::ffff:192.0.2.1");
+  assert.equal(access.enter("192.0.2.1"), undefined);
+  access.leave("192.0.2.1");
+  access.leave("192.0.2.1");
+  access.leave("192.0.2.2");
+  assert.equal(counts.size, 0, "the table forgets clients with nothing open");
   assert.equal(clientKey("2001:DB8:0::1"), "2001:db8::1");
   assert.equal(clientKey("::ffff:127.0.0.1"), "127.0.0.1");
 });

@@ -2,14 +2,17 @@
 // each refuses what it should, before a byte is echoed, counts it, and leaves everything else alone.
 
 import assert from "node:assert/strict";
-import { CidrList, parseCidr } from "../lib/access.ts";
-import type { ServerConfig } from "../lib/options.ts";
+import type { ServerConfig } from "../lib/config.ts";
 import {
+  cannotRun,
+  CLIENT_RESET,
+  DUAL_STACK,
   echoSession,
   pseudoRandomBytes,
   readAll,
   readExactly,
   sameBytes,
+  underWine,
   waitUntil,
   within,
   withServer,
@@ -17,9 +20,9 @@ import {
 } from "./helpers.ts";
 
 const rules = (allow: string[], deny: string[], maxPerClient = 0): Partial<ServerConfig> => ({
-  admission: {
-    allow: new CidrList(allow.map(parseCidr)),
-    deny: new CidrList(deny.map(parseCidr)),
+  access: {
+    allow,
+    deny,
     maxPerClient,
   },
 });
@@ -48,22 +51,24 @@ Deno.test("--deny refuses a network before any echo and counts it; others are se
   await withServer({ hosts: ["127.0.0.1", "::1"], ...rules([], ["127.0.0.0/8"]) }, async (port, server) => {
     assert.equal(await echoes("127.0.0.1", port), false, "IPv4 loopback is denied");
     assert.equal(await echoes("::1", port), true, "IPv6 loopback is not in the rule");
-    assert.equal(server.stats.refusedAccessRule, 1);
-    assert.equal(server.stats.accepted, 1);
+    assert.equal(server.counters.refusedAccessRule, 1);
+    assert.equal(server.counters.accepted, 1);
   });
 });
 
-Deno.test("--allow admits only its networks; deny wins; IPv4 clients of a dual-stack [::] match IPv4 rules", async () => {
+Deno.test("--allow admits only its networks; deny wins; IPv4 clients of a dual-stack [::] match IPv4 rules", {
+  ignore: cannotRun("a dual-stack [::] listener taking IPv4 clients", DUAL_STACK),
+}, async () => {
   await withServer({ hosts: ["::"], ...rules(["127.0.0.0/8"], []) }, async (port, server) => {
     // On Linux [::] is dual-stack: the IPv4 client arrives as ::ffff:127.0.0.1 and must match 127.0.0.0/8.
     assert.equal(await echoes("127.0.0.1", port), true, "mapped IPv4 matches the IPv4 allow rule");
     assert.equal(await echoes("::1", port), false, "anything not allowed is denied");
-    assert.equal(server.stats.refusedAccessRule, 1);
+    assert.equal(server.counters.refusedAccessRule, 1);
   });
   await withServer({ hosts: ["::"], ...rules(["127.0.0.0/8", "::1"], ["127.0.0.1"]) }, async (port, server) => {
     assert.equal(await echoes("127.0.0.1", port), false, "deny wins over allow");
     assert.equal(await echoes("::1", port), true);
-    assert.equal(server.stats.refusedAccessRule, 1);
+    assert.equal(server.counters.refusedAccessRule, 1);
   });
 });
 
@@ -72,13 +77,13 @@ Deno.test("--max-connections-per-ip refuses one more from the same client, and f
     const open = [await served("127.0.0.1", port), await served("127.0.0.1", port)];
     try {
       assert.equal(await echoes("127.0.0.1", port), false, "a third from 127.0.0.1 is refused");
-      assert.equal(server.stats.refusedPerClient, 1);
+      assert.equal(server.counters.refusedPerClient, 1);
       const other = await served("::1", port); // another client is not affected
       other.close();
       open.pop()!.close();
       await within(10_000, "the closed session to end", waitUntil(() => server.activeConnections === 1));
       open.push(await served("127.0.0.1", port));
-      assert.equal(server.stats.refusedPerClient, 1);
+      assert.equal(server.counters.refusedPerClient, 1);
     } finally {
       for (const conn of open) conn.close();
     }
@@ -86,7 +91,9 @@ Deno.test("--max-connections-per-ip refuses one more from the same client, and f
 });
 
 for (const copy of ["loop", "pipe"] as const) {
-  Deno.test(`--max-bytes-per-connection echoes exactly the limit, then closes (copy ${copy})`, async () => {
+  Deno.test(`--max-bytes-per-connection echoes exactly the limit, then closes (copy ${copy})`, {
+    ignore: cannotRun("--max-bytes-per-connection's exact echo", underWine(CLIENT_RESET)),
+  }, async () => {
     await withServer({ copy, maxBytesPerConnection: 100_000 }, async (port, server) => {
       const data = pseudoRandomBytes(300_000, 5);
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -101,12 +108,12 @@ for (const copy of ["loop", "pipe"] as const) {
         conn.close();
       }
       await within(10_000, "the session to end", waitUntil(() => server.activeConnections === 0));
-      assert.equal(server.stats.closedMaxBytes, 1);
+      assert.equal(server.counters.closedMaxBytes, 1);
       // Under the limit nothing changes.
       const small = pseudoRandomBytes(99_999, 6);
       assert.equal(sameBytes(await echoSession("127.0.0.1", port, small), small), true);
       await within(10_000, "the session to end", waitUntil(() => server.activeConnections === 0));
-      assert.equal(server.stats.closedMaxBytes, 1, "a session under the limit is not counted");
+      assert.equal(server.counters.closedMaxBytes, 1, "a session under the limit is not counted");
     });
   });
 }
@@ -127,8 +134,8 @@ Deno.test("--max-connection-duration closes a busy connection at its age, counts
         await new Promise((r) => setTimeout(r, 10));
       }
       assert.ok(echoed > 0 && echoed < 600, `closed while busy after ${echoed} round trips`);
-      assert.equal(server.stats.closedMaxDuration, 1);
-      assert.equal(server.stats.closedIdle, 0);
+      assert.equal(server.counters.closedMaxDuration, 1);
+      assert.equal(server.counters.closedIdle, 0);
       assert.equal(await echoes("127.0.0.1", port), true, "a new connection is served");
     } finally {
       old.close();

@@ -5,7 +5,16 @@
 // the lingering close, each of these ended in a reset that threw away echoed bytes the client had not read yet.
 
 import assert from "node:assert/strict";
-import { hasCommand, ROOT, type ServerProcess, sleep, spawnServer, within } from "./helpers.ts";
+import {
+  hasCommand,
+  ROOT,
+  servedConnection,
+  type ServerProcess,
+  serverSocketsOpen,
+  sleep,
+  spawnServer,
+  within,
+} from "./helpers.ts";
 
 const HAVE_PYTHON = await hasCommand("python3", ["--version"]);
 if (!HAVE_PYTHON) console.log("close_test: SKIPPED, needs python3 for its real socket clients");
@@ -84,7 +93,7 @@ Deno.test({
       send: 256 * KiB,
       "read-after": 2.5,
       "send-again": 64 * KiB,
-      "send-again-after": 1.8,
+      "send-again-after": 1.4,
       sessions: 5,
     });
     for (const outcome of outcomes) assert.deepEqual(outcome, { received: 256 * KiB, end: "eof", intact: true });
@@ -173,3 +182,35 @@ Deno.test({
     }
   },
 });
+
+for (
+  const [deadline, args] of [
+    ["--idle-timeout", ["--idle-timeout", "1s"]],
+    ["--max-connection-duration", ["--max-connection-duration", "1s", "--idle-timeout", "0"]],
+    ["--proxy-timeout", ["--proxy-protocol", "--proxy-from", "127.0.0.1", "--proxy-timeout", "1s"]],
+  ] as const
+) {
+  Deno.test({
+    name: `${deadline} 1s: the server's sockets are closed within the deadline plus a second, silent clients or not`,
+    ignore: Deno.build.os !== "linux",
+    async fn() {
+      await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1", ...args]);
+      const proxied = deadline === "--proxy-timeout";
+      // Five clients that say nothing more (behind a PROXY listener, not even the header) and never close.
+      const clients = await Promise.all(
+        Array.from(
+          { length: 5 },
+          () => proxied ? Deno.connect({ hostname: "127.0.0.1", port: server.port }) : servedConnection(server.port),
+        ),
+      );
+      try {
+        await sleep(200);
+        assert.equal(await serverSocketsOpen(server.port), 5, "open while within the deadline");
+        await sleep(1800); // the deadline (1 s from connecting) plus a second
+        assert.equal(await serverSocketsOpen(server.port), 0, "the server's sockets are gone");
+      } finally {
+        for (const conn of clients) conn.close();
+      }
+    },
+  });
+}

@@ -2,14 +2,16 @@
 // with data in flight, zero-byte sessions, resets at both points, a client that never reads, many at once.
 
 import assert from "node:assert/strict";
-import type { CopyStrategy } from "../lib/options.ts";
+import type { CopyStrategy } from "../lib/config.ts";
 import {
+  cannotRun,
   echoSession,
   pseudoRandomBytes,
   readAll,
   readExactly,
   sameBytes,
   sleep,
+  underWine,
   waitUntil,
   within,
   withServer,
@@ -96,14 +98,19 @@ for (const copy of STRATEGIES) {
     });
   });
 
-  Deno.test(`[${copy}] a reset while the server is blocked writing ends that connection only`, async () => {
+  Deno.test(`[${copy}] a reset while the server is blocked writing ends that connection only`, {
+    ignore: cannotRun(
+      "a reset while the server is blocked writing",
+      underWine("the server's write blocked on a peer that reset is not ended by the reset"),
+    ),
+  }, async () => {
     await withServer({ copy }, async (port, server) => {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       const written = await writeUntilStalled(conn, 256 * 1024 * 1024);
       assert.ok(written < 256 * 1024 * 1024, "the server stopped reading once its writes blocked");
       conn.close(); // unread echo in our receive buffer: the kernel sends RST while the server waits in write()
       await within(10_000, "the reset session to end", waitUntil(() => server.activeConnections === 0));
-      assert.ok(server.stats.resets >= 1, `resets counted: ${JSON.stringify(server.stats)}`);
+      assert.ok(server.counters.resets >= 1, `resets counted: ${JSON.stringify(server.counters)}`);
       const data = pseudoRandomBytes(64 * 1024, 5);
       assert.equal(sameBytes(await echoSession("127.0.0.1", port, data), data), true, "still serving");
     });

@@ -9,12 +9,17 @@
 // Never a stack trace, never a crash, never a lost byte. Seeds are fixed: a failure names its case.
 
 import assert from "node:assert/strict";
+import { autoWorkers } from "../lib/runtime.ts";
 import { isDeepStrictEqual } from "node:util";
-import { ENV_VARS, parseCommandLine, type RunConfig } from "../lib/options.ts";
+import ipaddr from "ipaddr.js";
+import type { RunConfig } from "../lib/config.ts";
+import { ENV_VARS } from "../lib/environment.ts";
+import { parseCommandLine } from "../lib/options.ts";
 import { parseProxyHeader } from "../lib/proxy_protocol.ts";
 import { BLOCKED_SOURCE_PORTS } from "../lib/udp.ts";
-import { Random } from "../stress/rng.ts";
+import { Random } from "../support/rng.ts";
 import {
+  cannotRun,
   hasCommand,
   makeTestCertificate,
   metricsPortOf,
@@ -26,10 +31,13 @@ import {
   sameBytes,
   scrape,
   type ServerProcess,
+  SIGTERM_EXIT_CODE,
   sleep,
   spawnServer,
   type TestCertificate,
+  underWine,
   within,
+  withoutDenoNotices,
   writeAll,
 } from "./helpers.ts";
 
@@ -54,20 +62,68 @@ interface OptionSpec {
 }
 
 const wholeNumber = (value: string, max: number) => /^\d+$/.test(value.trim()) && Number(value.trim()) <= max;
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/** systemd.time(7)'s units, in milliseconds; the README says durations take them (M alone is months). */
+const UNITS: Record<string, number> = {
+  ns: 0.000001,
+  nsec: 0.000001,
+  us: 0.001,
+  usec: 0.001,
+  "\u00b5s": 0.001, // micro sign
+  "\u03bcs": 0.001, // Greek small letter mu, which systemd also takes
+  ms: 1,
+  msec: 1,
+  s: 1000,
+  sec: 1000,
+  second: 1000,
+  seconds: 1000,
+  m: 60_000,
+  min: 60_000,
+  minute: 60_000,
+  minutes: 60_000,
+  h: 3_600_000,
+  hr: 3_600_000,
+  hour: 3_600_000,
+  hours: 3_600_000,
+  d: 86_400_000,
+  day: 86_400_000,
+  days: 86_400_000,
+  w: 604_800_000,
+  week: 604_800_000,
+  weeks: 604_800_000,
+  month: 2_629_800_000,
+  months: 2_629_800_000,
+  y: 31_557_600_000,
+  year: 31_557_600_000,
+  years: 31_557_600_000,
+};
 function durationMs(value: string): number | undefined {
-  const text = value.trim().toLowerCase();
+  const text = value.trim();
   if (text === "0") return 0;
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text);
-  if (!match) return undefined;
-  const ms = Math.round(Number(match[1]) * UNITS[match[2]]);
-  return ms <= 2 ** 31 - 1 ? ms : undefined;
+  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)\s*([A-Za-z\u00b5\u03bc]+)\s*/g)];
+  if (text === "" || parts.map((p) => p[0]).join("") !== text) return undefined;
+  let total = 0;
+  for (const [, number, unit] of parts) {
+    const factor = UNITS[unit === "M" ? "month" : unit.toLowerCase()];
+    if (factor === undefined) return undefined;
+    total += Number(number) * factor;
+  }
+  const ms = Math.round(total);
+  return (ms > 0 || total === 0) && ms <= 2 ** 31 - 1 ? ms : undefined;
+}
+/** The README's rule for a host: an IPv6 address, a dotted-quad IPv4 address, or an RFC 1123 host name. */
+function validHost(host: string): boolean {
+  if (host === "" || !/^[A-Za-z0-9._:%-]+$/.test(host)) return false;
+  if (host.includes(":")) return ipaddr.IPv6.isValid(host);
+  if (/^[0-9.]+$/.test(host)) return ipaddr.IPv4.isValidFourPartDecimal(host);
+  const labels = host.split(".");
+  return host.length <= 253 && labels.every((l) => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l)) &&
+    !/^\d+$/.test(labels.at(-1)!);
 }
 function hostList(value: string): string[] | undefined {
   const hosts = value.split(",").map((h) => h.trim()).map((h) =>
     h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h
   );
-  return hosts.every((h) => h !== "" && h.length <= 253 && /^[A-Za-z0-9._:%-]+$/.test(h)) ? hosts : undefined;
+  return hosts.every(validHost) ? hosts : undefined;
 }
 function maskValue(value: string): number | undefined {
   const text = value.trim().toLowerCase();
@@ -92,7 +148,7 @@ const SPECS: OptionSpec[] = [
     env: ENV_VARS.host,
     valid: (v) => hostList(v) !== undefined,
     good: ["127.0.0.1", "::1", "[::1]", "0.0.0.0", "localhost", "a.b-c", "127.0.0.1,::1", "fe80::1%lo"],
-    near: ["", " ", "a b", "127.0.0.1,,::1", "[", "a/b", "x".repeat(254), "ho$t", "::1,"],
+    near: ["", " ", "a b", "127.0.0.1,,::1", "[", "a/b", "x".repeat(254), "ho$t", "::1,", "999.1.1.1", "1.2.3", "a..b"],
     read: (c) => c.server.hosts,
     expect: (v) => [...new Set(hostList(v))],
   },
@@ -109,8 +165,8 @@ const SPECS: OptionSpec[] = [
     long: "--idle-timeout",
     env: ENV_VARS.idleTimeout,
     valid: (v) => durationMs(v) !== undefined,
-    good: ["0", "1500ms", "30s", "5m", "1h", "1.5s", "596h", " 2S "],
-    near: ["30", "5 minutes", "-1s", "1d", "597h", "1e3ms", "s", "", "1.s", ".5s"],
+    good: ["0", "1500ms", "30s", "5m", "1h", "1.5s", "596h", " 2S ", "5min", "5 minutes", "1d", "1h 30min", "0s"],
+    near: ["30", "-1s", "597h", "1e3ms", "s", "", "1.s", ".5s", "5 fortnights", "1h 30", "100us", "5M", "4w"],
     read: (c) => c.server.idleTimeoutMs,
     expect: (v) => durationMs(v),
   },
@@ -177,8 +233,7 @@ const SPECS: OptionSpec[] = [
     good: ["1", "2", "auto", "AUTO", " 4 ", "1024"],
     near: ["0", "-2", "1025", "2.5", "all", "", "autos"],
     read: (c) => c.workers,
-    expect: (v) =>
-      v.trim().toLowerCase() === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : Number(v.trim()),
+    expect: (v) => v.trim().toLowerCase() === "auto" ? autoWorkers() : Number(v.trim()),
   },
   {
     long: "--max-connections-per-ip",
@@ -186,7 +241,7 @@ const SPECS: OptionSpec[] = [
     valid: (v) => wholeNumber(v, 10_000_000),
     good: ["0", "1", "64", " 10 "],
     near: ["-1", "1.5", "10000001", "many", "", "0x10"],
-    read: (c) => c.server.admission?.maxPerClient ?? 0,
+    read: (c) => c.server.access?.maxPerClient ?? 0,
     expect: (v) => Number(v.trim()),
   },
   {
@@ -338,7 +393,7 @@ function describe(c: { args: string[]; env: Record<string, string> }): string {
 /** A usage error as a user sees it: the message on standard error, nothing on standard output, no stack. */
 function assertUsageError(out: string, err: string, what: string): void {
   assert.equal(out, "", `${what}: nothing on standard output`);
-  assert.match(err, /^echosrv: error: /, `${what}: a message`);
+  assert.match(withoutDenoNotices(err), /^echosrv: error: /, `${what}: a message`);
   assert.doesNotMatch(err, /\n\s+at |Uncaught|TypeError|RangeError/, `${what}: no stack trace`);
 }
 
@@ -680,11 +735,11 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
     async probe(run, payload, rng) {
       await over(run.port, (conn) => exactEcho(conn, payload, rng));
       run.tally["echosrv_connections_accepted_total"]++;
-      run.tally["echosrv_bytes_echoed_total"] += payload.length;
+      run.tally["echosrv_echoed_bytes_total"] += payload.length;
     },
     counts: [
       "echosrv_connections_accepted_total",
-      "echosrv_bytes_echoed_total",
+      "echosrv_echoed_bytes_total",
       'echosrv_errors_total{kind="unexpected"}',
     ],
   }),
@@ -738,7 +793,7 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
       if (c.header !== undefined) {
         await over(run.port, (conn) => exactEcho(conn, c.bytes, rng, c.bytes.subarray(c.header)));
         run.tally["echosrv_connections_accepted_total"]++;
-        run.tally["echosrv_bytes_echoed_total"] += c.bytes.length - c.header!;
+        run.tally["echosrv_echoed_bytes_total"] += c.bytes.length - c.header!;
         return;
       }
       const back = await refusedExchange(run.port, c.bytes, rng, c.hold);
@@ -750,11 +805,11 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
       const data = randomBytes(rng, rng.logInt(1, 64 * 1024));
       await over(run.port, (conn) => exactEcho(conn, concatBytes(header, data), rng, data));
       run.tally["echosrv_connections_accepted_total"]++;
-      run.tally["echosrv_bytes_echoed_total"] += data.length;
+      run.tally["echosrv_echoed_bytes_total"] += data.length;
     },
     counts: [
       "echosrv_connections_accepted_total",
-      "echosrv_bytes_echoed_total",
+      "echosrv_echoed_bytes_total",
       'echosrv_connections_rejected_total{reason="proxy_header"}',
       'echosrv_connections_rejected_total{reason="proxy_timeout"}',
       'echosrv_errors_total{kind="unexpected"}',
@@ -791,11 +846,11 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
         conn.close();
       }
       run.tally["echosrv_connections_accepted_total"]++;
-      run.tally["echosrv_bytes_echoed_total"] += data.length;
+      run.tally["echosrv_echoed_bytes_total"] += data.length;
     },
     counts: [
       "echosrv_connections_accepted_total",
-      "echosrv_bytes_echoed_total",
+      "echosrv_echoed_bytes_total",
       'echosrv_errors_total{kind="tls_handshake"}',
       'echosrv_errors_total{kind="unexpected"}',
     ],
@@ -914,7 +969,7 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
         const to: Deno.NetAddr = { transport: "udp", hostname: LOOPBACK[c.family], port: run.port };
         if (c.size > UDP_MAX[c.family]) {
           // Larger than the largest payload: the OS refuses to send it, so it never reaches echosrv.
-          await assert.rejects(socket.send(data, to), /too long/i);
+          await assert.rejects(socket.send(data, to), /too long|os error 10040/i); // EMSGSIZE; WSAEMSGSIZE on Windows
           return;
         }
         assert.equal(await socket.send(data, to), c.size);
@@ -926,14 +981,14 @@ const HOSTILE_TARGETS: HostileTarget<unknown>[] = [
         assert.equal(sameBytes(answer, data), true, "the datagram comes back whole");
         assert.equal((from as Deno.NetAddr).port, run.port, "from the echo port");
         run.tally["echosrv_udp_datagrams_echoed_total"]++;
-        run.tally["echosrv_udp_bytes_echoed_total"] += c.size;
+        run.tally["echosrv_udp_echoed_bytes_total"] += c.size;
       } finally {
         socket.close();
       }
     },
     counts: [
       "echosrv_udp_datagrams_echoed_total",
-      "echosrv_udp_bytes_echoed_total",
+      "echosrv_udp_echoed_bytes_total",
       'echosrv_udp_datagrams_dropped_total{reason="source_port"}',
       'echosrv_udp_datagrams_dropped_total{reason="rate_limit"}',
       'echosrv_errors_total{kind="udp_send"}',
@@ -960,7 +1015,12 @@ for (const hostile of HOSTILE_TARGETS) {
   }
   Deno.test({
     name: `hostile bytes, ${hostile.name}; the server counts them, logs nothing else, stops cleanly`,
-    ignore: skip,
+    ignore: skip ||
+      (hostile.name.startsWith("PROXY") &&
+        cannotRun(
+          "hostile bytes, PROXY protocol",
+          underWine("some truncated headers reach the PROXY timeout before their end is seen (a count moves)"),
+        )),
     async fn() {
       await using cert = hostile.needs === "openssl" ? await makeTestCertificate() : undefined;
       await using server = await spawnServer([
@@ -1001,12 +1061,12 @@ for (const hostile of HOSTILE_TARGETS) {
       }
       assert.deepEqual(counted(), run.tally, "the server's counters");
       server.signal("SIGTERM");
-      assert.equal(await server.exited(), 0);
+      assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
       const unexpected = server.records().filter((r) =>
         r.level !== "INFO" && !(r.level === "WARN" && hostile.expectedWarning?.test(r.message))
       );
       assert.deepEqual(unexpected.map((r) => `${r.level} ${r.message}`), []);
-      assert.equal(server.stderr, "");
+      assert.equal(withoutDenoNotices(server.stderr), "");
     },
   });
 }

@@ -5,14 +5,23 @@
 // resets and stalls included, against an in-process server that is then stopped, must leave nothing behind.
 
 import assert from "node:assert/strict";
-import { CidrList, parseCidr } from "../lib/access.ts";
-import type { CopyStrategy, ServerConfig } from "../lib/options.ts";
+import type { CopyStrategy, ServerConfig } from "../lib/config.ts";
 import { loadTlsFiles } from "../lib/tls.ts";
 import { KINDS, type PlanLimits, planSession } from "../stress/kinds.ts";
 import { endingOf, SessionContext, type Transport } from "../stress/session.ts";
 import { havePython } from "../stress/rcvbuf_peer.ts";
 import { EchoServer } from "../lib/server.ts";
-import { hasCommand, makeTestCertificate, ROOT, testConfig, within, withServer } from "./helpers.ts";
+import {
+  cannotRun,
+  CLIENT_RESET,
+  hasCommand,
+  makeTestCertificate,
+  ROOT,
+  testConfig,
+  underWine,
+  within,
+  withServer,
+} from "./helpers.ts";
 
 Deno.test("deno.json turns the ops and resources sanitizers on, and a leaking test really fails", async () => {
   const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
@@ -81,7 +90,7 @@ async function everyKind(overrides: Partial<ServerConfig>, transport?: Transport
   const side = { send: await at(servers.send), bytes: await at(servers.bytes), age: await at(servers.age) };
   try {
     await kindsAgainst(overrides, side, transport);
-    for (const s of Object.values(servers)) assert.equal(s.stats.unexpectedErrors, 0);
+    for (const s of Object.values(servers)) assert.equal(s.counters.unexpectedErrors, 0);
   } finally {
     await within(15_000, "the side servers to stop", Promise.all(Object.values(servers).map((s) => s.stop(0))));
   }
@@ -125,21 +134,29 @@ async function kindsAgainst(
     );
     assert.deepEqual(endings.filter((e) => !e.endsWith(": ok")), [], "every session ended as planned");
     const own = sessions.filter((plan) => ["echo", "idle"].includes(KINDS[plan.kind].target));
-    assert.ok(server.stats.accepted >= own.length);
-    assert.equal(server.stats.unexpectedErrors, 0);
-    assert.equal(server.stats.tlsHandshakeErrors + server.stats.refusedProxyHeader, 0, "every client was admitted");
+    assert.ok(server.counters.accepted >= own.length);
+    assert.equal(server.counters.unexpectedErrors, 0);
+    assert.equal(
+      server.counters.tlsHandshakeErrors + server.counters.refusedProxyHeader,
+      0,
+      "every client was admitted",
+    );
   });
 }
 
 for (const copy of ["loop", "pipe"] satisfies CopyStrategy[]) {
-  Deno.test(`[${copy}] every stress session kind against an in-process server leaves no op, resource or timer`, async () => {
+  Deno.test(`[${copy}] every stress session kind against an in-process server leaves no op, resource or timer`, {
+    ignore: cannotRun("the stress session kinds against an in-process server", underWine(CLIENT_RESET)),
+  }, async () => {
     await everyKind({ copy });
   });
 }
 
-Deno.test("every stress session kind after a PROXY header (v1 and v2) leaves no op, resource or timer", async () => {
+Deno.test("every stress session kind after a PROXY header (v1 and v2) leaves no op, resource or timer", {
+  ignore: cannotRun("the stress session kinds after a PROXY header", underWine(CLIENT_RESET)),
+}, async () => {
   await everyKind(
-    { proxyProtocol: { from: new CidrList([parseCidr("127.0.0.1")]), timeoutMs: 5000 } },
+    { proxyProtocol: { from: ["127.0.0.1/32"], timeoutMs: 5000 } },
     { proxyHeader: true },
   );
 });

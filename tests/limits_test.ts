@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { EchoServer } from "../lib/server.ts";
 import {
+  cannotRun,
   closedWithoutEcho,
   pseudoRandomBytes,
   readAll,
@@ -12,6 +13,7 @@ import {
   servedConnection,
   sleep,
   testConfig,
+  underWine,
   waitUntil,
   within,
   withServer,
@@ -24,7 +26,7 @@ Deno.test("over the connection cap, a connection is closed at once without echo,
     try {
       assert.equal(await closedWithoutEcho(port), true, "the fourth connection is refused");
       assert.equal(await closedWithoutEcho(port), true, "and the fifth");
-      assert.equal(server.stats.refusedOverCap, 2);
+      assert.equal(server.counters.refusedOverCap, 2);
       assert.equal(server.activeConnections, 3);
       open.pop()!.close();
       await within(10_000, "the closed session to end", waitUntil(() => server.activeConnections === 2));
@@ -39,7 +41,7 @@ Deno.test("--max-connections 0 means no cap", async () => {
   await withServer({ maxConnections: 0 }, async (port, server) => {
     const open = await Promise.all(Array.from({ length: 50 }, () => servedConnection(port)));
     assert.equal(server.activeConnections, 50);
-    assert.equal(server.stats.refusedOverCap, 0);
+    assert.equal(server.counters.refusedOverCap, 0);
     for (const conn of open) conn.close();
   });
 });
@@ -57,8 +59,8 @@ Deno.test("the idle timeout closes a silent connection and spares a busy one", a
       }
       const rest = await readAll(idle, 10_000);
       assert.equal(rest.length, 0, "the idle connection was closed by the server");
-      assert.ok(server.stats.closedIdle >= 1);
-      assert.equal(server.stats.closedIdle, 1, "only the idle one");
+      assert.ok(server.counters.closedIdle >= 1);
+      assert.equal(server.counters.closedIdle, 1, "only the idle one");
     } finally {
       idle.close();
       busy.close();
@@ -72,12 +74,17 @@ Deno.test("--idle-timeout 0 never closes an idle connection", async () => {
     await sleep(300);
     await writeAll(conn, Uint8Array.of(7));
     assert.deepEqual(await readExactly(conn, 1, 10_000), Uint8Array.of(7));
-    assert.equal(server.stats.closedIdle, 0);
+    assert.equal(server.counters.closedIdle, 0);
     conn.close();
   });
 });
 
-Deno.test("a graceful stop refuses new connections, lets an in-flight session finish, then resolves", async () => {
+Deno.test("a graceful stop refuses new connections, lets an in-flight session finish, then resolves", {
+  ignore: cannotRun(
+    "a graceful stop refusing new connections at once",
+    underWine("a connection made just after the listener is closed still succeeds"),
+  ),
+}, async () => {
   const server = new EchoServer(testConfig({ shutdownTimeoutMs: 30_000 }));
   const { port } = await server.start();
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -102,7 +109,7 @@ Deno.test("a graceful stop refuses new connections, lets an in-flight session fi
     await within(10_000, "the stop to finish once the session ended", stopping);
   } finally {
     conn.close();
-    await server.stop(0);
+    await server.stopNow();
   }
 });
 
@@ -127,7 +134,7 @@ Deno.test("a second stop request cuts the grace period short", async () => {
     const graceful = server.stop();
     await sleep(100);
     assert.equal(server.activeConnections, 1, "still draining");
-    await within(10_000, "the immediate stop", server.stop(0));
+    await within(10_000, "the immediate stop", server.stopNow());
     await within(10_000, "the first stop call to resolve too", graceful);
     assert.equal(server.activeConnections, 0);
   } finally {

@@ -10,6 +10,7 @@ import {
   readAll,
   readExactly,
   scrape,
+  SIGTERM_EXIT_CODE,
   spawnServer,
   within,
   writeAll,
@@ -72,9 +73,9 @@ Deno.test("PROXY v1/v2: the header is not echoed, the data with it is; the carri
 
   const samples = await scrape(metricsPort);
   assert.equal(samples.get("echosrv_connections_accepted_total"), 3);
-  assert.equal(samples.get("echosrv_bytes_echoed_total"), 11 + 19 + 5);
+  assert.equal(samples.get("echosrv_echoed_bytes_total"), 11 + 19 + 5);
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("PROXY: malformed, missing and slow headers close the connection without echo, each counted", async () => {
@@ -92,9 +93,9 @@ Deno.test("PROXY: malformed, missing and slow headers close the connection witho
   assert.equal(samples.get('echosrv_connections_rejected_total{reason="proxy_header"}'), 3);
   assert.equal(samples.get('echosrv_connections_rejected_total{reason="proxy_timeout"}'), 1);
   assert.equal(samples.get("echosrv_connections_accepted_total"), 0);
-  assert.equal(samples.get("echosrv_bytes_echoed_total"), 0);
+  assert.equal(samples.get("echosrv_echoed_bytes_total"), 0);
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("PROXY: a header from outside --proxy-from is refused (no forged addresses) and counted", async () => {
@@ -110,7 +111,7 @@ Deno.test("PROXY: a header from outside --proxy-from is refused (no forged addre
   const refusal = await server.waitFor((r) => r.properties.reason === "proxy_untrusted", "the refusal warning");
   assert.match(String(refusal.properties.latest), /^127\.0\.0\.1:\d+$/, "the log names the real peer");
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
 });
 
 Deno.test("PROXY: --deny and --max-connections-per-ip apply to the carried client, not to the load balancer", async () => {
@@ -137,5 +138,5 @@ Deno.test("PROXY: --deny and --max-connections-per-ip apply to the carried clien
   assert.equal(samples.get('echosrv_connections_rejected_total{reason="access_rule"}'), 1);
   assert.equal(samples.get('echosrv_connections_rejected_total{reason="per_client_cap"}'), 1);
   server.signal("SIGTERM");
-  assert.equal(await within(30_000, "exit", server.exited()), 0);
+  assert.equal(await within(30_000, "exit", server.exited()), SIGTERM_EXIT_CODE);
 });

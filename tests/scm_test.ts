@@ -1,13 +1,20 @@
 // The Windows service protocol (lib/service/scm.ts), driven for real on Linux: echosrv runs with the command line
-// `echosrv service install` registers from source, its FFI calls going to tests/fixtures/fake_advapi32.c, a stand-in
-// for advapi32 built here with `cc` (tests/fake_scm.ts). The stand-in keeps the SCM's threads (ServiceMain on a new
+// `echosrv service install` registers from source, its FFI calls going to support/fixtures/fake_advapi32.c, a stand-in
+// for advapi32 built here with `cc` (support/fake_scm.ts). The stand-in keeps the SCM's threads (ServiceMain on a new
 // thread, controls on the dispatcher's thread) and records every status report, so these tests see what the SCM
 // would: the states, the checkpoints, the timing, the exit codes, and a real echo on loopback while RUNNING.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { PENDING_WAIT_HINT_MS, ServiceState } from "../lib/service/scm.ts";
-import { assertProtocol, buildFakeAdvapi32, type ScmEvent, startUnderFakeScm, stateSequence } from "./fake_scm.ts";
+import {
+  assertProtocol,
+  buildFakeAdvapi32,
+  type ScmEvent,
+  startUnderFakeScm,
+  stateSequence,
+} from "../support/fake_scm.ts";
 import { echoSession, pseudoRandomBytes, readAll, ROOT, sameBytes, writeAll } from "./helpers.ts";
 
 const built = await buildFakeAdvapi32();
@@ -92,8 +99,28 @@ Deno.test({
     assert.match(log, /running as the service echosrv-test/);
     assert.match(log, /waiting up to 30s/, "the start parameter --shutdown-timeout 30s was applied");
     assert.match(log, /the service manager asked to stop/);
+
+    // The Application event log: the source opened under the service's name, the start and the stop written.
+    assert.equal(events.find((e) => e.event === "register-event-source")?.fields.source, "echosrv-test");
+    const written = reportedEvents(events);
+    assert.deepEqual(written.map((e) => [e.type, e.id]), [[4, 1], [4, 2]], "information 1 (started), 2 (stopped)");
+    assert.equal(
+      written[0].message,
+      `echosrv-test is running: echosrv echoes TCP on a port the system picked; its log file is ${service.logPath}`,
+    );
+    assert.equal(written[1].message, "echosrv-test has stopped");
+    assert.ok(events.some((e) => e.event === "deregister-event-source"), "the source is closed");
   },
 });
+
+/** The events the service wrote to the Application log, as the stand-in recorded them. */
+function reportedEvents(events: ScmEvent[]): { type: number; id: number; message: string }[] {
+  return events.filter((e) => e.event === "report-event").map((e) => ({
+    type: Number(e.fields.type),
+    id: Number(e.fields.id),
+    message: e.fields.message,
+  }));
+}
 
 Deno.test({
   name: "under the SCM: SHUTDOWN stops like STOP; unknown controls get ERROR_CALL_NOT_IMPLEMENTED",
@@ -130,6 +157,9 @@ Deno.test({
       assert.equal(statuses.at(-1)!.win32, 1066, "ERROR_SERVICE_SPECIFIC_ERROR");
       assert.equal(statuses.at(-1)!.specific, 1);
       assert.match(Deno.readTextFileSync(service.logPath), new RegExp(`port ${taken.addr.port} .*in use`));
+      const [failed, ...more] = reportedEvents(service.events());
+      assert.deepEqual([failed.type, failed.id, more.length], [1, 3, 0], "one error event: 3, could not start");
+      assert.match(failed.message, new RegExp(`^echosrv could not start: port ${taken.addr.port} .*in use`));
     } finally {
       taken.close();
     }
@@ -155,9 +185,31 @@ Deno.test({
       assert.deepEqual(service.process.lines, []);
       const log = Deno.readTextFileSync(defaultLog);
       assert.match(log, /not valid.*--port <port>' argument 'nope' is invalid/);
+      assert.equal(log.trim().split("\n").length, 1, `one line:\n${log}`);
+      assert.doesNotMatch(log, /\\n/, "no literal \\n in the line");
+      const [failed] = reportedEvents(service.events());
+      assert.deepEqual([failed.type, failed.id], [1, 3]);
+      assert.match(
+        failed.message,
+        new RegExp(`^${name} could not start: its command line is not valid \\(--port nope\\): `),
+      );
+      assert.match(failed.message, /--port <port>' argument 'nope' is invalid\. "nope" is not a whole number \(run/);
     } finally {
       await Deno.remove(defaultLog).catch(() => {});
     }
+  },
+});
+
+Deno.test({
+  name: "under the SCM: a bad option with --log-file given: the reason goes to that log file, not the default one",
+  ignore: skip,
+  async fn() {
+    const name = `echosrv-test-${Deno.pid}-named`;
+    const defaultLog = join(ROOT, `${name}.log`);
+    await using service = await startUnderFakeScm(["--port", "nope"], { env: { FAKE_SCM_SERVICE_NAME: name } });
+    assert.equal(await service.process.exited(30_000), 2);
+    assert.match(Deno.readTextFileSync(service.logPath), /not valid.*--port <port>' argument 'nope' is invalid/);
+    await assert.rejects(Deno.stat(defaultLog), Deno.errors.NotFound, "nothing written to the default log");
   },
 });
 
@@ -218,9 +270,10 @@ Deno.test({
   },
 });
 
-Deno.test("the module that connects to the SCM runs nothing but itself and scm.ts first (the dispatcher starts first)", async () => {
+Deno.test("the module that connects to the SCM runs nothing but itself, scm.ts and win32.ts first (the dispatcher starts first)", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json", join(ROOT, "lib/service/scm_boot.ts")],
+    // A file URL: Windows' deno reads a path such as z:\src\x.ts as a URL whose scheme is z: (and loads nothing).
+    args: ["info", "--json", pathToFileURL(join(ROOT, "lib/service/scm_boot.ts")).href],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
@@ -244,5 +297,5 @@ Deno.test("the module that connects to the SCM runs nothing but itself and scm.t
     }
   }
   const names = [...evaluated].map((s) => s.replace(/^.*\/lib\//, "lib/")).sort();
-  assert.deepEqual(names, ["lib/service/scm.ts", "lib/service/scm_boot.ts"]);
+  assert.deepEqual(names, ["lib/service/scm.ts", "lib/service/scm_boot.ts", "lib/service/win32.ts"]);
 });

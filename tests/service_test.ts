@@ -1,65 +1,26 @@
 // `echosrv service ...` as users meet it, and what it would hand each service manager: the command line and its
 // usage errors; Windows command lines read back by CommandLineToArgvW's rules (paths with spaces, quotes and
-// backslashes); the sc.exe calls; launchd property lists parsed by a plist parser and a strict XML validator.
+// backslashes); the Windows SCM API plans, accounts and service SIDs; launchd property lists parsed by Python's
+// plistlib over expat, a strict XML parser; the default description; progress lines quoted for their system.
 
 import assert from "node:assert/strict";
-import * as plist from "plist";
-import { XMLValidator } from "fast-xml-parser";
-import { parseCommandLine, type RunConfig } from "../lib/options.ts";
-import { describePlan, executePlan, type ServiceDefinition, ServiceError } from "../lib/service/contract.ts";
+import { join, resolve } from "node:path";
+import type { RunConfig } from "../lib/config.ts";
+import { parseCommandLine } from "../lib/options.ts";
+import type { ServiceDefinition } from "../lib/service/contract.ts";
+import { ServiceError } from "../lib/service/error.ts";
+import { describePlan, executePlan, type Step } from "../lib/service/plan.ts";
 import { quoteWindowsArg, windowsCommandLine, WindowsManager, windowsServiceArgv } from "../lib/service/windows.ts";
+import { serviceSid, windowsAccount } from "../lib/service/win_account.ts";
 import { LaunchdManager, launchdPlist, launchdServiceArgv } from "../lib/service/launchd.ts";
 import { absoluteLogFileArgs } from "../lib/service/commands.ts";
 import { judgeStart, STAY_UP_MS, SystemdManager } from "../lib/service/systemd.ts";
-import { plannedFile, ROOT, runServiceTask } from "./helpers.ts";
+import { cannotRun, plannedFile, ROOT, runServiceTask } from "./helpers.ts";
+import { commandLineToArgv } from "../support/fake_scm.ts";
+import { plistReader } from "./python.ts";
 
-/**
- * Splits a command line the way CommandLineToArgvW and the Microsoft C runtime do, written from Microsoft's
- * documentation ("Parsing C++ command-line arguments"): the program name ends at the first space or tab outside
- * quotes and takes no escapes; then 2n backslashes before a quote give n backslashes and the quote toggles quoting,
- * 2n+1 give n backslashes and a literal quote, other backslashes are literal, and "" inside quotes is a quote.
- */
-function commandLineToArgv(line: string): string[] {
-  const argv: string[] = [];
-  let i = 0;
-  let program = "";
-  let quoted = false;
-  for (; i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t")); i++) {
-    if (line[i] === '"') quoted = !quoted;
-    else program += line[i];
-  }
-  argv.push(program);
-  for (;;) {
-    while (i < line.length && (line[i] === " " || line[i] === "\t")) i++;
-    if (i >= line.length) return argv;
-    let arg = "";
-    quoted = false;
-    while (i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t"))) {
-      let backslashes = 0;
-      while (line[i] === "\\") {
-        backslashes++;
-        i++;
-      }
-      if (line[i] === '"') {
-        arg += "\\".repeat(Math.floor(backslashes / 2));
-        if (backslashes % 2 === 1) {
-          arg += '"';
-          i++;
-        } else if (quoted && line[i + 1] === '"') {
-          arg += '"';
-          i += 2;
-        } else {
-          quoted = !quoted;
-          i++;
-        }
-      } else {
-        arg += "\\".repeat(backslashes);
-        if (i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t"))) arg += line[i++];
-      }
-    }
-    argv.push(arg);
-  }
-}
+const plist = await plistReader();
+if ("missing" in plist) console.log(`launchd property list test skipped: ${plist.missing}`);
 
 Deno.test("the reference splitter agrees with Microsoft's documented examples", () => {
   const examples: [string, string[]][] = [
@@ -116,14 +77,31 @@ function definition(overrides: Partial<ServiceDefinition> = {}): ServiceDefiniti
   };
 }
 
-Deno.test("Windows install: sc.exe create with a quoted binPath that reads back as the service's argv", () => {
+/** What each `call` step of a plan calls (its first word and the word after the service name), in order. */
+function calls(steps: Step[]): string[] {
+  return steps.map((s) => s.kind === "call" ? s.what.split(/[ :]/).slice(0, 1).join(" ") : s.kind);
+}
+
+Deno.test("Windows install: CreateServiceW with a quoted command line that reads back as the service's argv", () => {
   const def = definition({ serverArgs: ["--port", "40007", "--log-file", "D:\\echo logs\\echo.log"] });
-  const plan = new WindowsManager().installPlan(def);
-  const runs = plan.steps.filter((s) => s.kind === "run").map((s) => (s as { argv: string[] }).argv);
-  const create = runs[0];
-  assert.deepEqual(create.slice(0, 4), ["sc.exe", "create", "echosrv", "binPath="]);
-  assert.deepEqual(create.slice(5), ["start=", "auto", "DisplayName=", "echosrv TCP echo server"]);
-  assert.deepEqual(commandLineToArgv(create[4]), windowsServiceArgv(def));
+  const manager = new WindowsManager({ programData: "C:\\ProgramData" });
+  const plan = manager.installPlan(def);
+  assert.deepEqual(calls(plan.steps), [
+    "CreateServiceW",
+    "ChangeServiceConfig2W",
+    "ChangeServiceConfig2W",
+    "ChangeServiceConfig2W",
+    "ChangeServiceConfig2W",
+    "mkdir",
+    "SetNamedSecurityInfoW",
+    "RegCreateKeyExW",
+    "StartServiceW",
+    "wait",
+  ]);
+  const create = (plan.steps[0] as { what: string }).what;
+  assert.match(create, /^CreateServiceW echosrv: start auto, account NT SERVICE\\echosrv, display name "echosrv TCP /);
+  const binPath = create.slice(create.indexOf("command line ") + 13);
+  assert.deepEqual(commandLineToArgv(binPath), windowsServiceArgv(def));
   assert.deepEqual(windowsServiceArgv(def), [
     "C:\\Program Files\\echo srv\\echosrv.exe",
     "--service",
@@ -132,19 +110,39 @@ Deno.test("Windows install: sc.exe create with a quoted binPath that reads back 
     "--log-file",
     "D:\\echo logs\\echo.log",
   ]);
-  assert.deepEqual(runs.slice(1).map((argv) => argv.slice(0, 2)), [
-    ["sc.exe", "description"],
-    ["sc.exe", "failure"],
-    ["sc.exe", "failureflag"],
-    ["sc.exe", "start"],
-  ]);
+  assert.deepEqual((plan.steps[5] as { path: string }).path, "D:\\echo logs", "the log folder is made");
+  assert.match((plan.steps[6] as { what: string }).what, /^SetNamedSecurityInfoW D:\\echo logs: Modify for NT SERVICE/);
   assert.ok(plan.steps.at(-1)!.kind === "wait", "install waits for RUNNING (which means listening)");
   assert.ok((plan.steps[0] as { undo?: unknown[] }).undo?.length, "a failed later step deletes the service again");
+  assert.ok((plan.steps[7] as { undo?: unknown[] }).undo?.length, "and removes the event source it made");
 
-  const manual = new WindowsManager().installPlan({ ...def, start: "manual" });
-  const manualCreate = (manual.steps[0] as { argv: string[] }).argv;
-  assert.equal(manualCreate[manualCreate.indexOf("start=") + 1], "demand");
-  assert.ok(!manual.steps.some((s) => s.kind === "run" && s.argv[1] === "start"), "manual: not started");
+  // No --log-file: the service gets %ProgramData%\NAME\NAME.log, in a folder its account may write.
+  const plain = manager.installPlan(definition());
+  const plainBin = (plain.steps[0] as { what: string }).what;
+  assert.deepEqual(commandLineToArgv(plainBin.slice(plainBin.indexOf("command line ") + 13)).slice(-2), [
+    "--log-file",
+    "C:\\ProgramData\\echosrv\\echosrv.log",
+  ]);
+  assert.equal((plain.steps[5] as { path: string }).path, "C:\\ProgramData\\echosrv");
+
+  const manual = manager.installPlan({ ...def, start: "manual" });
+  assert.match((manual.steps[0] as { what: string }).what, /: start demand,/);
+  assert.ok(!calls(manual.steps).includes("StartServiceW"), "manual: not started");
+  const delayed = manager.installPlan({ ...def, start: "delayed" });
+  assert.match((delayed.steps[0] as { what: string }).what, /: start auto \(delayed\),/);
+  assert.ok(delayed.steps.some((s) => s.kind === "call" && /delayed auto-start/.test(s.what)));
+  assert.ok(calls(delayed.steps).includes("StartServiceW"), "delayed: started now too");
+
+  // Another account: its name goes to CreateServiceW; LocalSystem needs no grant (it may write anything).
+  const local = manager.installPlan({ ...def, account: "LocalService" });
+  assert.match((local.steps[0] as { what: string }).what, /account NT AUTHORITY\\LocalService,/);
+  const system = manager.installPlan({ ...def, account: "localsystem" });
+  assert.match((system.steps[0] as { what: string }).what, /account LocalSystem,/);
+  assert.ok(!calls(system.steps).includes("SetNamedSecurityInfoW"));
+  assert.throws(
+    () => manager.installPlan({ ...def, account: "CORP\\bob" }),
+    (error: Error) => error instanceof ServiceError && /--account: CORP\\bob needs a password/.test(error.message),
+  );
 
   // From source the service is `deno run` with the Windows permissions (FFI for the SCM) and main.ts.
   const fromSource = windowsServiceArgv({
@@ -162,67 +160,157 @@ Deno.test("Windows install: sc.exe create with a quoted binPath that reads back 
     "D:\\echo logs\\echo.log",
   ]);
 
-  const text = describePlan(plan, (argv) => new WindowsManager().formatCommand(argv));
-  assert.match(text, /run: sc\.exe create echosrv binPath= "\\"C:\\Program Files\\echo srv\\echosrv\.exe\\" --service/);
+  const text = describePlan(plan, (argv) => manager.formatCommand(argv));
+  assert.match(
+    text,
+    /^call: CreateServiceW echosrv: .* command line "C:\\Program Files\\echo srv\\echosrv\.exe" --service/m,
+  );
 });
 
-Deno.test("Windows uninstall, stop, restart: sc.exe stop (not running is fine), wait, then delete / start", () => {
+Deno.test("Windows uninstall, stop, restart: ControlService STOP (not running is fine), wait, then delete / start", () => {
   const manager = new WindowsManager();
   const uninstall = manager.uninstallPlan("echosrv");
-  assert.deepEqual(uninstall.steps.map((s) => s.kind === "run" ? s.argv.slice(1, 2)[0] : s.kind), [
-    "stop",
+  assert.deepEqual(calls(uninstall.steps), ["ControlService", "wait", "DeleteService", "RegDeleteKeyW"]);
+  assert.deepEqual(calls(manager.controlPlan("restart", "echosrv").steps), [
+    "ControlService",
     "wait",
-    "delete",
+    "StartServiceW",
+    "wait",
   ]);
-  assert.ok((uninstall.steps[0] as { okCodes?: number[] }).okCodes?.includes(1062), "1062: not started");
-  const restart = manager.controlPlan("restart", "echosrv");
-  assert.deepEqual(restart.steps.map((s) => s.kind === "run" ? s.argv[1] : s.kind), ["stop", "wait", "start", "wait"]);
+  assert.deepEqual(calls(manager.controlPlan("stop", "echosrv").steps), ["ControlService", "wait"]);
 });
 
-Deno.test("launchd: the property list is well-formed XML and parses to the service's argv and settings", () => {
-  const tricky = definition({
+Deno.test("Windows accounts: the virtual account by default, the password-less ones by any usual name", () => {
+  assert.equal(windowsAccount(undefined, "echosrv-7"), "NT SERVICE\\echosrv-7");
+  const same: [string, string][] = [
+    ["nt service\\ECHOSRV-7", "NT SERVICE\\echosrv-7"],
+    ["LocalSystem", "LocalSystem"],
+    [".\\LocalSystem", "LocalSystem"],
+    ["NT AUTHORITY\\SYSTEM", "LocalSystem"],
+    ["LocalService", "NT AUTHORITY\\LocalService"],
+    ["nt authority\\networkservice", "NT AUTHORITY\\NetworkService"],
+    ["CORP\\echo-gmsa$", "CORP\\echo-gmsa$"],
+  ];
+  for (const [given, expected] of same) assert.equal(windowsAccount(given, "echosrv-7"), expected, given);
+  assert.throws(() => windowsAccount("NT SERVICE\\other", "echosrv-7"), /virtual account of another service/);
+  assert.throws(() => windowsAccount("bob", "echosrv-7"), /needs a password/);
+});
+
+Deno.test("a service's SID is Windows' own (S-1-5-80 and the SHA-1 of its upper-case name)", async () => {
+  // TrustedInstaller's SID, as every Windows shows it (`sc showsid TrustedInstaller`).
+  assert.equal(
+    await serviceSid("TrustedInstaller"),
+    "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464",
+  );
+  assert.equal(await serviceSid("trustedinstaller"), await serviceSid("TrustedInstaller"), "case does not matter");
+});
+
+Deno.test("progress lines and failures quote commands for the system they are typed on", async () => {
+  const argv = [Deno.execPath(), "eval", "Deno.exit(Deno.args.length === 1 ? 0 : 3)", "a b"];
+  const windows = new WindowsManager();
+  const lines: string[] = [];
+  await executePlan(
+    { summary: "t", steps: [{ kind: "run", argv }] },
+    (l) => lines.push(l),
+    (a) => windows.formatCommand(a),
+  );
+  assert.deepEqual(lines, [`ran: ${windows.formatCommand(argv)}`]);
+  assert.match(lines[0], / eval "Deno\.exit\(Deno\.args\.length === 1 \? 0 : 3\)" "a b"$/, "Windows quoting");
+  await assert.rejects(
+    executePlan(
+      { summary: "t", steps: [{ kind: "run", argv: [...argv, "c"] }] },
+      () => {},
+      (a) => windows.formatCommand(a),
+    ),
+    (error: Error) => error.message.startsWith(`${windows.formatCommand([...argv, "c"])} failed (exit 3)`),
+  );
+  const posix: string[] = [];
+  await executePlan({ summary: "t", steps: [{ kind: "run", argv }] }, (l) => posix.push(l));
+  assert.match(posix[0], / eval 'Deno\.exit\(Deno\.args\.length === 1 \? 0 : 3\)' 'a b'$/, "POSIX shell quoting");
+});
+
+/** A launchd definition with every character XML and the shell care about. */
+function trickyDefinition(): ServiceDefinition {
+  return definition({
     name: "echosrv-7",
     displayName: 'echo <&> "quoted" -- display',
     description: "a -- b & c < d",
     launcher: { kind: "compiled", executable: "/Applications/Echo Srv & Co/echosrv" },
     serverArgs: ["--port", "7", "--log-file", "/var/tmp/a <b> & 'c'.log", "--shutdown-timeout", "30s"],
   });
-  for (const def of [tricky, { ...tricky, start: "manual" as const }]) {
-    const text = launchdPlist(def);
-    assert.equal(XMLValidator.validate(text), true, "strict XML well-formedness");
-    const parsed = plist.parse(text) as Record<string, unknown>;
-    assert.equal(parsed.Label, "echosrv-7");
-    assert.deepEqual(parsed.ProgramArguments, launchdServiceArgv(def));
-    assert.deepEqual(parsed.ProgramArguments, [
-      "/Applications/Echo Srv & Co/echosrv",
-      "--port",
-      "7",
-      "--log-file",
-      "/var/tmp/a <b> & 'c'.log",
-      "--shutdown-timeout",
-      "30s",
-    ]);
-    assert.equal(parsed.RunAtLoad, def.start === "auto");
-    assert.deepEqual(parsed.KeepAlive, { SuccessfulExit: false }, "restarted when it exits with an error");
-    assert.equal(parsed.ExitTimeOut, 35, "launchd waits out --shutdown-timeout before SIGKILL");
-    assert.deepEqual(parsed.SoftResourceLimits, { NumberOfFiles: 65536 });
-  }
-  // No --log-file given: the log goes to /Library/Logs/NAME/.
-  const plain = plist.parse(
-    launchdPlist(definition({ launcher: { kind: "compiled", executable: "/usr/local/bin/echosrv" } })),
-  ) as {
-    ProgramArguments: string[];
-  };
-  assert.deepEqual(plain.ProgramArguments.slice(-2), ["--log-file", "/Library/Logs/echosrv/echosrv.log"]);
+}
 
+Deno.test({
+  name: "launchd: the property list is well-formed XML and parses to the service's argv and settings",
+  ignore: "missing" in plist,
+  fn: async () => {
+    if ("missing" in plist) return;
+    const tricky = trickyDefinition();
+    for (const def of [tricky, { ...tricky, start: "manual" as const }]) {
+      const text = launchdPlist(def);
+      // plistlib parses with expat: text that is not well-formed XML fails here.
+      const parsed = await plist.read(text) as Record<string, unknown>;
+      assert.equal(parsed.Label, "echosrv-7");
+      assert.deepEqual(parsed.ProgramArguments, launchdServiceArgv(def));
+      assert.deepEqual(parsed.ProgramArguments, [
+        "/Applications/Echo Srv & Co/echosrv",
+        "--port",
+        "7",
+        "--log-file",
+        "/var/tmp/a <b> & 'c'.log",
+        "--shutdown-timeout",
+        "30s",
+      ]);
+      assert.equal(parsed.RunAtLoad, def.start === "auto");
+      assert.deepEqual(parsed.KeepAlive, { SuccessfulExit: false }, "restarted when it exits with an error");
+      assert.equal(parsed.ExitTimeOut, 35, "launchd waits out --shutdown-timeout before SIGKILL");
+      assert.deepEqual(parsed.SoftResourceLimits, { NumberOfFiles: 65536 });
+    }
+    // No --log-file given: the log goes to /Library/Logs/NAME/.
+    const plain = await plist.read(
+      launchdPlist(definition({ launcher: { kind: "compiled", executable: "/usr/local/bin/echosrv" } })),
+    ) as {
+      ProgramArguments: string[];
+    };
+    assert.deepEqual(plain.ProgramArguments.slice(-2), ["--log-file", "/Library/Logs/echosrv/echosrv.log"]);
+    await assert.rejects(
+      plist.read(launchdPlist(tricky).replace("</string>", " & </string>")),
+      /not well-formed/,
+      "strict XML",
+    );
+  },
+});
+
+Deno.test("launchd: the install plan makes the folder, writes the plist, enables and bootstraps it", async () => {
+  const tricky = trickyDefinition();
   const plan = new LaunchdManager().installPlan(tricky);
   assert.deepEqual(plan.steps.map((s) => s.kind === "run" ? s.argv.slice(0, 2).join(" ") : s.kind), [
+    "dscl .",
     "mkdir",
+    "chown -R",
     "write",
     "launchctl enable",
     "launchctl bootstrap",
   ]);
-  assert.equal((plan.steps[1] as { path: string }).path, "/Library/LaunchDaemons/echosrv-7.plist");
+  assert.deepEqual((plan.steps[0] as { argv: string[] }).argv, ["dscl", ".", "-read", "/Users/_echosrv-7", "UniqueID"]);
+  assert.match(
+    (plan.steps[0] as { explain: (code: number, said: string) => string }).explain(56, ""),
+    /the user _echosrv-7 that the daemon is to run as does not exist on this Mac; create it first/,
+  );
+  assert.deepEqual((plan.steps[2] as { argv: string[] }).argv, [
+    "chown",
+    "-R",
+    "_echosrv-7",
+    "/Library/Logs/echosrv-7",
+  ]);
+  assert.equal((plan.steps[3] as { path: string }).path, "/Library/LaunchDaemons/echosrv-7.plist");
+  // The plist's UserName, read by a real plist parser where there is one (Python's plistlib), else from the text.
+  const userName = async (text: string) =>
+    "missing" in plist
+      ? /<key>UserName<\/key>\s*<string>([^<]*)<\/string>/.exec(text)?.[1]
+      : (await plist.read(text) as { UserName: string }).UserName;
+  assert.equal(await userName(launchdPlist(tricky)), "_echosrv-7", "a dedicated user");
+  assert.equal(await userName(launchdPlist({ ...tricky, account: "_echo" })), "_echo", "--account names it");
 });
 
 Deno.test("a failing step undoes the steps before it, in reverse, and reports the failure", async () => {
@@ -248,14 +336,17 @@ Deno.test("a failing step undoes the steps before it, in reverse, and reports th
 });
 
 Deno.test("a relative --log-file is made absolute: a service does not start in this directory", () => {
-  assert.deepEqual(absoluteLogFileArgs(["--log-file", "logs/e.log", "--port", "7"], "/srv/x"), [
+  // By this system's rules: /srv/x is C:\srv\x on Windows.
+  const cwd = resolve("/srv/x");
+  assert.deepEqual(absoluteLogFileArgs(["--log-file", "logs/e.log", "--port", "7"], cwd), [
     "--log-file",
-    "/srv/x/logs/e.log",
+    join(cwd, "logs", "e.log"),
     "--port",
     "7",
   ]);
-  assert.deepEqual(absoluteLogFileArgs(["--log-file=e.log"], "/srv/x"), ["--log-file=/srv/x/e.log"]);
-  assert.deepEqual(absoluteLogFileArgs(["--log-file", "/abs.log"], "/srv/x"), ["--log-file", "/abs.log"]);
+  assert.deepEqual(absoluteLogFileArgs(["--log-file=e.log"], cwd), [`--log-file=${join(cwd, "e.log")}`]);
+  const absolute = resolve("/abs.log");
+  assert.deepEqual(absoluteLogFileArgs(["--log-file", absolute], cwd), ["--log-file", absolute]);
 });
 
 Deno.test("echosrv service: usage errors exit 2 with a message naming what is wrong", async () => {
@@ -303,7 +394,14 @@ Deno.test("echosrv service --help and install --help list the actions and option
   assert.match(install.stdout, /default: "echosrv"/);
 });
 
-Deno.test("install --dry-run bakes the options, ignores this shell's ECHOSRV_* (and says so), changes nothing", async () => {
+/** Why the systemd plan cannot be printed here: `service install` plans for this system's manager. */
+const NOT_SYSTEMD = Deno.build.os === "linux"
+  ? undefined
+  : `\`service install\` plans a systemd unit on Linux only (here, ${Deno.build.os}, it plans this system's service)`;
+
+Deno.test("install --dry-run bakes the options, ignores this shell's ECHOSRV_* (and says so), changes nothing", {
+  ignore: cannotRun("the dry runs of a systemd install", NOT_SYSTEMD),
+}, async () => {
   const { code, stdout, stderr } = await runServiceTask(
     ["install", "--dry-run", "--name", "echosrv-dry", "--", "--max-connections", "70000", "--log-file", "rel.log"],
     { ECHOSRV_PORT: "80" },
@@ -370,4 +468,38 @@ Deno.test("systemd: a start counts once the same process has stayed up; a crash 
     "daemon-reload",
   ]);
   assert.deepEqual(new SystemdManager().controlPlan("stop", "echosrv").steps.length, 1, "stop does not wait for up");
+});
+
+Deno.test("the default description says where it listens: IPv4 and IPv6 only when -H does not restrict it", async () => {
+  const cases: [string[], string][] = [
+    [[], "TCP echo server on port 40007 (IPv4 and IPv6): every byte"],
+    [["-H", "127.0.0.1"], "TCP echo server on port 40007 of 127.0.0.1: every byte"],
+    [["--port", "7", "-H", "127.0.0.1", "-H", "::1"], "TCP echo server on port 7 of 127.0.0.1 and ::1: every byte"],
+  ];
+  for (const [args, expected] of cases) {
+    const { code, stdout, stderr } = await runServiceTask([
+      "install",
+      "--dry-run",
+      "--name",
+      "echosrv-d",
+      "--",
+      ...args,
+    ]);
+    assert.equal(code, 0, stderr);
+    // In the unit's comment (systemd), the description call (Windows), the plist's comment (launchd).
+    assert.ok(stdout.includes(expected), `${args.join(" ")}:\n${stdout}`);
+  }
+});
+
+Deno.test("--account: systemd runs the unit as that user instead of a dynamic one", {
+  ignore: cannotRun("the dry runs of a systemd install", NOT_SYSTEMD),
+}, async () => {
+  const { code, stdout, stderr } = await runServiceTask([
+    ...["install", "--dry-run", "--name", "echosrv-u", "--account", "echo", "--"],
+    ...["--port", "40007"],
+  ]);
+  assert.equal(code, 0, stderr);
+  const unit = plannedFile(stdout, "/etc/systemd/system/echosrv-u.service");
+  assert.match(unit, /^User=echo$/m);
+  assert.doesNotMatch(unit, /^DynamicUser=/m);
 });

@@ -6,15 +6,27 @@
 
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { ByteStream, deriveSeed, Verifier } from "../stress/rng.ts";
+import { ByteStream, deriveSeed, Verifier } from "../support/rng.ts";
 import { defaultWeights, KINDS, type PlanLimits, planSession } from "../stress/kinds.ts";
 import { ClosingLog, judgeClose } from "../stress/closes.ts";
 import { havePython } from "../stress/rcvbuf_peer.ts";
 import type { ConnRecord } from "../stress/session.ts";
 import type { CrowdConfig, CrowdMessage } from "../stress/crowd.ts";
 import type { SwarmReport } from "../stress/swarm.ts";
-import { buildFakeAdvapi32 } from "./fake_scm.ts";
-import { descriptorCount, residentKiB, ROOT, sleep, spawnServer, waitUntil, within } from "./helpers.ts";
+import { buildFakeAdvapi32 } from "../support/fake_scm.ts";
+import {
+  cannotRun,
+  CLIENT_RESET,
+  descriptorCount,
+  NO_STOP_SIGNALS,
+  residentKiB,
+  ROOT,
+  sleep,
+  spawnServer,
+  underWine,
+  waitUntil,
+  within,
+} from "./helpers.ts";
 
 /** Runs `deno task stress <args>` to completion and reads its JSON report. */
 async function runStress(
@@ -125,7 +137,9 @@ Deno.test("stress byte streams: the same bytes however they are taken; a flipped
 const PYTHON = await havePython();
 if (!PYTHON) console.log("stress_test: the byte-limit-rcvbuf kind is left out of the swarm: python3 is not installed");
 
-Deno.test("stress: a 20 s swarm with a fixed seed holds every invariant", async () => {
+Deno.test("stress: a 20 s swarm with a fixed seed holds every invariant", {
+  ignore: cannotRun("the stress swarm", underWine(CLIENT_RESET)),
+}, async () => {
   const { code, output, report } = await runStress(["--duration", "20", "--seed", "20251125"], 300_000);
   assert.equal(code, 0, output);
   assert.ok(report?.passed, output);
@@ -339,12 +353,16 @@ async function stopUnderLoad(extra: string[]): Promise<SwarmReport> {
   return report;
 }
 
-Deno.test("stop under load: SIGTERM mid-swarm drains what finishes, closes the rest cleanly, exits 0", async () => {
+Deno.test("stop under load: SIGTERM mid-swarm drains what finishes, closes the rest cleanly, exits 0", {
+  ignore: cannotRun("the tests of stopping echosrv with a signal", NO_STOP_SIGNALS),
+}, async () => {
   const report = await stopUnderLoad([]);
   assert.equal(report.server?.workers, 1);
 });
 
-Deno.test("stop under load with --workers 2: SIGTERM mid-swarm, every worker drains and closes the rest", async () => {
+Deno.test("stop under load with --workers 2: SIGTERM mid-swarm, every worker drains and closes the rest", {
+  ignore: cannotRun("the tests of stopping echosrv with a signal", NO_STOP_SIGNALS),
+}, async () => {
   // Server options after `--` go to echosrv, as for the long run against workers.
   const report = await stopUnderLoad(["--", "--workers", "2"]);
   assert.equal(report.server?.workers, 2, "the swarm ran against two workers");
@@ -365,7 +383,9 @@ Deno.test({
   },
 });
 
-Deno.test("the swarm's checks fail on a faulty server, and a failure replays from its seed and number", async () => {
+Deno.test("the swarm's checks fail on a faulty server, and a failure replays from its seed and number", {
+  ignore: cannotRun("the stress swarm", underWine(CLIENT_RESET)),
+}, async () => {
   // An echo server that flips the byte at offset 100,000 of every connection: the bug the swarm must catch.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const open = new Set<Deno.TcpConn>();
@@ -521,22 +541,26 @@ async function hardDescriptorLimit(): Promise<number | undefined> {
   }
 }
 
-Deno.test("10,000 concurrent connections, each echoing; the server's memory at that point is reported", async () => {
-  const total = 10_000;
+/** The 10,000 connections of the test below, in four client processes, and the descriptors each side needs. */
+const CROWD_TOTAL = 10_000;
+/** Each process needs its connections plus Deno's own descriptors (about 30); ask for a margin on top. */
+const SERVER_NOFILE = CROWD_TOTAL + 500;
+const HARD_NOFILE = await hardDescriptorLimit();
+const NO_TEN_THOUSAND = HARD_NOFILE === undefined
+  ? "prlimit (util-linux) is not installed; it sets the descriptor limits this test needs"
+  : HARD_NOFILE < SERVER_NOFILE && Deno.uid() !== 0
+  ? `the hard descriptor limit is ${HARD_NOFILE}, under the ${SERVER_NOFILE} the server needs (not root)`
+  : undefined;
+
+Deno.test({
+  name: "10,000 concurrent connections, each echoing; the server's memory at that point is reported",
+  ignore: cannotRun("the 10,000 connections test", NO_TEN_THOUSAND),
+}, async () => {
+  const total = CROWD_TOTAL;
   const crowds = 4;
   const perCrowd = total / crowds;
-  // Each process needs its connections plus Deno's own descriptors (about 30); ask for a margin on top.
-  const serverNofile = total + 500;
+  const serverNofile = SERVER_NOFILE;
   const crowdNofile = perCrowd + 200;
-  const hard = await hardDescriptorLimit();
-  if (hard === undefined) {
-    console.log("skipped: prlimit (util-linux) is not installed; it sets the descriptor limits this test needs");
-    return;
-  }
-  if (hard < serverNofile && Deno.uid() !== 0) {
-    console.log(`skipped: the hard descriptor limit is ${hard}, under the ${serverNofile} the server needs (not root)`);
-    return;
-  }
   await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1"], {
     wrapper: ["prlimit", `--nofile=${serverNofile}:${serverNofile}`],
   });
@@ -571,7 +595,7 @@ Deno.test("10,000 concurrent connections, each echoing; the server's memory at t
         `server RSS ${(startKiB / 1024).toFixed(1)} MiB at start, ${(openKiB / 1024).toFixed(1)} MiB with all open, ` +
         `${(echoedKiB / 1024).toFixed(1)} MiB after every one echoed again ` +
         `(${((echoedKiB - startKiB) / total).toFixed(1)} KiB per connection); descriptor limits used: server ` +
-        `${serverNofile}, ${crowds} client processes x ${crowdNofile} (hard limit here: ${hard})`,
+        `${serverNofile}, ${crowds} client processes x ${crowdNofile} (hard limit here: ${HARD_NOFILE})`,
     );
 
     await Promise.all(group.map((c) => c.command("close")));

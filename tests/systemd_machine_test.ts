@@ -335,6 +335,39 @@ Deno.test({
         assert.match(log.stdout, new RegExp(`echoing on port ${PORT} `));
       });
 
+      await t.step(
+        "the sandbox: systemd-analyze security scores it 2.0 at most; no root, no capabilities",
+        async () => {
+          const out = await machine.sh(["systemd-analyze", "security", "--no-pager", "echosrv.service"]);
+          const level = Number(/Overall exposure level for echosrv\.service: ([\d.]+)/.exec(out.stdout)?.[1]);
+          assert.ok(level <= 2.0, `exposure ${level}, above 2.0:\n${out.stdout}${out.stderr}`);
+          console.log(`  systemd-analyze security echosrv.service: exposure ${level}`);
+          const status = (await machine.sh(["cat", `/proc/${firstPid}/status`])).stdout;
+          assert.notEqual(
+            /^Uid:\s+(\d+)/m.exec(status)?.[1] ?? "0",
+            "0",
+            `runs as a dynamic user, not root:\n${status}`,
+          );
+          assert.match(status, /^CapEff:\s+0+$/m, "no effective capabilities");
+          assert.match(status, /^NoNewPrivs:\s+1$/m);
+          assert.match(status, /^Seccomp:\s+2$/m, "a system-call filter");
+        },
+      );
+
+      await t.step("MemoryDenyWriteExecute= is rightly left out: Deno (V8's JIT) cannot run under it", async () => {
+        const run = (mdwe: string) =>
+          machine.sh([
+            ...["systemd-run", "--wait", "--pipe", "--quiet", "-p", `MemoryDenyWriteExecute=${mdwe}`],
+            ...["-p", "DynamicUser=yes", "-E", "DENO_DIR=/tmp/deno", "-p", "PrivateTmp=yes"],
+            ...["/usr/local/bin/deno", "eval", "console.log(6 * 7)"],
+          ], { ms: 60_000 });
+        const without = await run("no");
+        assert.equal(without.stdout.trim(), "42", `the same command without it works: ${said(without)}`);
+        const withIt = await run("yes");
+        assert.notEqual(withIt.code, 0, `deno ran under MemoryDenyWriteExecute=yes: ${said(withIt)}`);
+        assert.doesNotMatch(withIt.stdout, /42/);
+      });
+
       await t.step("installing twice: exit 1, clear message, the installed unit unchanged", async () => {
         const before = (await machine.sh(["cat", "/etc/systemd/system/echosrv.service"])).stdout;
         const out = await machine.service(["install", "--", "--port", String(PORT + 2)]);
@@ -387,6 +420,24 @@ Deno.test({
         const again = await machine.service(["uninstall"]);
         assert.equal(again.code, 1, said(again));
         assert.match(again.stderr, /^echosrv: no service named echosrv is installed \(systemd\)$/m);
+      });
+
+      await t.step("a port below 1024 (7): CAP_NET_BIND_SERVICE only, served, 2.0 at most; uninstall", async () => {
+        const out = await machine.service(["install", "--name", "echosrv-low", "--", "--port", "7"]);
+        assert.equal(out.code, 0, said(out));
+        const unit = (await machine.sh(["cat", "/etc/systemd/system/echosrv-low.service"])).stdout;
+        assert.match(unit, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m);
+        const data = pseudoRandomBytes(4096, 7);
+        const echo = await machine.sh(["python3", "-c", ECHO_CLIENT, "::1", "7"], { stdin: data, ms: 60_000 });
+        assert.ok(sameBytes(echo.raw, data), `echo on port 7: ${echo.stderr}`);
+        const security = await machine.sh(["systemd-analyze", "security", "--no-pager", "echosrv-low.service"]);
+        const level = Number(/Overall exposure level for echosrv-low\.service: ([\d.]+)/.exec(security.stdout)?.[1]);
+        assert.ok(level <= 2.0, `exposure ${level}, above 2.0:\n${security.stdout}`);
+        console.log(`  systemd-analyze security echosrv-low.service (port 7): exposure ${level}`);
+        const pid = /\(pid (\d+)\)/.exec((await machine.service(["status", "--name", "echosrv-low"])).stdout)?.[1];
+        const status = (await machine.sh(["cat", `/proc/${pid}/status`])).stdout;
+        assert.match(status, /^CapEff:\s+0+400$/m, "CAP_NET_BIND_SERVICE (bit 10) and nothing else");
+        assert.equal((await machine.service(["uninstall", "--name", "echosrv-low"])).code, 0);
       });
 
       await t.step("install onto a port in use: exit 1 with the server's reason; nothing left installed", async () => {

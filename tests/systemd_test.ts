@@ -4,10 +4,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type ServiceDefinition, ServiceError } from "../lib/service/contract.ts";
+import type { ServiceDefinition } from "../lib/service/contract.ts";
+import { ServiceError } from "../lib/service/error.ts";
 import { systemdUnit } from "../lib/service/systemd.ts";
-import { parseCommandLine, type RunConfig } from "../lib/options.ts";
-import { plannedFile, runServiceTask, within } from "./helpers.ts";
+import type { RunConfig } from "../lib/config.ts";
+import { parseCommandLine } from "../lib/options.ts";
+import { cannotRun, plannedFile, runServiceTask, within } from "./helpers.ts";
 
 interface Output {
   code: number;
@@ -131,6 +133,49 @@ Deno.test({
       );
     } finally {
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** `systemd-analyze security --offline` (systemd 250 and later) of a unit text; its exposure, or why not. */
+async function exposure(name: string, unit: string): Promise<{ level: number; said: string } | { why: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "echosrv-security-" });
+  try {
+    const path = join(dir, `${name}.service`);
+    await Deno.writeTextFile(path, unit);
+    const out = await run(["systemd-analyze", "security", "--offline=true", "--no-pager", path]);
+    const level = /Overall exposure level for \S+: ([\d.]+)/.exec(out.stdout)?.[1];
+    if (level === undefined) return { why: `systemd-analyze security --offline gave no level: ${out.stderr.trim()}` };
+    return { level: Number(level), said: out.stdout };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Why `systemd-analyze security --offline` cannot score a unit here (it came with systemd 250), or undefined. */
+const NO_OFFLINE_SCORE = !hasAnalyze
+  ? "systemd-analyze is not installed (apt-get install systemd)"
+  : await (async () => {
+    const probe = await exposure("echosrv-probe", "[Service]\nExecStart=/bin/true\n");
+    return "why" in probe ? `${probe.why} (systemd 250 or later has --offline)` : undefined;
+  })();
+
+Deno.test({
+  name: "the unit's sandbox scores an exposure of at most 2.0 in systemd-analyze security (any port, any account)",
+  ignore: cannotRun("the unit's exposure score", NO_OFFLINE_SCORE),
+  async fn() {
+    for (
+      const args of [
+        ["--", "--port", "40007"],
+        ["--", "--port", "7"],
+        ["--account", "echo", "--", "--port", "40007", "--log-file", "/srv/echo/echo.log"],
+      ]
+    ) {
+      const { code, stdout, stderr } = await runServiceTask(["install", "--dry-run", "--name", "echosrv-sec", ...args]);
+      assert.equal(code, 0, stderr);
+      const scored = await exposure("echosrv-sec", plannedFile(stdout, "/etc/systemd/system/echosrv-sec.service"));
+      assert.ok(!("why" in scored), `${args.join(" ")}: ${"why" in scored ? scored.why : ""}`);
+      assert.ok(scored.level <= 2.0, `${args.join(" ")}: exposure ${scored.level}\n${scored.said}`);
     }
   },
 });

@@ -13,6 +13,7 @@ import {
   runEchosrv,
   sameBytes,
   scrape,
+  serverSocketsOpen,
   sleep,
   spawnServer,
   within,
@@ -171,24 +172,6 @@ Deno.test({
     }
   },
 });
-
-/**
- * The server's own TCP sockets on `port` that are still open to a client (ESTABLISHED or CLOSE_WAIT), from
- * /proc/net/tcp and tcp6 (read with cat: Deno reads /proc only under --allow-all). Undefined off Linux.
- */
-async function serverSocketsOpen(port: number): Promise<number | undefined> {
-  const out = await new Deno.Command("cat", { args: ["/proc/net/tcp", "/proc/net/tcp6"], stdout: "piped" }).output()
-    .catch(() => undefined);
-  if (!out?.success) return undefined;
-  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
-  let open = 0;
-  for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
-    const fields = line.trim().split(/\s+/);
-    if (fields.length < 4 || !fields[1].endsWith(`:${hexPort}`)) continue;
-    if (fields[3] === "01" || fields[3] === "08") open++; // ESTABLISHED, CLOSE_WAIT
-  }
-  return open;
-}
 
 Deno.test({
   name: "TLS: the handshake deadline closes the TCP socket itself, and it counts against --max-connections till then",

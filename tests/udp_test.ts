@@ -4,9 +4,19 @@
 // when Deno runs without --unstable-net.
 
 import assert from "node:assert/strict";
-import { CidrList, parseCidr } from "../lib/access.ts";
 import { BLOCKED_SOURCE_PORTS, fingerprint, LOOP_BOUNCES, LOOP_QUIET_MS, SourceTable, UdpEcho } from "../lib/udp.ts";
-import { pseudoRandomBytes, runEchosrv, sameBytes, spawnServer, waitUntil, within } from "./helpers.ts";
+import {
+  cannotRun,
+  pseudoRandomBytes,
+  ROOT,
+  runEchosrv,
+  sameBytes,
+  SIGTERM_EXIT_CODE,
+  spawnServer,
+  underWine,
+  waitUntil,
+  within,
+} from "./helpers.ts";
 
 /** A UDP echo on a free port of `hosts`, stopped after `body`. */
 async function withUdp(
@@ -20,8 +30,8 @@ async function withUdp(
   const udp = new UdpEcho({
     hosts: options.hosts,
     ratePerSource: options.ratePerSource ?? 1000,
-    allow: new CidrList((options.allow ?? []).map(parseCidr)),
-    deny: new CidrList((options.deny ?? []).map(parseCidr)),
+    allow: options.allow,
+    deny: options.deny,
   });
   await udp.start(port);
   try {
@@ -39,7 +49,12 @@ async function roundTrip(client: Deno.DatagramConn, hostname: string, port: numb
   return answer.slice();
 }
 
-Deno.test("UDP: datagrams come back whole over IPv4 and IPv6, empty ones and the largest ones too", async () => {
+Deno.test("UDP: datagrams come back whole over IPv4 and IPv6, empty ones and the largest ones too", {
+  ignore: cannotRun(
+    "UDP echo of every datagram size over IPv4 and IPv6",
+    underWine("the echoed datagram does not come back within 5 s"),
+  ),
+}, async () => {
   await withUdp({ hosts: ["::"] }, async (port, udp) => {
     const v4 = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
     const v6 = Deno.listenDatagram({ hostname: "::1", port: 0, transport: "udp" });
@@ -51,8 +66,8 @@ Deno.test("UDP: datagrams come back whole over IPv4 and IPv6, empty ones and the
       }
       const largest = pseudoRandomBytes(65_527, 3); // the IPv6 maximum without jumbograms
       assert.equal(sameBytes(await roundTrip(v6, "::1", port, largest), largest), true, "IPv6 65527 bytes");
-      assert.equal(udp.stats.datagramsEchoed, 6);
-      assert.equal(udp.stats.bytesEchoed, 1 + 1472 + 9000 + 65_507 + 65_527);
+      assert.equal(udp.counters.datagramsEchoed, 6);
+      assert.equal(udp.counters.bytesEchoed, 1 + 1472 + 9000 + 65_507 + 65_527);
     } finally {
       v4.close();
       v6.close();
@@ -94,8 +109,8 @@ Deno.test("UDP: datagrams from the source ports of echo, chargen, DNS, NTP, SSDP
     } finally {
       ordinary.close();
     }
-    assert.equal(udp.stats.droppedSourcePort, tried.length);
-    assert.equal(udp.stats.datagramsEchoed, 1, "only the ordinary one");
+    assert.equal(udp.counters.droppedSourcePort, tried.length);
+    assert.equal(udp.counters.datagramsEchoed, 1, "only the ordinary one");
   });
 });
 
@@ -111,13 +126,13 @@ Deno.test("UDP: over --udp-rate a source is dropped and counted; another source 
       await within(
         10_000,
         "every datagram to be handled",
-        waitUntil(() => udp.stats.datagramsEchoed + udp.stats.droppedRateLimit === sent),
+        waitUntil(() => udp.counters.datagramsEchoed + udp.counters.droppedRateLimit === sent),
       );
     } finally {
       flood.close();
     }
-    assert.ok(udp.stats.datagramsEchoed >= 5, `the burst of 5 is answered (${udp.stats.datagramsEchoed})`);
-    assert.ok(udp.stats.droppedRateLimit > 0, "the rest of the flood is dropped");
+    assert.ok(udp.counters.datagramsEchoed >= 5, `the burst of 5 is answered (${udp.counters.datagramsEchoed})`);
+    assert.ok(udp.counters.droppedRateLimit > 0, "the rest of the flood is dropped");
     const polite = Deno.listenDatagram({ hostname: "127.0.0.2", port: 0, transport: "udp" });
     try {
       assert.deepEqual(await roundTrip(polite, "127.0.0.1", port, Uint8Array.of(42)), Uint8Array.of(42));
@@ -128,15 +143,17 @@ Deno.test("UDP: over --udp-rate a source is dropped and counted; another source 
   });
 });
 
-Deno.test("UDP: --deny and --allow apply to datagrams too", async () => {
+Deno.test("UDP: --deny and --allow apply to datagrams too", {
+  ignore: cannotRun("UDP access rules", underWine("the denied datagram is not counted within 5 s")),
+}, async () => {
   await withUdp({ hosts: ["::"], deny: ["127.0.0.0/8"] }, async (port, udp) => {
     const v4 = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
     const v6 = Deno.listenDatagram({ hostname: "::1", port: 0, transport: "udp" });
     try {
       await v4.send(Uint8Array.of(1), { transport: "udp", hostname: "127.0.0.1", port });
       assert.deepEqual(await roundTrip(v6, "::1", port, Uint8Array.of(2)), Uint8Array.of(2));
-      await within(5000, "the denied datagram to be counted", waitUntil(() => udp.stats.droppedAccessRule === 1));
-      assert.equal(udp.stats.datagramsEchoed, 1);
+      await within(5000, "the denied datagram to be counted", waitUntil(() => udp.counters.droppedAccessRule === 1));
+      assert.equal(udp.counters.datagramsEchoed, 1);
     } finally {
       v4.close();
       v6.close();
@@ -191,8 +208,8 @@ Deno.test("UDP: a datagram from the echo's own port (forged as from itself, or a
     try {
       await twin.send(Uint8Array.of(1), { transport: "udp", hostname: "127.0.0.1", port });
       await roundTrip(ordinary, "127.0.0.1", port, Uint8Array.of(2)); // handled after the twin's, in order
-      await within(5000, "the twin's datagram to be counted", waitUntil(() => udp.stats.droppedOwnPort === 1));
-      assert.equal(udp.stats.datagramsEchoed, 1, "only the ordinary one");
+      await within(5000, "the twin's datagram to be counted", waitUntil(() => udp.counters.droppedOwnPort === 1));
+      assert.equal(udp.counters.datagramsEchoed, 1, "only the ordinary one");
     } finally {
       twin.close();
       ordinary.close();
@@ -216,11 +233,11 @@ Deno.test("UDP: a loop with another echo service ends after a few datagrams, not
     })();
     try {
       await partner.send(new TextEncoder().encode("loop me"), { transport: "udp", hostname: "127.0.0.1", port });
-      await within(5000, "the loop to be cut", waitUntil(() => udp.stats.droppedLoop >= 1));
+      await within(5000, "the loop to be cut", waitUntil(() => udp.counters.droppedLoop >= 1));
       await new Promise((resolve) => setTimeout(resolve, 300));
-      assert.ok(udp.stats.datagramsEchoed <= LOOP_BOUNCES + 1, `echoed ${udp.stats.datagramsEchoed} times`);
-      assert.equal(udp.stats.droppedLoop, 1, "and it stays cut: the partner has nothing more to bounce");
-      assert.equal(udp.stats.droppedRateLimit, 0, "cut before the rate limit had to");
+      assert.ok(udp.counters.datagramsEchoed <= LOOP_BOUNCES + 1, `echoed ${udp.counters.datagramsEchoed} times`);
+      assert.equal(udp.counters.droppedLoop, 1, "and it stays cut: the partner has nothing more to bounce");
+      assert.equal(udp.counters.droppedRateLimit, 0, "cut before the rate limit had to");
     } finally {
       partner.close();
       await echoing;
@@ -235,7 +252,7 @@ Deno.test("--udp without Deno's --unstable-net exits 1 with a message saying so 
     "echosrv without --unstable-net",
     new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-net", "--allow-env", "--allow-read", "main.ts", "--udp", "-p", "0", "-H", "127.0.0.1"],
-      cwd: new URL("..", import.meta.url).pathname,
+      cwd: ROOT,
       stdin: "null",
       env: { NO_COLOR: "1" },
     }).output(),
@@ -257,6 +274,6 @@ Deno.test("echosrv --udp as a user runs it: TCP and UDP on one port; bad --udp-r
     client.close();
   }
   server.signal("SIGTERM");
-  assert.equal(await server.exited(), 0);
+  assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
   assert.equal((await runEchosrv(["--udp", "--udp-rate", "0"])).code, 2);
 });

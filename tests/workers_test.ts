@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { parseCommandLine } from "../lib/options.ts";
-import { reusePortUnavailable, SharedConnectionGate } from "../lib/workers.ts";
+import { SharedConnectionCap } from "../lib/connection_cap.ts";
+import { autoWorkers, MAX_AUTO_WORKERS, reusePortUnavailable } from "../lib/runtime.ts";
 import {
   closedWithoutEcho,
   echoSession,
@@ -244,29 +245,32 @@ Deno.test("reusePortUnavailable: only Linux with --unstable-net spreads a port o
   assert.match(reusePortUnavailable("darwin", true)!, /only on Linux \(this is darwin\)/);
 });
 
-Deno.test("SharedConnectionGate: workers sharing one buffer share one exact cap", () => {
+Deno.test("SharedConnectionCap: workers sharing one buffer share one exact cap", () => {
   const shared = new SharedArrayBuffer(4);
-  const one = new SharedConnectionGate(shared, 3);
-  const two = new SharedConnectionGate(shared, 3);
-  assert.deepEqual([one.tryEnter(), two.tryEnter(), one.tryEnter()], [true, true, true]);
-  assert.equal(two.tryEnter(), false, "the fourth, on either worker, is refused");
-  assert.equal(one.tryEnter(), false);
+  const one = new SharedConnectionCap(shared, 3);
+  const two = new SharedConnectionCap(shared, 3);
+  assert.deepEqual([one.tryAcquire(), two.tryAcquire(), one.tryAcquire()], [true, true, true]);
+  assert.equal(two.tryAcquire(), false, "the fourth, on either worker, is refused");
+  assert.equal(one.tryAcquire(), false);
   assert.equal(one.open, 3, "a refusal leaves the count as it was");
-  two.leave();
-  assert.equal(two.tryEnter(), true, "a place freed on one worker is taken on the other");
-  const uncapped = new SharedConnectionGate(new SharedArrayBuffer(4), 0);
-  for (let i = 0; i < 100; i++) assert.equal(uncapped.tryEnter(), true);
+  two.release();
+  assert.equal(two.tryAcquire(), true, "a place freed on one worker is taken on the other");
+  const uncapped = new SharedConnectionCap(new SharedArrayBuffer(4), 0);
+  for (let i = 0; i < 100; i++) assert.equal(uncapped.tryAcquire(), true);
   assert.equal(uncapped.open, 100);
 });
 
 Deno.test("--workers takes a count or auto; anything else exits 2 naming the option", () => {
   const quiet = { out: () => {}, err: () => {} };
   const auto = parseCommandLine(["--workers", "auto"], quiet);
-  assert.equal(auto.kind === "run" && auto.config.workers, navigator.hardwareConcurrency);
+  const cores = navigator.hardwareConcurrency;
+  const expected = reusePortUnavailable() === undefined ? Math.min(cores, MAX_AUTO_WORKERS) : 1;
+  assert.equal(auto.kind === "run" && auto.config.workers, expected, "auto: one per core, at most 16, where possible");
   const three = parseCommandLine(["--workers", "3"], quiet);
   assert.equal(three.kind === "run" && three.config.workers, 3);
   const fallback = parseCommandLine([], quiet);
-  assert.equal(fallback.kind === "run" && fallback.config.workers, 1, "default: no worker threads");
+  assert.equal(fallback.kind === "run" && fallback.config.workers, expected, "the default is auto");
+  assert.equal(autoWorkers(64), reusePortUnavailable() === undefined ? MAX_AUTO_WORKERS : 1, "the cap");
   for (const bad of ["0", "-1", "two", "1.5", ""]) {
     let text = "";
     const what = parseCommandLine(["--workers", bad], { out: () => {}, err: (t) => text += t });
@@ -306,7 +310,7 @@ Deno.test({
     for (let i = 0; i < 8; i++) assert.equal(await closedWithoutEcho(server.port, "::1"), true, "::1 is refused");
     const samples = await scrape(metricsPort);
     assert.equal(samples.get("echosrv_connections_accepted_total"), served, "accepted, summed over the workers");
-    assert.equal(samples.get("echosrv_bytes_echoed_total"), served * 1000);
+    assert.equal(samples.get("echosrv_echoed_bytes_total"), served * 1000);
     assert.equal(samples.get('echosrv_connections_closed_total{reason="max_bytes"}'), served);
     assert.equal(samples.get('echosrv_connections_rejected_total{reason="access_rule"}'), 8, "refusals summed");
     server.signal("SIGTERM");

@@ -1,27 +1,26 @@
-// commands: carries out `echosrv service ...` (parsed by lib/service/cli.ts) with the manager of this system:
-// validates what is to be baked into the service, builds the plan, prints it (--dry-run) or checks that the
-// service manager is there, that this is root/Administrator and that nothing is in the way, then runs it. Every
-// failure is one clear message and exit 1, with whatever a failed install had done undone.
+// commands: carries out `echosrv service ...` (read by lib/options.ts into a lib/service/request.ts ServiceRequest)
+// with the manager of this system: validates what is to be baked into the service, builds the plan, prints it
+// (--dry-run) or checks that the service manager is there, that this is root/Administrator and that nothing is in
+// the way, then runs it. Every failure is one clear message and exit 1, with whatever a failed install had done
+// undone.
 
 import { isAbsolute, resolve } from "node:path";
 import { parseCommandLine } from "../options.ts";
-import type { ServiceRequest } from "./cli.ts";
-import {
-  describePlan,
-  executePlan,
-  launcherOfThisProcess,
-  type Plan,
-  type ServiceDefinition,
-  ServiceError,
-  type ServiceManager,
-} from "./contract.ts";
+import type { ServiceRequest } from "./request.ts";
+import { listenWords, type ServiceDefinition, type ServiceManager } from "./contract.ts";
+import { ServiceError } from "./error.ts";
+import { launcherOfThisProcess } from "./launcher.ts";
+import { describePlan, executePlan, type Plan } from "./plan.ts";
 import { LaunchdManager } from "./launchd.ts";
 import { SystemdManager } from "./systemd.ts";
 import { WindowsManager } from "./windows.ts";
+import { testLibraries } from "./win32.ts";
 
 /** Where a command writes. */
 export interface CommandOutput {
+  /** Writes what a command reports (standard output). */
   out(text: string): void;
+  /** Writes errors and notes (standard error). */
   err(text: string): void;
 }
 
@@ -38,10 +37,12 @@ export const STATUS_EXIT = { running: 0, notRunning: 3, notInstalled: 4 } as con
  * The service manager of a system.
  *
  * @param os the system
- * @returns its manager
+ * @returns its manager (on Linux and macOS, the Windows one when the tests name a stand-in advapi32: win32.ts)
  * @throws {ServiceError} where echosrv knows no service manager
  */
 export function managerFor(os: typeof Deno.build.os): ServiceManager {
+  const standIn = testLibraries();
+  if (standIn) return new WindowsManager({ libraries: standIn });
   switch (os) {
     case "windows":
       return new WindowsManager();
@@ -110,14 +111,14 @@ function defineService(request: ServiceRequest, io: CommandOutput): ServiceDefin
     io.err("echosrv: error: after -- come the server's options (as for `echosrv run`), not another command\n");
     return 2;
   }
-  const port = what.config.server.port;
   return {
     name: request.name,
     displayName: request.displayName ?? `${request.name} TCP echo server`,
     description: request.description ??
-      `TCP echo server on port ${port} (IPv4 and IPv6): every byte received is sent back. The modern port of ` +
-        "Microsoft's WSK echosrv sample.",
+      `TCP echo server ${listenWords(what.config.server.hosts, what.config.server.port)}: every byte received is ` +
+        "sent back. The modern port of Microsoft's WSK echosrv sample.",
     start: request.start,
+    ...(request.account !== undefined ? { account: request.account } : {}),
     launcher: launcherOfThisProcess(),
     serverArgs,
     config: what.config,
@@ -126,7 +127,7 @@ function defineService(request: ServiceRequest, io: CommandOutput): ServiceDefin
 
 /** Refuses early, with a clear message, when a change needs root and this is not root (Linux, macOS). */
 function requireRoot(action: string): void {
-  if (Deno.build.os === "windows") return; // sc.exe answers "access denied" (5), which is explained then
+  if (Deno.build.os === "windows") return; // the SCM answers "access denied" (5), which is explained then
   let uid: number | null = null;
   try {
     if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") uid = Deno.uid();
@@ -192,7 +193,7 @@ export async function runServiceCommand(
     }
 
     await manager.available();
-    requireRoot(request.action);
+    if (!(manager instanceof WindowsManager)) requireRoot(request.action);
     const installed = await manager.installed(request.name);
     if (request.action === "install" && installed) {
       throw new ServiceError(
@@ -203,7 +204,7 @@ export async function runServiceCommand(
     if (request.action !== "install" && !installed) {
       throw new ServiceError(`no service named ${request.name} is installed (${manager.system})`);
     }
-    await executePlan(plan, (line) => io.out(`${line}\n`));
+    await executePlan(plan, (line) => io.out(`${line}\n`), (argv) => manager!.formatCommand(argv));
     io.out(`${plan.summary}: done\n`);
     for (const note of plan.notes ?? []) io.out(`note: ${note}\n`);
     return 0;

@@ -1,15 +1,19 @@
 // contract: what echosrv's service support is made of, shared by every platform (the shape of Go's
 // kardianos/service). A ServiceProgram is what a service manager runs (start must not wait for the end, stop must
 // return at once); a ServiceManager registers, starts, stops and reports on a service, one module per platform
-// (systemd.ts, launchd.ts, windows.ts), and does so through a Plan: the files it would write and the commands it
-// would run, which `--dry-run` prints and executePlan carries out, undoing what it did if a step fails.
+// (systemd.ts, launchd.ts, windows.ts), through a Plan (plan.ts: the files it would write and the commands it would
+// run, which `--dry-run` prints and executePlan carries out, undoing what it did if a step fails) and a Launcher
+// (launcher.ts: how the service's process starts). Each platform owns its run loop: the SCM's is scm.ts, the
+// console's console.ts.
 
 /**
  * echosrv's service support: one contract, one module per platform.
  *
  * @example Install echosrv as a systemd service with baked options, showing first what will be done
  * ```ts
- * import { describePlan, executePlan, launcherOfThisProcess, type ServiceDefinition } from "./contract.ts";
+ * import type { ServiceDefinition } from "./contract.ts";
+ * import { launcherOfThisProcess } from "./launcher.ts";
+ * import { describePlan, executePlan } from "./plan.ts";
  * import { SystemdManager } from "./systemd.ts";
  * import { parseCommandLine } from "../options.ts";
  *
@@ -35,14 +39,16 @@
  * @module
  */
 
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import type { RunConfig } from "../options.ts";
+import { DEFAULT_HOSTS, type RunConfig } from "../config.ts";
+import type { Launcher } from "./launcher.ts";
+import type { Plan } from "./plan.ts";
 
 /** A running service, as its program hands it to the service manager's code. */
 export interface RunningService {
   /** Begins a graceful stop and returns at once; `shutdown` means the machine is going down (less time). */
   stop(reason: "stop" | "shutdown"): void;
+  /** Stops at once, or cuts a graceful stop short: a deliberate second stop request in a console (the SCM has none). */
+  stopNow(): void;
   /** Resolves with the exit code once the service has stopped (after {@link stop}, or by itself on a failure). */
   readonly finished: Promise<number>;
 }
@@ -59,13 +65,11 @@ export interface ServiceProgram {
   start(startParameters: string[], serviceName: string): Promise<number | RunningService>;
 }
 
-/** When the service starts: at boot (and now, on install), or only when asked. */
-export type StartMode = "auto" | "manual";
-
-/** How the service's process is launched: the compiled executable, or Deno running main.ts. */
-export type Launcher =
-  | { kind: "compiled"; executable: string }
-  | { kind: "source"; deno: string; config: string; main: string; denoDir?: string };
+/**
+ * When the service starts: at boot (and now, on install), at boot after the other automatic services (Windows'
+ * delayed auto-start; the same as auto elsewhere), or only when asked.
+ */
+export type StartMode = "auto" | "delayed" | "manual";
 
 /** Everything a manager needs to register a service. */
 export interface ServiceDefinition {
@@ -77,6 +81,11 @@ export interface ServiceDefinition {
   description: string;
   /** Boot start or manual start. */
   start: StartMode;
+  /**
+   * The account it runs as, as `--account` gave it; undefined for each manager's least-privileged default (Windows:
+   * its virtual account NT SERVICE\NAME; systemd: a dynamic user; launchd: the user _NAME).
+   */
+  account?: string;
   /** What runs. */
   launcher: Launcher;
   /** The server options baked into the service's command line, already validated. */
@@ -107,6 +116,20 @@ export function stopGraceSeconds(config: RunConfig): number {
   return Math.ceil(config.server.shutdownTimeoutMs / 1000) + 5;
 }
 
+/**
+ * Where the server listens, in words for a description: "on port 40007 (IPv4 and IPv6)" for the default hosts,
+ * otherwise the hosts themselves ("on port 7 of 127.0.0.1 and ::1").
+ *
+ * @param hosts the `--host` values (DEFAULT_HOSTS when none was given)
+ * @param port the port
+ */
+export function listenWords(hosts: readonly string[], port: number): string {
+  const same = hosts.length === DEFAULT_HOSTS.length && DEFAULT_HOSTS.every((h) => hosts.includes(h));
+  if (same) return `on port ${port} (IPv4 and IPv6)`;
+  const list = hosts.length === 1 ? hosts[0] : `${hosts.slice(0, -1).join(", ")} and ${hosts.at(-1)}`;
+  return `on port ${port} of ${list}`;
+}
+
 /** What a manager reports about a service. */
 export interface ServiceStatus {
   /** False when no service of that name is registered. */
@@ -117,36 +140,6 @@ export interface ServiceStatus {
   pid?: number;
   /** The manager's own words, for people. */
   detail: string;
-}
-
-/** Thrown for every failure of a service command; the message says what went wrong and what to do. */
-export class ServiceError extends Error {
-  override name = "ServiceError";
-}
-
-/** One thing a plan does. Steps with an `undo` are reverted (in reverse order) when a later step fails. */
-export type Step =
-  | { kind: "mkdir"; path: string; mode: number }
-  | { kind: "write"; path: string; content: string; mode: number; undo?: Step[] }
-  | { kind: "remove"; path: string }
-  | {
-    kind: "run";
-    argv: string[];
-    /** Exit codes that count as success besides 0 (e.g. "already stopped"). */
-    okCodes?: number[];
-    /** Turns a failure into a clear message (exit code, standard error); undefined keeps the default. */
-    explain?: (code: number, stderr: string) => string | undefined;
-    undo?: Step[];
-  }
-  | { kind: "wait"; what: string; until: () => Promise<boolean>; timeoutMs: number };
-
-/** What a service command would change, step by step. */
-export interface Plan {
-  /** One line on what the plan does. */
-  summary: string;
-  steps: Step[];
-  /** Things worth saying about the plan (printed with it). */
-  notes?: string[];
 }
 
 /** Every platform's manager offers this. */
@@ -167,250 +160,4 @@ export interface ServiceManager {
   controlPlan(action: "start" | "stop" | "restart", name: string): Plan;
   /** Ask the manager how it is. */
   status(name: string): Promise<ServiceStatus>;
-}
-
-/**
- * The Deno flags the service's process needs on `os`: the network, its settings, its log file (+ FFI), and
- * `--unstable-net`, without which `--udp` cannot open its sockets (Deno.listenDatagram) and `--workers` cannot share
- * a port (reusePort).
- */
-export function servicePermissions(os: typeof Deno.build.os): string[] {
-  // --max-semi-space-size=4: V8's young generation capped at 4 MiB semi-spaces, as in the `start` task: it keeps
-  // idle connections at about 6.7 KiB each instead of 8.6 (measured with `deno task bench`, GC cost about 1%).
-  const flags = [
-    "--unstable-net",
-    "--v8-flags=--max-semi-space-size=4",
-    "--allow-net",
-    "--allow-env",
-    "--allow-read",
-    "--allow-write",
-  ];
-  return os === "windows" ? [...flags, "--allow-ffi"] : flags;
-}
-
-/**
- * The permissions `echosrv` itself needs on `os`, baked into the compiled executable: the service's own, plus
- * running the service manager's tool, plus (Linux, macOS) reading the user id to say "run as root" up front.
- * `--allow-ffi` stays unscoped on Windows on purpose: a scoped FFI permission makes Deno resolve "advapi32.dll"
- * against the working directory instead of letting Windows load its system DLL (both are KnownDLLs, always taken
- * from System32).
- *
- * @param os the target system
- * @returns the `deno compile` permission flags
- */
-export function executablePermissions(os: typeof Deno.build.os): string[] {
-  switch (os) {
-    case "windows":
-      return [...servicePermissions(os), "--allow-run=sc.exe"];
-    case "darwin":
-      return [...servicePermissions(os), "--allow-run=launchctl", "--allow-sys=uid"];
-    default:
-      return [...servicePermissions(os), "--allow-run=systemctl", "--allow-sys=uid"];
-  }
-}
-
-/**
- * How this process was launched, so the service runs the same program: the executable itself when compiled,
- * otherwise `deno run` of this main.ts with this deno.json, all as absolute paths.
- *
- * @returns the launcher of this process
- */
-export function launcherOfThisProcess(): Launcher {
-  if (Deno.build.standalone) return { kind: "compiled", executable: Deno.execPath() };
-  const main = fileURLToPath(Deno.mainModule);
-  const denoDir = denoDirOfThisProcess();
-  return {
-    kind: "source",
-    deno: Deno.execPath(),
-    config: join(dirname(main), "deno.json"),
-    main,
-    ...(denoDir ? { denoDir } : {}),
-  };
-}
-
-/** Where this Deno keeps its cache (and so the npm packages echosrv needs): $DENO_DIR or the OS's default. */
-function denoDirOfThisProcess(): string | undefined {
-  const env = (name: string) => Deno.env.get(name) || undefined;
-  const explicit = env("DENO_DIR");
-  if (explicit) return explicit;
-  switch (Deno.build.os) {
-    case "windows": {
-      const local = env("LOCALAPPDATA");
-      return local ? join(local, "deno") : undefined;
-    }
-    case "darwin": {
-      const home = env("HOME");
-      return home ? join(home, "Library", "Caches", "deno") : undefined;
-    }
-    default: {
-      const cache = env("XDG_CACHE_HOME") ?? (env("HOME") ? join(env("HOME")!, ".cache") : undefined);
-      return cache ? join(cache, "deno") : undefined;
-    }
-  }
-}
-
-/**
- * The service's command line on `os`: the program and the arguments that come before the server options.
- *
- * @param launcher how the process is launched
- * @param os the system the service runs on
- * @returns argv, program first
- */
-export function launchArgs(launcher: Launcher, os: typeof Deno.build.os): string[] {
-  if (launcher.kind === "compiled") return [launcher.executable];
-  return [launcher.deno, "run", ...servicePermissions(os), "--config", launcher.config, launcher.main];
-}
-
-/** Formats an argv as a POSIX shell would need it typed (for messages and --dry-run). */
-export function shellQuote(argv: string[]): string {
-  return argv.map((arg) => /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`)
-    .join(" ");
-}
-
-/** Describes the plan exactly: every file with its whole content, every command, in order. */
-export function describePlan(plan: Plan, quote: (argv: string[]) => string = shellQuote): string {
-  const lines = [`# ${plan.summary}`, "# dry run: nothing was changed. A real run would do, in order:"];
-  for (const step of plan.steps) {
-    switch (step.kind) {
-      case "mkdir":
-        lines.push(`create directory ${step.path} (mode ${step.mode.toString(8)})`);
-        break;
-      case "write":
-        lines.push(`write ${step.path} (mode ${step.mode.toString(8)}):`);
-        lines.push(`----- begin ${step.path} -----`);
-        lines.push(step.content.replace(/\n$/, ""));
-        lines.push(`----- end ${step.path} -----`);
-        break;
-      case "remove":
-        lines.push(`remove ${step.path}`);
-        break;
-      case "run":
-        lines.push(`run: ${quote(step.argv)}`);
-        break;
-      case "wait":
-        lines.push(`wait until ${step.what} (at most ${Math.round(step.timeoutMs / 1000)} s)`);
-        break;
-    }
-  }
-  for (const note of plan.notes ?? []) lines.push(`note: ${note}`);
-  return lines.join("\n") + "\n";
-}
-
-/** What a tool printed and how it ended. */
-export interface ToolResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs a service manager's tool and collects its output. A missing tool becomes a {@link ServiceError}.
- *
- * @param argv the tool and its arguments
- * @returns exit code and output
- */
-export async function runTool(argv: string[]): Promise<ToolResult> {
-  const [program, ...args] = argv;
-  let output: Deno.CommandOutput;
-  try {
-    output = await new Deno.Command(program, { args, stdin: "null", stdout: "piped", stderr: "piped" }).output();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) throw new ServiceError(`${program} was not found on this machine`);
-    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-      throw new ServiceError(`not allowed to run ${program}: ${(error as Error).message}`);
-    }
-    throw error;
-  }
-  const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function executeStep(step: Step): Promise<string> {
-  switch (step.kind) {
-    case "mkdir":
-      try {
-        await Deno.mkdir(step.path, { recursive: true, mode: step.mode });
-      } catch (error) {
-        throw new ServiceError(`cannot create ${step.path}: ${describeFsError(error)}`);
-      }
-      return `created ${step.path}`;
-    case "write":
-      try {
-        await Deno.writeTextFile(step.path, step.content, { createNew: true, mode: step.mode });
-        await Deno.chmod(step.path, step.mode);
-      } catch (error) {
-        if (error instanceof Deno.errors.AlreadyExists) {
-          throw new ServiceError(`${step.path} already exists; nothing was changed`);
-        }
-        throw new ServiceError(`cannot write ${step.path}: ${describeFsError(error)}`);
-      }
-      return `wrote ${step.path}`;
-    case "remove":
-      try {
-        await Deno.remove(step.path);
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) {
-          throw new ServiceError(`cannot remove ${step.path}: ${describeFsError(error)}`);
-        }
-      }
-      return `removed ${step.path}`;
-    case "run": {
-      const result = await runTool(step.argv);
-      if (result.code !== 0 && !(step.okCodes ?? []).includes(result.code)) {
-        const said = (result.stderr.trim() || result.stdout.trim()).split("\n").slice(-3).join(" / ");
-        throw new ServiceError(
-          step.explain?.(result.code, said) ??
-            `${shellQuote(step.argv)} failed (exit ${result.code})${said ? `: ${said}` : ""}`,
-        );
-      }
-      return `ran: ${shellQuote(step.argv)}`;
-    }
-    case "wait": {
-      const deadline = performance.now() + step.timeoutMs;
-      while (!(await step.until())) {
-        if (performance.now() > deadline) {
-          throw new ServiceError(`gave up waiting until ${step.what} after ${Math.round(step.timeoutMs / 1000)} s`);
-        }
-        await sleep(250);
-      }
-      return `${step.what}`;
-    }
-  }
-}
-
-function describeFsError(error: unknown): string {
-  if (error instanceof Deno.errors.PermissionDenied) return "permission denied (run as root / Administrator)";
-  return (error as Error)?.message ?? String(error);
-}
-
-/**
- * Carries out a plan in order. When a step fails, the `undo` steps of the steps already done run in reverse, so
- * nothing is left half-done, and the failure is thrown as a {@link ServiceError}.
- *
- * @param plan what to do
- * @param report receives one line per step done
- */
-export async function executePlan(plan: Plan, report: (line: string) => void): Promise<void> {
-  const undo: Step[][] = [];
-  for (const step of plan.steps) {
-    try {
-      report(await executeStep(step));
-    } catch (error) {
-      for (const steps of undo.reverse()) {
-        for (const undoStep of steps) {
-          try {
-            report(`undone: ${await executeStep(undoStep)}`);
-          } catch (undoError) {
-            report(`could not undo (${(undoError as Error).message}); check by hand`);
-          }
-        }
-      }
-      throw error;
-    }
-    if ((step.kind === "write" || step.kind === "run") && step.undo) undo.push(step.undo);
-  }
 }

@@ -1,21 +1,22 @@
 // launchd: echosrv as a launchd daemon on macOS. A property list in /Library/LaunchDaemons/NAME.plist runs the
 // absolute binary with the baked options, starts it at boot (RunAtLoad) and again when it exits with an error
-// (KeepAlive SuccessfulExit=false), and gives a stop the time --shutdown-timeout asks for (ExitTimeOut). The log
-// file goes to /Library/Logs/NAME/. `launchctl bootstrap` loads it, `bootout` unloads it.
+// (KeepAlive SuccessfulExit=false), and gives a stop the time --shutdown-timeout asks for (ExitTimeOut). It runs as a
+// dedicated user (UserName), _NAME unless --account names another, which must exist (install checks, and says how to
+// create it); its log folder /Library/Logs/NAME/ is that user's. `launchctl bootstrap` loads it, `bootout` unloads it.
 
-import { join } from "node:path";
+// Paths in a property list are macOS paths, whatever system prints the plan (--dry-run runs anywhere).
+import { posix } from "node:path";
 import {
   fileLimit,
-  launchArgs,
-  type Plan,
-  runTool,
   type ServiceDefinition,
-  ServiceError,
   type ServiceManager,
   type ServiceStatus,
-  shellQuote,
   stopGraceSeconds,
 } from "./contract.ts";
+import { ServiceError } from "./error.ts";
+import { launchArgs } from "./launcher.ts";
+import { type Plan, runTool, shellQuote } from "./plan.ts";
+import { SERVER_ENV } from "../runtime.ts";
 import { VERSION } from "../version.ts";
 
 /** Where system-wide daemons are defined. */
@@ -23,6 +24,11 @@ export const DAEMON_DIR = "/Library/LaunchDaemons";
 
 /** `launchctl` exit codes that mean "no such service loaded" (ESRCH, and launchd's own "not found"). */
 const NOT_LOADED = [3, 113];
+
+/** The user a daemon runs as: `--account`, or _NAME (the convention for macOS's own service users). */
+export function launchdUser(definition: ServiceDefinition): string {
+  return definition.account ?? `_${definition.name}`;
+}
 
 /** The service's log folder and file. */
 export function defaultLogFile(name: string): string {
@@ -53,16 +59,22 @@ export function launchdPlist(definition: ServiceDefinition): string {
   const { name, config, launcher } = definition;
   const files = fileLimit(config.server.maxConnections);
   const string = (value: string) => `<string>${xml(value)}</string>`;
-  const environment = launcher.kind === "source"
-    ? [
-      "  <key>EnvironmentVariables</key>",
-      "  <dict>",
-      ...(launcher.denoDir ? [`    <key>DENO_DIR</key>`, `    ${string(launcher.denoDir)}`] : []),
-      "    <key>DENO_NO_UPDATE_CHECK</key>",
-      "    <string>1</string>",
-      "  </dict>",
-    ]
-    : [];
+  // SERVER_ENV is read by Deno at process start, compiled executable included (lib/runtime.ts).
+  const variables: Array<[string, string]> = [
+    ...Object.entries(SERVER_ENV),
+    ...(launcher.kind === "source"
+      ? [...(launcher.denoDir ? [["DENO_DIR", launcher.denoDir] as [string, string]] : []), [
+        "DENO_NO_UPDATE_CHECK",
+        "1",
+      ] as [string, string]]
+      : []),
+  ];
+  const environment = [
+    "  <key>EnvironmentVariables</key>",
+    "  <dict>",
+    ...variables.flatMap(([key, value]) => [`    <key>${xml(key)}</key>`, `    ${string(value)}`]),
+    "  </dict>",
+  ];
   const comment = (text: string) => xml(text).replaceAll("--", "- -");
   return [
     '<?xml version="1.0" encoding="UTF-8"?>',
@@ -82,10 +94,12 @@ export function launchdPlist(definition: ServiceDefinition): string {
     ...launchdServiceArgv(definition).map((arg) => `    ${string(arg)}`),
     "  </array>",
     ...environment,
+    "  <key>UserName</key>",
+    `  ${string(launchdUser(definition))}`,
     "  <key>WorkingDirectory</key>",
     "  <string>/</string>",
     "  <key>RunAtLoad</key>",
-    definition.start === "auto" ? "  <true/>" : "  <false/>",
+    definition.start !== "manual" ? "  <true/>" : "  <false/>",
     "  <key>KeepAlive</key>",
     "  <dict>",
     "    <key>SuccessfulExit</key>",
@@ -116,7 +130,11 @@ export function launchdPlist(definition: ServiceDefinition): string {
 export class LaunchdManager implements ServiceManager {
   readonly system = "launchd";
 
-  /** @param daemonDir where property lists are written */
+  /**
+   * The manager of launchd daemons.
+   *
+   * @param daemonDir where property lists are written
+   */
   constructor(readonly daemonDir: string = DAEMON_DIR) {}
 
   formatCommand(argv: string[]): string {
@@ -124,7 +142,7 @@ export class LaunchdManager implements ServiceManager {
   }
 
   #plistPath(name: string): string {
-    return join(this.daemonDir, `${name}.plist`);
+    return posix.join(this.daemonDir, `${name}.plist`);
   }
 
   async available(): Promise<void> {
@@ -147,12 +165,24 @@ export class LaunchdManager implements ServiceManager {
     const { name } = definition;
     const path = this.#plistPath(name);
     const logFile = definition.config.log.file ?? defaultLogFile(name);
+    const user = launchdUser(definition);
+    if (!/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(user)) {
+      throw new ServiceError(`--account: "${user}" is not a macOS user name`);
+    }
     return {
       summary: `install the launchd daemon ${name} (${
-        definition.start === "auto" ? "starts at boot and now" : "manual start"
+        definition.start !== "manual" ? "starts at boot and now" : "manual start"
       })`,
       steps: [
+        {
+          kind: "run",
+          argv: ["dscl", ".", "-read", `/Users/${user}`, "UniqueID"],
+          explain: () =>
+            `the user ${user} that the daemon is to run as does not exist on this Mac; create it first (see ` +
+            "echosrv's README, macOS) or name another with --account; nothing was changed",
+        },
         { kind: "mkdir", path: `/Library/Logs/${name}`, mode: 0o755 },
+        { kind: "run", argv: ["chown", "-R", user, `/Library/Logs/${name}`] },
         { kind: "write", path, content: launchdPlist(definition), mode: 0o644, undo: [{ kind: "remove", path }] },
         // A daemon disabled earlier (launchctl disable) would refuse to load.
         { kind: "run", argv: ["launchctl", "enable", `system/${name}`] },
@@ -163,8 +193,8 @@ export class LaunchdManager implements ServiceManager {
         },
       ],
       notes: [
-        `the daemon runs as root; logs: ${logFile} (and ${`/Library/Logs/${name}/stderr.log`} for anything ` +
-        "written before logging starts)",
+        `the daemon runs as the user ${user}; logs: ${logFile} (and ${`/Library/Logs/${name}/stderr.log`} for ` +
+        "anything written before logging starts)",
       ],
     };
   }

@@ -10,10 +10,11 @@
 // returns a Promise), ServiceMain and the handler are `Deno.UnsafeCallback.threadSafe`, and neither ever waits for
 // anything: the handler reports STOP_PENDING and returns, the stop runs afterwards on the event loop.
 //
-// This module imports nothing that runs code at load time (type imports only): lib/service/scm_boot.ts loads it
-// before the rest of the program so that the dispatcher starts first.
+// This module imports nothing that runs code at load time (type imports and win32.ts's helpers only):
+// lib/service/scm_boot.ts loads it before the rest of the program so that the dispatcher starts first.
 
 import type { RunningService, ServiceProgram } from "./contract.ts";
+import { readWideString, SYSTEM_LIBRARIES, wideString, type Win32Libraries } from "./win32.ts";
 
 /** The marker `echosrv service install` puts first in a Windows service's command line (see scm_boot.ts). */
 export const SERVICE_MARKER = "--service";
@@ -76,36 +77,11 @@ const KERNEL32_SYMBOLS = {
 const SERVICE_MAIN = { parameters: ["u32", "pointer"], result: "void" } as const;
 const HANDLER_EX = { parameters: ["u32", "u32", "pointer", "pointer"], result: "u32" } as const;
 
-/** Where the Windows functions come from: the system DLLs, or (tests on Linux only) a stand-in library. */
-export interface ScmLibraries {
-  /** The library with StartServiceCtrlDispatcherW, RegisterServiceCtrlHandlerExW and SetServiceStatus. */
-  advapi32: string;
-  /** The library with CreateToolhelp32Snapshot, Process32FirstW/NextW, CloseHandle and ProcessIdToSessionId. */
-  kernel32: string;
-}
+/** Where the Windows functions come from (see win32.ts). */
+export type ScmLibraries = Win32Libraries;
 
 /** The system libraries on Windows. */
-export const WINDOWS_LIBRARIES: ScmLibraries = { advapi32: "advapi32.dll", kernel32: "kernel32.dll" };
-
-/** A NUL-terminated UTF-16LE copy of `text`, as the W functions take strings. */
-export function wideString(text: string): Uint16Array {
-  const out = new Uint16Array(text.length + 1);
-  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
-  return out;
-}
-
-/** Reads a NUL-terminated UTF-16LE string (at most 32767 units, the longest Windows path). */
-function readWideString(pointer: Deno.PointerValue, offset = 0): string {
-  if (pointer === null) return "";
-  const view = new Deno.UnsafePointerView(pointer);
-  const units: number[] = [];
-  for (let i = 0; i < 32_767; i++) {
-    const unit = view.getUint16(offset + i * 2);
-    if (unit === 0) break;
-    units.push(unit);
-  }
-  return String.fromCharCode(...units);
-}
+export const WINDOWS_LIBRARIES: ScmLibraries = SYSTEM_LIBRARIES;
 
 /** Reads ServiceMain's argv: `argc` pointers to UTF-16 strings; argv[0] is the service name. */
 function readArgv(argc: number, argv: Deno.PointerValue): string[] {

@@ -4,13 +4,11 @@
 // StartServiceCtrlDispatcherW and kills a program that never does (`sc start` then reports error 1053). A console
 // run, and every other system, goes on untouched.
 //
-// Tests on Linux name a stand-in for advapi32/kernel32 (tests/fixtures/fake_advapi32.c) in the environment
-// variable below; it is read on Linux and macOS only, never on Windows, and is not an option of echosrv.
+// Tests on Linux name a stand-in for advapi32/kernel32 (support/fixtures/fake_advapi32.c) in the environment
+// variable win32.ts names; it is read on Linux and macOS only, never on Windows, and is not an option of echosrv.
 
 import { ScmConnection, type ScmLibraries, SERVICE_MARKER, startedByScm, WINDOWS_LIBRARIES } from "./scm.ts";
-
-/** Names a stand-in library for the tests (not on Windows). */
-const TEST_LIBRARY_VARIABLE = "_ECHOSRV_TEST_SCM_LIBRARY";
+import { testLibraries } from "./win32.ts";
 
 /** A process the SCM started: its connection, and its arguments without the marker. */
 export interface ScmBoot {
@@ -20,6 +18,8 @@ export interface ScmBoot {
   args: string[];
   /** True when the command line carried {@link SERVICE_MARKER} (so the SCM was expected). */
   marked: boolean;
+  /** Where the Windows functions come from, for the service's other calls (its events). */
+  libraries: ScmLibraries;
 }
 
 function granted(descriptor: Deno.PermissionDescriptor): boolean {
@@ -32,10 +32,7 @@ function granted(descriptor: Deno.PermissionDescriptor): boolean {
 
 /** The libraries to use here, or undefined when this system has no SCM (and no test stand-in is named). */
 function librariesHere(): ScmLibraries | undefined {
-  if (Deno.build.os === "windows") return WINDOWS_LIBRARIES;
-  if (!granted({ name: "env", variable: TEST_LIBRARY_VARIABLE })) return undefined;
-  const stand_in = Deno.env.get(TEST_LIBRARY_VARIABLE);
-  return stand_in ? { advapi32: stand_in, kernel32: stand_in } : undefined;
+  return Deno.build.os === "windows" ? WINDOWS_LIBRARIES : testLibraries();
 }
 
 /**
@@ -50,7 +47,12 @@ export function bootScm(args: readonly string[]): ScmBoot | undefined {
   const marked = args[0] === SERVICE_MARKER;
   if (!marked && !startedByScm(libraries.kernel32)) return undefined;
   try {
-    return { connection: ScmConnection.connect(libraries), args: marked ? args.slice(1) : [...args], marked };
+    return {
+      connection: ScmConnection.connect(libraries),
+      args: marked ? args.slice(1) : [...args],
+      marked,
+      libraries,
+    };
   } catch {
     // advapi32 could not be loaded: carry on as a console program, which reports what goes wrong.
     return undefined;

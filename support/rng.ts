@@ -1,6 +1,6 @@
-// rng: the stress suite's only source of randomness. Everything a session does (its kind, sizes, write sizes,
-// pauses, the bytes it sends) derives from the run's seed and the session's number through these functions, so
-// `--seed S --replay N` reruns session N exactly. Nothing here touches the network or the clock.
+// rng: the seeded randomness of the stress run (stress/) and the fuzz test. Everything a stress session does (its
+// kind, sizes, write sizes, pauses, the bytes it sends) derives from the run's seed and the session's number through
+// these functions, so `--seed S --replay N` reruns session N exactly. Nothing here touches the network or the clock.
 
 /**
  * Mixes 32-bit values into one well-spread 32-bit seed (MurmurHash3's finalizer over a running hash), so that

@@ -1,14 +1,18 @@
-// fake_scm: the Windows service manager as the tests stand it up on Linux, shared by tests/scm_test.ts and the
-// stress suite's stop through the service manager (stress/service_stop.ts). It builds tests/fixtures/fake_advapi32.c
-// with `cc`, starts echosrv with the command line `echosrv service install` registers from source (its FFI calls
-// going to that stand-in), sends it control codes through a FIFO, and reads back what the stand-in recorded: every
-// status report with its state, checkpoint and wait hint, and the threads that did what.
+// fake_scm: the Windows service manager as the tests stand it up on Linux, shared by tests/scm_test.ts,
+// tests/windows_service_test.ts and the stress suite's stop through the service manager (stress/service_stop.ts). It
+// builds support/fixtures/fake_advapi32.c with `cc`, starts echosrv with the command line `echosrv service install`
+// registers from source (its FFI calls going to that stand-in), sends it control codes through a FIFO, and reads back
+// what the stand-in recorded: every status report with its state, checkpoint and wait hint, the threads that did
+// what, and the events written. It also runs `echosrv service ...` as on Windows against the stand-in's service
+// database (FakeScmHost). And it holds a reference reader of Windows command lines (commandLineToArgv).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { launchArgs, type Launcher } from "../lib/service/contract.ts";
+import { launchArgs, type Launcher } from "../lib/service/launcher.ts";
+import { serverFlags } from "../lib/runtime.ts";
 import { ServiceState } from "../lib/service/scm.ts";
-import { ROOT, ServerProcess, waitUntil, within } from "./helpers.ts";
+import { ROOT, ServerProcess } from "./server_process.ts";
+import { waitUntil, within } from "./time.ts";
 
 let built: Promise<{ library: string } | { reason: string }> | undefined;
 let fakeLibrary: string | undefined;
@@ -25,7 +29,7 @@ export function buildFakeAdvapi32(): Promise<{ library: string } | { reason: str
     const library = join(dir, "fake_advapi32.so");
     try {
       const out = await new Deno.Command("cc", {
-        args: ["-shared", "-fPIC", "-O2", "-o", library, join(ROOT, "tests/fixtures/fake_advapi32.c"), "-lpthread"],
+        args: ["-shared", "-fPIC", "-O2", "-o", library, join(ROOT, "support/fixtures/fake_advapi32.c"), "-lpthread"],
         stdout: "piped",
         stderr: "piped",
       }).output();
@@ -48,6 +52,25 @@ export interface ScmEvent {
   thread: string;
   event: string;
   fields: Record<string, string>;
+}
+
+/**
+ * Reads the stand-in's record: `<ms> <thread> <event> key=value ...`, where a `message=` field, always last, takes
+ * the rest of the line (with `\n` for its line breaks).
+ */
+export function parseRecord(text: string): ScmEvent[] {
+  return text.split("\n").filter((line) => line.trim() !== "").map((line) => {
+    const messageAt = line.indexOf(" message=");
+    const head = messageAt < 0 ? line : line.slice(0, messageAt);
+    const [t, thread, event, ...rest] = head.split(" ");
+    const fields: Record<string, string> = {};
+    for (const pair of rest) {
+      const cut = pair.indexOf("=");
+      fields[pair.slice(0, cut)] = pair.slice(cut + 1);
+    }
+    if (messageAt >= 0) fields.message = line.slice(messageAt + 9).replaceAll("\\n", "\n");
+    return { t: Number(t), thread, event, fields };
+  });
 }
 
 /** A status report, as numbers. */
@@ -98,15 +121,7 @@ export class FakeScmService implements AsyncDisposable {
     } catch {
       return [];
     }
-    return text.split("\n").filter((line) => line.trim() !== "").map((line) => {
-      const [t, thread, event, ...rest] = line.split(" ");
-      const fields: Record<string, string> = {};
-      for (const pair of rest) {
-        const cut = pair.indexOf("=");
-        fields[pair.slice(0, cut)] = pair.slice(cut + 1);
-      }
-      return { t: Number(t), thread, event, fields };
-    });
+    return parseRecord(text);
   }
 
   statuses(): StatusReport[] {
@@ -238,6 +253,81 @@ export async function startUnderFakeScm(
   return new FakeScmService(new ServerProcess(child), dir, recordPath, controlPath, logPath);
 }
 
+/** What `echosrv service ...` printed and how it ended. */
+export interface CommandOutput {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * `echosrv service ...` as it runs on Windows (the Windows manager, the SCM API through FFI), its calls going to the
+ * stand-in, whose service database and record live in a folder of their own; %ProgramData% is a folder in it too.
+ */
+export class FakeScmHost implements AsyncDisposable {
+  private constructor(readonly dir: string) {}
+
+  /** A new, empty host (build the stand-in first with {@link buildFakeAdvapi32}). */
+  static async create(): Promise<FakeScmHost> {
+    if (fakeLibrary === undefined) throw new Error("build the stand-in advapi32 first (buildFakeAdvapi32)");
+    const dir = await Deno.makeTempDir({ prefix: "echosrv-scm-host-" });
+    await Deno.mkdir(join(dir, "db"));
+    await Deno.mkdir(join(dir, "ProgramData"));
+    return new FakeScmHost(dir);
+  }
+
+  /** %ProgramData% of this host. */
+  get programData(): string {
+    return join(this.dir, "ProgramData");
+  }
+
+  /** Runs `echosrv service <args>` with the Windows service permissions (FFI), bounded in time. */
+  async service(args: string[], env: Record<string, string> = {}): Promise<CommandOutput> {
+    const out = await within(
+      60_000,
+      `echosrv service ${args.join(" ")}`,
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          ...["run", ...serverFlags("windows"), "--config", join(ROOT, "deno.json"), join(ROOT, "main.ts")],
+          ...["service", ...args],
+        ],
+        cwd: this.dir,
+        stdin: "null",
+        env: {
+          NO_COLOR: "1",
+          _ECHOSRV_TEST_SCM_LIBRARY: fakeLibrary!,
+          FAKE_SCM_LOG: join(this.dir, "scm.record"),
+          FAKE_SCM_DIR: join(this.dir, "db"),
+          // A console command: its parent is no services.exe.
+          FAKE_SCM_PARENT_IMAGE: "cmd.exe",
+          ProgramData: this.programData,
+          ...env,
+        },
+      }).output(),
+    );
+    const decoder = new TextDecoder();
+    return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+  }
+
+  /** What the stand-in recorded so far. */
+  events(): ScmEvent[] {
+    try {
+      return parseRecord(Deno.readTextFileSync(join(this.dir, "scm.record")));
+    } catch {
+      return [];
+    }
+  }
+
+  /** Forgets the record (the database stays). */
+  clearRecord(): void {
+    Deno.writeTextFileSync(join(this.dir, "scm.record"), "");
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Deno.remove(this.dir, { recursive: true });
+  }
+}
+
 /** The states in order, each run of repeats (pending re-reports) counted once. */
 export function stateSequence(statuses: StatusReport[]): string[] {
   const out: string[] = [];
@@ -283,4 +373,52 @@ export function protocolProblems(statuses: StatusReport[]): string[] {
 /** Asserts {@link protocolProblems} finds none. */
 export function assertProtocol(statuses: StatusReport[]): void {
   assert.deepEqual(protocolProblems(statuses), [], "the SCM's status protocol");
+}
+
+/**
+ * Splits a command line the way CommandLineToArgvW and the Microsoft C runtime do, written from Microsoft's
+ * documentation ("Parsing C++ command-line arguments"): the program name ends at the first space or tab outside
+ * quotes and takes no escapes; then 2n backslashes before a quote give n backslashes and the quote toggles quoting,
+ * 2n+1 give n backslashes and a literal quote, other backslashes are literal, and "" inside quotes is a quote.
+ */
+export function commandLineToArgv(line: string): string[] {
+  const argv: string[] = [];
+  let i = 0;
+  let program = "";
+  let quoted = false;
+  for (; i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t")); i++) {
+    if (line[i] === '"') quoted = !quoted;
+    else program += line[i];
+  }
+  argv.push(program);
+  for (;;) {
+    while (i < line.length && (line[i] === " " || line[i] === "\t")) i++;
+    if (i >= line.length) return argv;
+    let arg = "";
+    quoted = false;
+    while (i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t"))) {
+      let backslashes = 0;
+      while (line[i] === "\\") {
+        backslashes++;
+        i++;
+      }
+      if (line[i] === '"') {
+        arg += "\\".repeat(Math.floor(backslashes / 2));
+        if (backslashes % 2 === 1) {
+          arg += '"';
+          i++;
+        } else if (quoted && line[i + 1] === '"') {
+          arg += '"';
+          i += 2;
+        } else {
+          quoted = !quoted;
+          i++;
+        }
+      } else {
+        arg += "\\".repeat(backslashes);
+        if (i < line.length && (quoted || (line[i] !== " " && line[i] !== "\t"))) arg += line[i++];
+      }
+    }
+    argv.push(arg);
+  }
 }

@@ -326,13 +326,20 @@ export class EchoServer {
    * 1 s), so the hot path only copies the coarse clock (lib/clock.ts) and arms no timer. That copy can be a whole
    * tick stale, so it only tells whether anything moved since the last tick; silence is counted from the first tick
    * that saw nothing new. A connection is never closed before it has been quiet for the full timeout, and at most
-   * one tick after.
+   * one tick after. A tick that comes late (the process was paused, or starved of CPU) does not count the pause as
+   * silence: what peers sent meanwhile is still waiting to be read, and those reads complete only after the tick
+   * (a connection whose client spoke after 0.5 s was closed by a 1 s idle timeout once the server had been paused
+   * for 1.5 s). Silence so counts only time in which the server could have seen input.
    */
   #startQuietSweep(idleMs: number, sendMs: number): void {
     if (idleMs <= 0 && sendMs <= 0) return;
     const period = sweepPeriod(Math.min(idleMs > 0 ? idleMs : Infinity, sendMs > 0 ? sendMs : Infinity));
+    let lastTick = this.#clock.advance();
     this.#sweepTimer = setInterval(() => {
       const now = this.#clock.advance();
+      // Beyond two periods, a tick's lateness is the server's own pause, excused from every connection's silence.
+      const excused = now - lastTick > 2 * period ? now - lastTick - period : 0;
+      lastTick = now;
       for (const connection of this.#connections) {
         if (connection.closing) continue;
         if (connection.lastActive !== connection.sweptActive) {
@@ -340,6 +347,7 @@ export class EchoServer {
           connection.quietSince = now;
           continue;
         }
+        connection.quietSince += excused;
         const quiet = now - connection.quietSince;
         if (connection.phase === "reading" && idleMs > 0 && quiet >= idleMs) {
           this.counters.closedIdle++;

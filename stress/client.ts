@@ -1,11 +1,12 @@
 // client: one process of the stress swarm. It runs `concurrency` sessions at a time against the server until the
 // run's duration is up, each session drawn from (seed, session number) so any one can be replayed, and reports to
-// the orchestrator (stress/swarm.ts) as JSON lines on standard output: progress, failures, and, when the server is
+// the orchestrator (stress/swarm.ts) as JSON lines on standard output: progress, failures, the connections whose
+// close the server's log must confirm (each with what came back on it and how it ended), and, when the server is
 // being stopped, the sessions it cut and the connections it refused. Started as
-// `deno run --allow-net stress/client.ts '<ClientConfig as JSON>'`.
+// `deno run --allow-net --allow-run=python3 stress/client.ts '<ClientConfig as JSON>'`.
 
 import { KINDS, type PlanLimits, planSession, type SessionPlan } from "./kinds.ts";
-import { type Ending, endingOf, SessionContext, type SessionEnv } from "./session.ts";
+import { type ConnRecord, type Ending, endingOf, SessionContext, type SessionEnv } from "./session.ts";
 
 /** What the orchestrator tells a client process. */
 export interface ClientConfig {
@@ -59,6 +60,21 @@ export type ClientMessage =
     detail: string;
     at: number;
     plan: SessionPlan;
+    /** The connection it ended on, if it opened one: the orchestrator adds the server's view of it. */
+    record?: ConnRecord;
+  }
+  | {
+    /**
+     * A connection whose close the server's closing log line must confirm: one the session expected the server to
+     * close (a limit, a timeout) or to see closed, or, while the server is being stopped, the one a cut session
+     * ended on (`stopCut`), which the stop's deadline may have closed.
+     */
+    type: "check";
+    client: number;
+    n: number;
+    kind: string;
+    record: ConnRecord;
+    stopCut: boolean;
   }
   | {
     type: "stopped";
@@ -72,7 +88,15 @@ export type ClientMessage =
     /** How it was cut or refused, for the report. */
     detail: string;
   }
-  | { type: "replay"; plan: SessionPlan; ending: Ending; detail: string; stats: KindStats; durationMs: number };
+  | {
+    type: "replay";
+    plan: SessionPlan;
+    ending: Ending;
+    detail: string;
+    stats: KindStats;
+    durationMs: number;
+    record?: ConnRecord;
+  };
 
 /** Zeroed counters. */
 export function emptyStats(): KindStats {
@@ -135,6 +159,35 @@ function write(message: ClientMessage): void {
   console.log(JSON.stringify(message));
 }
 
+/**
+ * The connections of a session that the server's log must confirm: those with an expectation, when it ended as
+ * planned (while the server is being stopped, its stop may have closed them too); the last one, when a stop cut it.
+ */
+function checks(
+  config: ClientConfig,
+  n: number,
+  kind: string,
+  ending: Ending,
+  ctx: SessionContext,
+): Extract<ClientMessage, { type: "check" }>[] {
+  const stopping = "server stopping";
+  const message = (record: ConnRecord, stopCut: boolean) =>
+    ({ type: "check", client: config.client, n, kind, record, stopCut }) as const;
+  if (ending === "ok") {
+    return ctx.records.filter((r) => r.expect).map((r) =>
+      message(
+        config.env.stopMode ? { ...r, expect: { ...r.expect!, reasons: [...r.expect!.reasons, stopping] } } : r,
+        false,
+      )
+    );
+  }
+  const last = ctx.records.at(-1);
+  if (config.env.stopMode && ending === "cut" && last) {
+    return [message({ ...last, expect: { reasons: [stopping] } }, true)];
+  }
+  return [];
+}
+
 /** Runs the client process's share of the swarm. */
 async function runClient(config: ClientConfig): Promise<void> {
   const stats: Record<string, KindStats> = Object.fromEntries(Object.keys(KINDS).map((k) => [k, emptyStats()]));
@@ -158,6 +211,7 @@ async function runClient(config: ClientConfig): Promise<void> {
       kind.bytesVerified += ctx.bytesVerified;
       kind.connections += ctx.connections;
       const at = Date.now();
+      for (const check of checks(config, n, plan.kind, ending, ctx)) write(check);
       if (ending === "ok") {
         kind.ok++;
         kind.lastOkAt = at;
@@ -178,7 +232,8 @@ async function runClient(config: ClientConfig): Promise<void> {
         if (ending === "refused") return; // the server is gone: this worker is done
       } else {
         kind.failed++;
-        write({ type: "failure", client: config.client, n, kind: plan.kind, ending, detail, at, plan });
+        const record = ctx.records.at(-1);
+        write({ type: "failure", client: config.client, n, kind: plan.kind, ending, detail, at, plan, record });
       }
     }
   };
@@ -191,6 +246,7 @@ async function runClient(config: ClientConfig): Promise<void> {
 async function replay(config: ClientConfig, n: number): Promise<void> {
   const started = performance.now();
   const { plan, ending, detail, ctx } = await runSession(config, n, () => {});
+  for (const check of checks(config, n, plan.kind, ending, ctx)) write(check);
   const stats = emptyStats();
   Object.assign(stats, {
     sessions: 1,
@@ -200,7 +256,8 @@ async function replay(config: ClientConfig, n: number): Promise<void> {
     bytesVerified: ctx.bytesVerified,
     connections: ctx.connections,
   });
-  write({ type: "replay", plan, ending, detail, stats, durationMs: Math.round(performance.now() - started) });
+  const durationMs = Math.round(performance.now() - started);
+  write({ type: "replay", plan, ending, detail, stats, durationMs, record: ctx.records.at(-1) });
 }
 
 if (import.meta.main) {

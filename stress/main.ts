@@ -14,16 +14,21 @@ import { parseCommandLine } from "../lib/options.ts";
 import { formatDuration, parseDuration, parseInteger, parseSize, UnitError } from "../lib/units.ts";
 import { makeTestCertificate } from "../support/certificate.ts";
 import { defaultWeights, KINDS, parseWeights, type PlanLimits } from "./kinds.ts";
+import { havePython } from "./rcvbuf_peer.ts";
 import type { Transport } from "./session.ts";
 import {
   formatBytesIEC,
   formatKiB,
   runSwarm,
+  type SideServerReport,
   SIGTERM_STOPPER,
   type Stopper,
   type SwarmOptions,
   type SwarmReport,
 } from "./swarm.ts";
+
+/** Kinds whose client is stress/rcvbuf_peer.py. */
+const KINDS_NEEDING_PYTHON = ["byte-limit-rcvbuf"];
 
 /** What the command line asks for. */
 interface StressOptions {
@@ -34,6 +39,9 @@ interface StressOptions {
   weights: Record<string, number>;
   maxSize: number;
   idleTimeout: number;
+  sendTimeout: number;
+  byteLimit: number;
+  ageLimit: number;
   serverIdleTimeout: number;
   shutdownTimeout: number;
   sessionDeadline: number;
@@ -56,6 +64,9 @@ const DEFAULTS = {
   concurrency: 32,
   maxSize: 64 * 1024 * 1024,
   idleTimeout: 10_000,
+  sendTimeout: 3_000,
+  byteLimit: 256 * 1024,
+  ageLimit: 10_000,
   serverIdleTimeout: 60_000,
   shutdownTimeout: 10_000,
   sessionDeadline: 60_000,
@@ -118,6 +129,24 @@ function program(): Command {
         "idle timeout of the server the idle kinds use (they stay under or outlast it)",
       )
         .default(DEFAULTS.idleTimeout, "10s").argParser(reader(parseDuration)),
+    )
+    .addOption(
+      new Option(
+        "--send-timeout <duration>",
+        "send timeout of the idle kinds' server, which the send-timeout kind waits out",
+      ).default(DEFAULTS.sendTimeout, "3s").argParser(reader(parseDuration)),
+    )
+    .addOption(
+      new Option(
+        "--byte-limit <size>",
+        "the byte-limit server's --max-bytes-per-connection: what each byte-limit session must get back, exactly",
+      ).default(DEFAULTS.byteLimit, "256KiB").argParser(reader(parseSize)),
+    )
+    .addOption(
+      new Option(
+        "--age-limit <duration>",
+        "the age-limit server's --max-connection-duration, which the age-limit kind outlasts",
+      ).default(DEFAULTS.ageLimit, "10s").argParser(reader(parseDuration)),
     )
     .addOption(
       new Option(
@@ -208,6 +237,9 @@ function replayCommand(options: StressOptions, limits: PlanLimits, seed: number,
   if (changed.length > 0) parts.push(`--weights ${changed.map(([k, w]) => `${k}=${w}`).join(",")}`);
   if (options.maxSize !== DEFAULTS.maxSize) parts.push(`--max-size ${options.maxSize}`);
   if (limits.idleTimeoutMs !== DEFAULTS.idleTimeout) parts.push(`--idle-timeout ${limits.idleTimeoutMs}ms`);
+  if (limits.sendTimeoutMs !== DEFAULTS.sendTimeout) parts.push(`--send-timeout ${limits.sendTimeoutMs}ms`);
+  if (limits.byteLimit !== DEFAULTS.byteLimit) parts.push(`--byte-limit ${limits.byteLimit}`);
+  if (limits.ageLimitMs !== DEFAULTS.ageLimit) parts.push(`--age-limit ${limits.ageLimitMs}ms`);
   if (options.serverIdleTimeout !== DEFAULTS.serverIdleTimeout) {
     parts.push(`--server-idle-timeout ${options.serverIdleTimeout}ms`);
   }
@@ -235,6 +267,7 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
     lines.push(`plan: ${JSON.stringify(r.plan)}`);
     lines.push(`ending: ${r.ending}${r.detail ? ` (${r.detail})` : ""}`);
     lines.push(`sent ${formatBytesIEC(r.stats.bytesSent)}, verified ${formatBytesIEC(r.stats.bytesVerified)}`);
+    for (const note of report.closeNotes ?? []) lines.push(`close checked: ${note}`);
   } else {
     lines.push(
       `echosrv stress: ${verdict} (seed ${report.seed}, ${(report.elapsedMs / 1000).toFixed(1)} s, ` +
@@ -244,14 +277,37 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
     );
     lines.push("sessions by kind:");
     lines.push(
-      `  ${"kind".padEnd(14)}${pad("sessions", 9)}${pad("ok", 9)}${pad("cut", 6)}${pad("refused", 8)}` +
+      `  ${"kind".padEnd(18)}${pad("sessions", 9)}${pad("ok", 9)}${pad("cut", 6)}${pad("refused", 8)}` +
         `${pad("failed", 7)}${pad("connections", 12)}${pad("verified", 12)}`,
     );
     const row = (name: string, s: typeof report.total) =>
-      `  ${name.padEnd(14)}${pad(s.sessions, 9)}${pad(s.ok, 9)}${pad(s.cut, 6)}${pad(s.refused, 8)}` +
+      `  ${name.padEnd(18)}${pad(s.sessions, 9)}${pad(s.ok, 9)}${pad(s.cut, 6)}${pad(s.refused, 8)}` +
       `${pad(s.failed, 7)}${pad(s.connections, 12)}${pad(formatBytesIEC(s.bytesVerified), 12)}`;
-    for (const [name, s] of Object.entries(report.kinds)) lines.push(row(name, s));
+    for (const [name, s] of Object.entries(report.kinds)) {
+      if (s.sessions > 0 || (options.weights[name] ?? 0) > 0) lines.push(row(name, s));
+    }
     lines.push(row("total", report.total));
+    if (report.closes && Object.keys(report.closes).length > 0) {
+      lines.push(
+        "closes checked against the servers' closing log lines (the client read exactly what the server counted " +
+          "as echoed, verified, then the end of stream, for the reason planned):",
+      );
+      lines.push(
+        `  ${"kind".padEnd(18)}${pad("checked", 8)}${pad("exact", 8)}${pad("bytes", 12)}  reasons; other outcomes`,
+      );
+      const order = [...Object.keys(KINDS), "stop cuts"];
+      const closes = Object.entries(report.closes).sort(([a], [b]) => order.indexOf(a) - order.indexOf(b));
+      for (const [name, c] of closes) {
+        const reasons = Object.entries(c.reasons).map(([r, n]) => `${r} ${n}`).join(", ");
+        const others = Object.entries(c.verdicts).filter(([v]) => v !== "exact").map(([v, n]) => `${v} ${n}`);
+        lines.push(
+          `  ${name.padEnd(18)}${pad(c.checked, 8)}${pad(c.verdicts.exact ?? 0, 8)}${
+            pad(formatBytesIEC(c.bytes), 12)
+          }` +
+            `  ${reasons || "-"}${others.length ? `; ${others.join(", ")}` : ""}`,
+        );
+      }
+    }
     const server = report.server;
     lines.push(
       `bytes verified: ${formatBytesIEC(report.total.bytesVerified)} (sent ${formatBytesIEC(report.total.bytesSent)})` +
@@ -261,11 +317,30 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
     const idle = report.idleServer;
     if (idle) {
       lines.push(
-        `idle kinds' server (idle timeout ${formatDuration(options.idleTimeout)}): ${idle.accepted ?? "?"} ` +
-          `connections, ${idle.closedIdle ?? "?"} closed by its idle timeout, exit code ${idle.exitCode}, ` +
-          `${idle.unexpected.length} unexpected log lines`,
+        `idle kinds' server (idle timeout ${formatDuration(options.idleTimeout)}, send timeout ` +
+          `${formatDuration(options.sendTimeout)}): ${idle.accepted ?? "?"} connections, ${idle.closedIdle ?? "?"} ` +
+          `closed by its idle timeout, ${idle.closedSendTimeout ?? "?"} by its send timeout, exit code ` +
+          `${idle.exitCode}, ${idle.unexpected.length} unexpected log lines`,
       );
     }
+    const side = (name: string, server: SideServerReport | undefined, closed: string) => {
+      if (server) {
+        lines.push(
+          `${name}: ${server.accepted ?? "?"} connections, ${closed}, exit code ${server.exitCode}, ` +
+            `${server.unexpected.length} unexpected log lines`,
+        );
+      }
+    };
+    side(
+      `byte-limit server (${formatBytesIEC(options.byteLimit)})`,
+      report.bytesServer,
+      `${report.bytesServer?.closedMaxBytes ?? "?"} closed at the byte limit`,
+    );
+    side(
+      `age-limit server (${formatDuration(options.ageLimit)})`,
+      report.ageServer,
+      `${report.ageServer?.closedMaxDuration ?? "?"} closed at the age limit`,
+    );
     lines.push(
       report.peakConnections >= 0
         ? `peak concurrent connections (server side, sampled): ${report.peakConnections}`
@@ -293,6 +368,13 @@ export function summarize(report: SwarmReport, options: StressOptions): string {
         `descriptors: baseline ${d.baseline}, peak ${d.peak}, after the swarm ${d.after}: ` +
           `${d.backToBaseline ? "back to baseline" : "NOT back to baseline"}`,
       );
+    }
+    if (report.lateWrites) {
+      lines.push(
+        `late writes (${report.lateWrites.length}): sessions reset because they wrote to a socket the server had ` +
+          "closed as planned, after being quiet longer than its lingering close waits (counted as cut):",
+      );
+      for (const line of report.lateWrites.slice(0, 10)) lines.push(`  - ${line}`);
     }
     if (report.stop) {
       const s = report.stop;
@@ -392,8 +474,35 @@ export async function main(args: string[]): Promise<number> {
     maxSize: options.maxSize,
     // Stopped under load, the run has one server, so the idle kinds plan against its (long) idle timeout.
     idleTimeoutMs: options.stopAfter !== undefined ? options.serverIdleTimeout : options.idleTimeout,
+    sendTimeoutMs: options.sendTimeout,
+    byteLimit: options.byteLimit,
+    ageLimitMs: options.ageLimit,
     baseDeadlineMs: options.sessionDeadline,
   };
+  // Kinds that cannot run in this run get weight 0, said here and repeated by a replay's command line.
+  const single = options.stopAfter !== undefined || options.connect !== undefined;
+  const python = await havePython();
+  const leftOut = new Map<string, string[]>();
+  for (const [name, kind] of Object.entries(KINDS)) {
+    if ((options.weights[name] ?? 0) === 0) continue;
+    const why = single && ["send", "bytes", "age"].includes(kind.target)
+      ? "their servers (a short send timeout, a byte limit, an age limit) run only beside a swarmed server of ours " +
+        "that is not stopped (no --stop-after, no --connect)"
+      : KINDS_NEEDING_PYTHON.includes(name) && options.tls
+      ? "its client is a Python socket, which speaks no TLS here"
+      : KINDS_NEEDING_PYTHON.includes(name) && !python
+      ? "its client is a Python socket, and python3 is not installed"
+      : undefined;
+    if (why) {
+      options.weights[name] = 0;
+      leftOut.set(why, [...leftOut.get(why) ?? [], name]);
+    }
+  }
+  for (const [why, names] of leftOut) console.log(`stress: left out (weight 0): ${names.join(", ")}: ${why}`);
+  if (Object.values(options.weights).every((w) => w === 0)) {
+    console.error("stress: error: no session kind can run here (every weight is 0)");
+    return 2;
+  }
   const swarm: SwarmOptions = {
     seed,
     durationMs: options.duration,

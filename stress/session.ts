@@ -1,6 +1,9 @@
 // session: what one stress session runs inside, whatever its kind: the connections it opens (all closed when it
 // ends), its deadline (a session past it is a hang: its connections are closed so it cannot block the client),
 // its counters, and the ways it can end. Kinds (stress/kinds.ts) do the talking; this module judges the endings.
+// It also keeps a record of each connection (its local port, when it was opened, what came back and how its read
+// side ended), so that the orchestrator can hold a close the server started against the server's own closing log
+// line for that connection (stress/closes.ts).
 
 import type { ByteStream, Random, Verifier } from "../support/rng.ts";
 import { proxyV2Header } from "../support/proxy_header.ts";
@@ -25,6 +28,53 @@ export interface Transport {
 
 /** A connection of a session: TCP, or TLS over it. */
 export type StressConn = Deno.TcpConn | Deno.TlsConn;
+
+/**
+ * What the server's closing log line for a connection must say, when the session expects the server to close it
+ * (or, for a close the client starts, how the server must have seen it). The orchestrator checks it.
+ */
+export interface CloseExpectation {
+  /** The reasons the closing line may give ("byte limit", "idle timeout", "closed by peer", ...). */
+  reasons: string[];
+  /** The bytes the server must have counted as echoed (the byte limit), besides matching what came back. */
+  bytes?: number;
+  /** The connection's age in the closing line must be at least this (ms): a timeout must not fire early. */
+  minDurationMs?: number;
+  /**
+   * Set when the session could not bring about the close it planned (why): the line must then show the close that
+   * happened instead, and the check counts as missed, not exact.
+   */
+  missed?: string;
+}
+
+/** One connection of a session, as the client saw it: what the orchestrator matches with the server's log. */
+export interface ConnRecord {
+  /** The target it went to ("limits", "idle", ...). */
+  target: string;
+  /** Its local port: the server's log names the peer by it (a PROXY header carries it too). */
+  port: number;
+  /** Epoch ms just before connecting: the server accepted it later. */
+  connectAt: number;
+  /** Bytes read back on it. */
+  received: number;
+  /** How its read side ended: the end of stream (over TLS, without close_notify: unclean), a reset; absent if not. */
+  end?: "eof" | "unclean-eof" | "reset";
+  /**
+   * Epoch ms when the last write on it began (0: none): data sent to a socket the server has closed is answered
+   * with a reset, which is then the client's doing.
+   */
+  lastWriteAt: number;
+  /**
+   * How long nothing went out before that last write began (ms): since the write before it completed, or since
+   * connecting. A lingering close ends after 2 s of the peer's silence, so a write after such a pause may meet a
+   * closed socket.
+   */
+  quietBeforeMs: number;
+  /** Set when a write on it failed with a reset (the read side's end is in `end`). */
+  writeReset?: boolean;
+  /** What the server's closing line must say, when the session says. */
+  expect?: CloseExpectation;
+}
 
 /** What every session of a run shares. */
 export interface SessionEnv {
@@ -93,6 +143,13 @@ export class SessionContext {
   expired = false;
   /** What the session was doing, for the failure report. */
   doing = "starting";
+  /** Every connection opened (or reported by an outside client), in order. */
+  readonly records: ConnRecord[] = [];
+  readonly #records = new Map<StressConn, ConnRecord>();
+  /** When each connection's last write completed (or it connected). */
+  readonly #wroteAt = new Map<StressConn, number>();
+  /** Things to end with the session besides its connections (an outside client's process). */
+  readonly #disposers = new Set<() => void>();
   readonly #open = new Set<StressConn>();
   readonly #timer: ReturnType<typeof setTimeout>;
   readonly #expiry = Promise.withResolvers<never>();
@@ -112,6 +169,7 @@ export class SessionContext {
       this.expired = true;
       this.#expiry.reject(new Expired(`deadline of ${deadlineMs} ms passed while ${this.doing}`));
       for (const conn of this.#open) this.close(conn);
+      for (const dispose of this.#disposers) dispose();
     }, deadlineMs);
   }
 
@@ -127,6 +185,7 @@ export class SessionContext {
     if (!where) throw new Error(`no target "${target}" in this run`);
     this.doing = "connecting";
     this.receivedOnLastConnection = 0;
+    const connectAt = Date.now();
     let conn: StressConn;
     try {
       conn = await this.#race(this.#dial(where));
@@ -143,7 +202,64 @@ export class SessionContext {
     this.#open.add(conn);
     this.connections++;
     this.onConnections(1);
+    const record: ConnRecord = {
+      target,
+      port: conn.localAddr.port,
+      connectAt,
+      received: 0,
+      lastWriteAt: 0,
+      quietBeforeMs: Date.now() - connectAt,
+    };
+    this.#wroteAt.set(conn, Date.now());
+    this.records.push(record);
+    this.#records.set(conn, record);
     return conn;
+  }
+
+  /**
+   * Says what the server's closing log line for this connection must say (checked by the orchestrator).
+   *
+   * @param conn a connection of this session
+   * @param expect the reasons, and the bytes or age the line must show
+   */
+  expectClose(conn: StressConn, expect: CloseExpectation): void {
+    const record = this.#records.get(conn);
+    if (record) record.expect = expect;
+  }
+
+  /**
+   * Records a connection made by a client outside this process (stress/rcvbuf_peer.py), so it is checked and
+   * counted like the session's own.
+   *
+   * @param record what that client reported
+   */
+  addRecord(record: ConnRecord): void {
+    this.records.push(record);
+    this.connections++;
+    this.receivedOnLastConnection = record.received;
+  }
+
+  /**
+   * Registers something to end with the session, or at its deadline (an outside client's process).
+   *
+   * @param dispose what ends it (called at most once by the session; must not throw)
+   * @returns a function that unregisters it
+   */
+  adopt(dispose: () => void): () => void {
+    if (this.expired) dispose();
+    this.#disposers.add(dispose);
+    return () => this.#disposers.delete(dispose);
+  }
+
+  /**
+   * Races a promise against the session's deadline.
+   *
+   * @param promise what to wait for
+   * @returns its value
+   * @throws {Expired} once the deadline passes
+   */
+  race<T>(promise: Promise<T>): Promise<T> {
+    return this.#race(promise);
   }
 
   /** Opens a connection as the run's transport says: TCP, then the TLS handshake or the PROXY header. */
@@ -166,9 +282,11 @@ export class SessionContext {
     }
     const conn = await Deno.connect({ hostname: where.hostname, port: where.port });
     if (transport.proxyHeader) {
-      // A client address of the documentation networks, from the session's connection count (v1 and v2 in turn).
+      // A client address of the documentation networks, from the session's connection count (v1 and v2 in turn),
+      // with this connection's own local port, so that the server's log (which names the client the header
+      // carries) can be matched with this connection.
       const n = this.connections;
-      const client = { hostname: `198.51.100.${(n % 254) + 1}`, port: 1024 + (n % 60_000) };
+      const client = { hostname: `198.51.100.${(n % 254) + 1}`, port: conn.localAddr.port };
       const header = n % 2 === 0
         ? new TextEncoder().encode(`PROXY TCP4 ${client.hostname} 127.0.0.1 ${client.port} ${where.port}\r\n`)
         : proxyV2Header(client, where);
@@ -236,6 +354,7 @@ export class SessionContext {
   ): Promise<void> {
     let chunk = new Uint8Array(0);
     let sent = 0;
+    const record = this.#records.get(conn);
     while (sent < total) {
       const size = Math.min(total - sent, Math.max(1, nextSize()));
       if (chunk.length < size) chunk = new Uint8Array(size);
@@ -243,7 +362,14 @@ export class SessionContext {
       stream.fill(piece);
       for (let offset = 0; offset < size;) {
         this.doing = `writing (${sent + offset} of ${total} bytes sent)`;
-        offset += await this.#io(() => conn.write(piece.subarray(offset)));
+        if (record) {
+          record.lastWriteAt = Date.now();
+          record.quietBeforeMs = record.lastWriteAt - (this.#wroteAt.get(conn) ?? record.connectAt);
+        }
+        offset += await this.#io(() => conn.write(piece.subarray(offset)), () => {
+          if (record) record.writeReset = true;
+        });
+        this.#wroteAt.set(conn, Date.now());
       }
       sent += size;
       this.bytesSent += size;
@@ -272,19 +398,68 @@ export class SessionContext {
       this.doing = `reading (${got} of ${expected} bytes back${got === expected ? ", waiting for the end" : ""})`;
       // Past the expected count, read into the whole buffer: any byte there is one too many.
       const room = got < expected ? Math.min(buffer.length, expected - got) : buffer.length;
-      const n = await this.#io(() => conn.read(buffer.subarray(0, room)));
+      const n = await this.#read(conn, buffer.subarray(0, room));
       if (n === null) {
         if (got < expected) throw new Cut(`end of stream after ${got} of ${expected} bytes`);
         return;
       }
       if (got + n > expected) throw new Violation(`${got + n - expected} byte(s) more than the ${expected} sent`);
-      this.bytesReceived += n;
-      this.receivedOnLastConnection += n;
-      const wrong = verifier.check(buffer.subarray(0, n));
-      if (wrong >= 0) throw new Violation(`byte ${wrong} of the echo differs from the byte sent`);
+      this.verify(verifier, buffer.subarray(0, n));
       got += n;
-      this.bytesVerified += n;
     }
+  }
+
+  /**
+   * Reads the echo to its end, checking it byte for byte, however much comes back: for a connection the server
+   * closes when it decides (a limit, a timeout), where what came back is then held against what the server says
+   * it echoed.
+   *
+   * @param conn the connection
+   * @param verifier the checker for this stream
+   * @param most the most bytes that may come back (what was sent, or a byte limit)
+   * @param bufferSize the size of each read
+   * @returns the bytes read back, all verified, before the end of stream
+   * @throws {Violation} on a wrong byte or more than `most`; {@link Cut} on a reset
+   */
+  async receiveToEnd(conn: StressConn, verifier: Verifier, most: number, bufferSize: number): Promise<number> {
+    const buffer = new Uint8Array(Math.max(1, bufferSize));
+    for (let got = 0;;) {
+      this.doing = `reading to the end of stream (${got} bytes back)`;
+      const n = await this.#read(conn, buffer);
+      if (n === null) return got;
+      if (got + n > most) throw new Violation(`${got + n} bytes came back, more than the ${most} possible`);
+      this.verify(verifier, buffer.subarray(0, n));
+      got += n;
+    }
+  }
+
+  /** One read, recorded: the bytes, and the end of stream or a reset. */
+  async #read(conn: StressConn, buffer: Uint8Array): Promise<number | null> {
+    const record = this.#records.get(conn);
+    const n = await this.#io(() => conn.read(buffer), (error) => {
+      // Over TLS, an end of stream without close_notify reads as UnexpectedEof.
+      if (record) record.end = error instanceof Deno.errors.UnexpectedEof ? "unclean-eof" : "reset";
+    });
+    if (record) {
+      if (n === null) record.end = "eof";
+      else record.received += n;
+    }
+    return n;
+  }
+
+  /**
+   * Checks bytes that came back (in order) and counts them.
+   *
+   * @param verifier the checker for this stream
+   * @param bytes the next bytes read back
+   * @throws {Violation} on a byte that differs from the one sent
+   */
+  verify(verifier: Verifier, bytes: Uint8Array): void {
+    this.bytesReceived += bytes.length;
+    this.receivedOnLastConnection += bytes.length;
+    const wrong = verifier.check(bytes);
+    if (wrong >= 0) throw new Violation(`byte ${wrong} of the echo differs from the byte sent`);
+    this.bytesVerified += bytes.length;
   }
 
   /** Half-closes (shuts down our sending side); the server then sees the end of stream. */
@@ -294,20 +469,25 @@ export class SessionContext {
   }
 
   /** Runs one socket operation: a reset becomes {@link Cut}, an operation cut short by the deadline {@link Expired}. */
-  async #io<T>(operation: () => Promise<T>): Promise<T> {
+  async #io<T>(operation: () => Promise<T>, onCut?: (error: unknown) => void): Promise<T> {
     try {
       return await operation();
     } catch (error) {
       if (this.expired) throw new Expired(`deadline passed while ${this.doing}`);
-      if (isCutError(error)) throw new Cut(`${(error as Error).name} while ${this.doing}`);
+      if (isCutError(error)) {
+        onCut?.(error);
+        throw new Cut(`${(error as Error).name} while ${this.doing}`);
+      }
       throw error;
     }
   }
 
-  /** Ends the session: the deadline timer stops, open connections close. */
+  /** Ends the session: the deadline timer stops, open connections close, adopted things end. */
   dispose(): void {
     clearTimeout(this.#timer);
     for (const conn of [...this.#open]) this.close(conn);
+    for (const dispose of this.#disposers) dispose();
+    this.#disposers.clear();
   }
 }
 

@@ -7,13 +7,20 @@
 // The swarmed server runs with a long idle timeout, as in production: a client starved by a busy machine drains
 // its echo slowly, and echosrv sees a byte move only when the kernel takes it, so with a short timeout a slow but
 // live reader gets cut (measured: over 10 s between writes at load 7 on 2 cores). The idle kinds get a second
-// echosrv of their own with a shorter idle timeout (10 s), so the timeout is still checked on every run.
+// echosrv of their own with a shorter idle timeout (10 s) and a short send timeout (3 s), so both timeouts are
+// checked on every run; the byte-limit kinds a third, with a byte limit (256 KiB), and the age-limit kind a fourth,
+// with an age limit (10 s): each side server has the one limit that can end its kinds' sessions (the two timeouts
+// never meet: one watches a connection with nothing to send, the other one whose echo is blocked). The side servers
+// log every connection's close (`--log-level debug`), as does the swarmed server when it is stopped under load, and
+// every close the server started is held against its line (stress/closes.ts): the client must have read exactly
+// what the server counted as echoed, then the end of stream, for the reason planned.
 
 import { descriptorCount, openDescriptors, residentKiB } from "../support/process_info.ts";
 import { type LogLine, ROOT, spawnServer } from "../support/server_process.ts";
 import { type ClientConfig, type ClientMessage, emptyStats, type KindStats } from "./client.ts";
+import { type CheckVerdict, ClosingLog, describeClosing, judgeClose } from "./closes.ts";
 import { KINDS, type PlanLimits, type SessionPlan, SLOW_BYTES_PER_MS } from "./kinds.ts";
-import type { Ending, Target, Transport } from "./session.ts";
+import type { ConnRecord, Ending, Target, Transport } from "./session.ts";
 import { formatDuration } from "../lib/units.ts";
 
 /** Everything a run needs. */
@@ -26,7 +33,11 @@ export interface SwarmOptions {
   /** Sessions at once in each client process. */
   concurrency: number;
   weights: Record<string, number>;
-  /** The idle kinds' server's idle timeout is `limits.idleTimeoutMs`; this is the swarmed server's. */
+  /**
+   * What plans respect, and the side servers' settings: the idle kinds' server's idle timeout is
+   * `limits.idleTimeoutMs` and its send timeout `limits.sendTimeoutMs`; the byte-limit server's limit is
+   * `limits.byteLimit`, the age-limit server's `limits.ageLimitMs`.
+   */
   limits: PlanLimits;
   /** The swarmed server's idle timeout (long: a slow but live reader must not look idle). */
   serverIdleTimeoutMs: number;
@@ -94,6 +105,20 @@ export interface FailureReport {
   detail: string;
   plan: SessionPlan;
   replay: string;
+  /** The connection it ended on, and the server's closing line for it when that server logs them. */
+  record?: ConnRecord;
+  server?: string;
+}
+
+/** Closes checked against a server's log, for one kind (or the stop's cuts). */
+export interface CloseStats {
+  checked: number;
+  /** By verdict (stress/closes.ts): exact, late write, never served, violation. */
+  verdicts: Partial<Record<CheckVerdict, number>>;
+  /** By the reason in the server's line. */
+  reasons: Record<string, number>;
+  /** Bytes the clients read back on these connections, every one counted by the server and verified. */
+  bytes: number;
 }
 
 /** One memory window after warm-up. */
@@ -160,11 +185,41 @@ export interface SwarmReport {
   /** The swarmed server's closing summary: connections, bytes, and those closed by its idle timeout. */
   server?: { exitCode: number | null; accepted?: number; bytesEchoed?: number; closedIdle?: number; workers?: number };
   /** The idle kinds' server (absent when the run has one server: a stop under load, or --connect). */
-  idleServer?: { exitCode: number | null; accepted?: number; closedIdle?: number; unexpected: string[] };
+  idleServer?: SideServerReport;
+  /** The byte-limit server (absent when the run has one server, or no kind uses it). */
+  bytesServer?: SideServerReport;
+  /** The age-limit server (absent when the run has one server, or no kind uses it). */
+  ageServer?: SideServerReport;
+  /**
+   * Connections whose close was held against the server's closing line, by kind ("stop cuts" for sessions a stop
+   * cut): what the clients read, how it ended, and the reason the server gave.
+   */
+  closes?: Record<string, CloseStats>;
+  /** A replay's close checks, one line each. */
+  closeNotes?: string[];
+  /**
+   * Sessions cut by a reset that answered their own write to a socket the server had closed as planned, after
+   * they had been quiet longer than a lingering close waits (or after a stop's): the linger's bound, not a loss
+   * by the server. Counted as cut, not failed; one line each.
+   */
+  lateWrites?: string[];
   stop?: StopReport;
   /** What the way of stopping checked besides the exit (the Windows service's states), when it checks anything. */
   stopCheck?: string;
   replay?: Extract<ClientMessage, { type: "replay" }>;
+}
+
+/** A side server's exit and closing summary (its counters by close reason). */
+export interface SideServerReport {
+  exitCode: number | null;
+  accepted?: number;
+  closedIdle?: number;
+  closedSendTimeout?: number;
+  closedMaxBytes?: number;
+  closedMaxDuration?: number;
+  /** Closing lines in its log (one per connection served). */
+  closingLines: number;
+  unexpected: string[];
 }
 
 /** Memory and descriptor sampling period. */
@@ -189,7 +244,7 @@ class ClientProcess {
 
   constructor(config: ClientConfig, onMessage: (message: ClientMessage) => void) {
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", `${ROOT}stress/client.ts`, JSON.stringify(config)],
+      args: ["run", "--allow-net", "--allow-run=python3", `${ROOT}stress/client.ts`, JSON.stringify(config)],
       cwd: ROOT,
       stdin: "null",
       stdout: "piped",
@@ -345,14 +400,19 @@ function median(values: number[]): number {
 /** The longest any session of this run may legitimately take (its deadline at the largest plan), plus slack. */
 function longestSessionMs(limits: PlanLimits): number {
   const bytes = Math.max(limits.maxSize, 48 * 1024 * 1024);
-  return limits.baseDeadlineMs + bytes / SLOW_BYTES_PER_MS + limits.idleTimeoutMs * 2 + 20_000;
+  return limits.baseDeadlineMs + bytes / SLOW_BYTES_PER_MS +
+    Math.max(limits.idleTimeoutMs * 2, limits.ageLimitMs + 2000, limits.sendTimeoutMs * 2) + 20_000;
 }
 
-/** Starts an echosrv for the swarm, as `deno task start` does, on loopback and a free port. */
+/**
+ * Starts an echosrv for the swarm, as `deno task start` does, on loopback and a free port. `after` comes after the
+ * user's echosrv arguments (what the run's checks need, such as the per-connection log lines).
+ */
 function startServer(
   options: SwarmOptions,
   idleTimeoutMs: number,
   launch: (args: string[]) => Promise<SwarmServer> = spawnServer,
+  after: string[] = [],
 ): Promise<SwarmServer> {
   return launch([
     "--port",
@@ -364,7 +424,16 @@ function startServer(
     "--shutdown-timeout",
     formatDuration(options.shutdownTimeoutMs),
     ...options.serverArgs,
+    ...after,
   ]);
+}
+
+/** The per-connection log lines, whose closing lines the close checks read. */
+const CONNECTION_LINES = ["--log-level", "debug"];
+
+/** Whether any kind with weight in this run connects to `target`. */
+function targetUsed(options: SwarmOptions, target: string): boolean {
+  return Object.entries(KINDS).some(([name, kind]) => kind.target === target && (options.weights[name] ?? 0) > 0);
 }
 
 function sleep(ms: number): Promise<void> {
@@ -492,21 +561,42 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
   const violations: string[] = [];
   const failures: FailureReport[] = [];
   const stopEvents: Array<Extract<ClientMessage, { type: "stopped" }>> = [];
+  const checks: Array<Extract<ClientMessage, { type: "check" }>> = [];
   let replayResult: Extract<ClientMessage, { type: "replay" }> | undefined;
   const stopper = options.stopper ?? SIGTERM_STOPPER;
 
   // One server when it is being stopped (the stop is what is under test) or is not ours; else a second one for
-  // the idle kinds.
+  // the idle kinds and the send timeout, a third for the byte limit and a fourth for the age limit when a kind uses
+  // them. A stopped server logs its connections, so that the sessions its stop cuts are checked against its closes.
   const single = options.stopAfterMs !== undefined || options.connect !== undefined;
-  await using server = options.connect
-    ? undefined
-    : await startServer(options, options.serverIdleTimeoutMs, stopper.launch?.bind(stopper));
-  await using idleServer = single ? undefined : await startServer(options, options.limits.idleTimeoutMs);
+  const limits = options.limits;
+  await using server = options.connect ? undefined : await startServer(
+    options,
+    options.serverIdleTimeoutMs,
+    stopper.launch?.bind(stopper),
+    options.stopAfterMs !== undefined ? CONNECTION_LINES : [],
+  );
+  await using idleServer = single ? undefined : await startServer(options, limits.idleTimeoutMs, spawnServer, [
+    "--send-timeout",
+    formatDuration(limits.sendTimeoutMs),
+    ...CONNECTION_LINES,
+  ]);
+  const sideServer = (target: string, args: string[]) =>
+    single || !targetUsed(options, target)
+      ? undefined
+      : startServer(options, options.serverIdleTimeoutMs, spawnServer, [...args, ...CONNECTION_LINES]);
+  await using bytesServer = await sideServer("bytes", ["--max-bytes-per-connection", String(limits.byteLimit)]);
+  await using ageServer = await sideServer("age", ["--max-connection-duration", formatDuration(limits.ageLimitMs)]);
   const watch = server ? new ServerWatch(server) : undefined;
   const target = options.connect ?? { hostname: "127.0.0.1", port: server!.port };
+  const idleTarget = idleServer ? { hostname: "127.0.0.1", port: idleServer.port } : target;
+  const targets: Record<string, Target> = { echo: target, idle: idleTarget };
+  if (idleServer) targets.send = idleTarget;
+  if (bytesServer) targets.bytes = { hostname: "127.0.0.1", port: bytesServer.port };
+  if (ageServer) targets.age = { hostname: "127.0.0.1", port: ageServer.port };
   const base: Omit<ClientConfig, "client"> = {
     env: {
-      targets: { echo: target, idle: idleServer ? { hostname: "127.0.0.1", port: idleServer.port } : target },
+      targets,
       idleTimeoutMs: options.limits.idleTimeoutMs,
       stopMode: options.stopAfterMs !== undefined,
       transport: options.transport,
@@ -525,6 +615,8 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
       options.progress(`FAILURE session ${message.n} (${message.kind}): ${message.ending}: ${message.detail}`);
     } else if (message.type === "stopped") {
       stopEvents.push(message);
+    } else if (message.type === "check") {
+      checks.push(message);
     } else if (message.type === "replay") {
       replayResult = message;
     }
@@ -589,15 +681,6 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
   const elapsedMs = performance.now() - started;
 
   const { kinds, total } = sumStats(clients.map((c) => c.stats));
-  for (const f of failures) {
-    violations.push(`session ${f.n} (${f.kind}) ${f.ending}: ${f.detail}\n    replay: ${f.replay}`);
-  }
-  if (options.replay !== undefined) {
-    if (!replayResult) violations.push("the replayed session reported nothing");
-    else if (replayResult.ending !== "ok") {
-      violations.push(`session ${replayResult.plan.n} ${replayResult.ending}: ${replayResult.detail}`);
-    }
-  }
   const report: SwarmReport = {
     passed: false,
     violations,
@@ -613,9 +696,119 @@ export async function runSwarm(options: SwarmOptions): Promise<SwarmReport> {
     replay: replayResult,
   };
   if (watch) await judgeServer(watch, options, signalAt, stopEvents, clients, report);
-  if (idleServer) report.idleServer = await judgeIdleServer(idleServer, options, violations);
+  if (idleServer) report.idleServer = await judgeSideServer(idleServer, "the idle kinds' server", options, violations);
+  if (bytesServer) {
+    report.bytesServer = await judgeSideServer(bytesServer, "the byte-limit server", options, violations);
+  }
+  if (ageServer) report.ageServer = await judgeSideServer(ageServer, "the age-limit server", options, violations);
+  // Every server has exited: their logs are complete.
+  const logs: Record<string, ClosingLog | undefined> = {};
+  const logOf = (target: string): ClosingLog | undefined => {
+    const s = target === "bytes"
+      ? bytesServer
+      : target === "age"
+      ? ageServer
+      : target === "echo" || single
+      ? server
+      : idleServer;
+    if (!s) return undefined;
+    return logs[target] ??= new ClosingLog(s.lines);
+  };
+  if (!options.connect) {
+    const notes = options.replay !== undefined ? report.closeNotes = [] : undefined;
+    report.closes = judgeCloses(checks, logOf, options, violations, notes);
+  }
+  for (const f of failures) {
+    const log = f.record && !options.connect ? logOf(f.record.target) : undefined;
+    const closing = log && f.record ? log.find(f.record.port, f.record.connectAt) : undefined;
+    if (closing) f.server = describeClosing(closing);
+    if (log && f.record?.expect && f.ending === "cut") {
+      const outcome = judgeClose(f.record, log, false);
+      if (outcome.verdict === "late write") {
+        const stats = report.closes![f.kind] ??= { checked: 0, verdicts: {}, reasons: {}, bytes: 0 };
+        stats.checked++;
+        stats.verdicts["late write"] = (stats.verdicts["late write"] ?? 0) + 1;
+        stats.reasons[outcome.closing!.reason] = (stats.reasons[outcome.closing!.reason] ?? 0) + 1;
+        for (const s of [kinds[f.kind], total]) {
+          s.failed--;
+          s.cut++;
+        }
+        (report.lateWrites ??= []).push(`session ${f.n} (${f.kind}): ${f.detail}; ${outcome.detail}`);
+        continue;
+      }
+    }
+    violations.push(
+      `session ${f.n} (${f.kind}) ${f.ending}: ${f.detail}` + (f.server ? `; ${f.server}` : "") +
+        `\n    replay: ${f.replay}`,
+    );
+  }
+  if (options.replay !== undefined) {
+    if (!replayResult) violations.push("the replayed session reported nothing");
+    else if (replayResult.ending !== "ok") {
+      const record = replayResult.record;
+      const closing = record && !options.connect
+        ? logOf(record.target)?.find(record.port, record.connectAt)
+        : undefined;
+      violations.push(
+        `session ${replayResult.plan.n} ${replayResult.ending}: ${replayResult.detail}` +
+          (closing ? `; ${describeClosing(closing)}` : ""),
+      );
+    }
+  }
   report.passed = violations.length === 0;
   return report;
+}
+
+/**
+ * Holds each reported connection against its server's closing line (stress/closes.ts), and counts the outcomes by
+ * kind. Sessions a stop cut are counted as "stop cuts".
+ */
+function judgeCloses(
+  checks: Array<Extract<ClientMessage, { type: "check" }>>,
+  logOf: (target: string) => ClosingLog | undefined,
+  options: SwarmOptions,
+  violations: string[],
+  notes?: string[],
+): Record<string, CloseStats> {
+  const closes: Record<string, CloseStats> = {};
+  const silent = new Set<string>();
+  for (const check of checks) {
+    const log = logOf(check.record.target);
+    if (!log) continue;
+    if (log.count === 0) {
+      // The server logged no connection at all: its log level or trace flags (given after --) hide those lines.
+      if (!silent.has(check.record.target)) {
+        silent.add(check.record.target);
+        violations.push(
+          `the server of target "${check.record.target}" logged no closing line, so no close could be checked ` +
+            "(do the echosrv options turn the debug level or trace flag 0x4 off?)",
+        );
+      }
+      continue;
+    }
+    const outcome = judgeClose(check.record, log, check.stopCut);
+    const stats = closes[check.stopCut ? "stop cuts" : check.kind] ??= {
+      checked: 0,
+      verdicts: {},
+      reasons: {},
+      bytes: 0,
+    };
+    stats.checked++;
+    stats.verdicts[outcome.verdict] = (stats.verdicts[outcome.verdict] ?? 0) + 1;
+    if (outcome.closing) stats.reasons[outcome.closing.reason] = (stats.reasons[outcome.closing.reason] ?? 0) + 1;
+    if (outcome.verdict !== "violation") stats.bytes += check.record.received;
+    notes?.push(
+      `port ${check.record.port}: read ${check.record.received} bytes, then ${check.record.end ?? "no end"}: ` +
+        `${outcome.verdict} (${outcome.detail})`,
+    );
+    if (outcome.verdict === "violation") {
+      violations.push(
+        `session ${check.n} (${check.kind})${check.stopCut ? ", cut by the stop," : ""}: ${outcome.detail}\n` +
+          `    replay: ${options.replayCommand(check.n)}`,
+      );
+    }
+  }
+  return closes;
 }
 
 /** The server's side of the verdict: descriptors, exit, log, memory, and the stop if there was one. */
@@ -684,21 +877,34 @@ async function judgeServer(
   }
 }
 
-/** The idle kinds' server: it exits 0 on SIGTERM and its log holds no warning or error. */
-async function judgeIdleServer(
+/**
+ * A side server (the idle kinds', the byte-limit and the age-limit ones): it exits 0 on SIGTERM, its log holds no
+ * warning or error, and a closing line for every connection it served (the close checks read them).
+ */
+async function judgeSideServer(
   server: SwarmServer,
+  name: string,
   options: SwarmOptions,
   violations: string[],
-): Promise<NonNullable<SwarmReport["idleServer"]>> {
+): Promise<SideServerReport> {
   server.signal("SIGTERM");
   const exitCode = await server.exited(options.shutdownTimeoutMs + HANG_GUARD_MS).catch(() => null);
-  if (exitCode !== 0) violations.push(`the idle kinds' server exited with ${exitCode ?? "nothing (hung)"} on SIGTERM`);
-  const { records, unexpected } = judgeLog(server, violations, "the idle kinds' server's log");
+  if (exitCode !== 0) violations.push(`${name} exited with ${exitCode ?? "nothing (hung)"} on SIGTERM`);
+  const { records, unexpected } = judgeLog(server, violations, `${name}'s log`);
   const stopped = records.find((r) => r.message?.startsWith("stopped:"));
+  const count = (key: string) => stopped?.properties[key] as number | undefined;
+  const closingLines = records.filter((r) => /^(worker \d+: )?closed /.test(r.message ?? "")).length;
+  if (stopped && closingLines !== count("accepted")) {
+    violations.push(`${name} served ${count("accepted")} connections but logged ${closingLines} closing lines`);
+  }
   return {
     exitCode,
-    accepted: stopped?.properties.accepted as number | undefined,
-    closedIdle: stopped?.properties.closedIdle as number | undefined,
+    accepted: count("accepted"),
+    closedIdle: count("closedIdle"),
+    closedSendTimeout: count("closedSendTimeout"),
+    closedMaxBytes: count("closedMaxBytes"),
+    closedMaxDuration: count("closedMaxDuration"),
+    closingLines,
     unexpected,
   };
 }

@@ -1,7 +1,7 @@
 // registry: the Windows registry as echosrv's service modules use it, through advapi32 (Deno FFI): a key under
-// HKEY_LOCAL_MACHINE created, values written (REG_EXPAND_SZ, REG_DWORD), a key deleted. Every failure is a
-// Win32Error that names the call and the key (the registry functions return the Windows error themselves;
-// GetLastError is not involved).
+// HKEY_LOCAL_MACHINE created or opened, values written (REG_EXPAND_SZ, REG_DWORD, REG_MULTI_SZ) and deleted, a key
+// deleted. Every failure is a Win32Error that names the call and the key (the registry functions return the
+// Windows error themselves; GetLastError is not involved).
 
 import { Kernel32, wideString, Win32Error, type Win32Libraries } from "./win32.ts";
 
@@ -10,7 +10,9 @@ const SYMBOLS = {
     parameters: ["pointer", "buffer", "u32", "pointer", "u32", "u32", "pointer", "buffer", "buffer"],
     result: "i32",
   },
+  RegOpenKeyExW: { parameters: ["pointer", "buffer", "u32", "u32", "buffer"], result: "i32" },
   RegSetValueExW: { parameters: ["pointer", "buffer", "u32", "u32", "buffer", "u32"], result: "i32" },
+  RegDeleteValueW: { parameters: ["pointer", "buffer"], result: "i32" },
   RegDeleteKeyW: { parameters: ["pointer", "buffer"], result: "i32" },
   RegCloseKey: { parameters: ["pointer"], result: "i32" },
 } as const;
@@ -24,11 +26,35 @@ const HKEY_LOCAL_MACHINE = 0xffff_ffff_8000_0002n;
 export const KeyAccess = { SET_VALUE: 0x2, CREATE_SUB_KEY: 0x4 } as const;
 
 /** The value types echosrv writes. */
-export const ValueType = { EXPAND_SZ: 2, DWORD: 4 } as const;
+export const ValueType = { EXPAND_SZ: 2, DWORD: 4, MULTI_SZ: 7 } as const;
 
 const REG_CREATED_NEW_KEY = 1;
 /** What the registry functions answer for a key or value that is not there. */
 export const ERROR_FILE_NOT_FOUND = 2;
+
+/**
+ * The data of a REG_MULTI_SZ value: each string in UTF-16LE followed by a NUL, and one more NUL after the last
+ * ("a\0b\0\0"); an empty list is a lone NUL (Microsoft, "Registry Value Types":
+ * https://learn.microsoft.com/windows/win32/sysinfo/registry-value-types).
+ *
+ * @param strings the strings, none empty (an empty string would end the list) and none holding a NUL
+ * @returns the bytes, to be written with their whole length
+ * @throws {RangeError} for an empty string or one that holds a NUL
+ */
+export function multiString(strings: readonly string[]): Uint8Array<ArrayBuffer> {
+  for (const text of strings) {
+    if (text === "" || text.includes("\0")) {
+      throw new RangeError(`a REG_MULTI_SZ string can be neither empty nor hold a NUL: ${JSON.stringify(text)}`);
+    }
+  }
+  const units = new Uint16Array(strings.reduce((sum, text) => sum + text.length + 1, 1));
+  let at = 0;
+  for (const text of strings) {
+    for (let i = 0; i < text.length; i++) units[at++] = text.charCodeAt(i);
+    at++; // the string's NUL (the array starts zeroed); the list's own NUL is the last unit
+  }
+  return new Uint8Array(units.buffer);
+}
 
 function check(kernel32: Kernel32, code: number, call: string): void {
   if (code !== 0) throw new Win32Error(call, code, kernel32.words(code));
@@ -85,6 +111,33 @@ export class RegistryKey implements Disposable {
   }
 
   /**
+   * Opens a key that must be there (RegOpenKeyExW).
+   *
+   * @param libraries where advapi32 and kernel32 come from
+   * @param path the key's path under HKEY_LOCAL_MACHINE
+   * @param access what the caller will do (see {@link KeyAccess})
+   * @returns the key
+   * @throws {Win32Error} for RegOpenKeyExW (2: no such key, 5: not allowed)
+   */
+  static open(libraries: Win32Libraries, path: string, access: number): RegistryKey {
+    const kernel32 = Kernel32.of(libraries);
+    const library = Deno.dlopen(libraries.advapi32, SYMBOLS);
+    const keyOut = new BigUint64Array(1);
+    const code = library.symbols.RegOpenKeyExW(
+      Deno.UnsafePointer.create(HKEY_LOCAL_MACHINE),
+      wideString(path),
+      0,
+      access,
+      keyOut,
+    );
+    if (code !== 0) {
+      library.close();
+      check(kernel32, code, `RegOpenKeyExW(HKLM\\${path})`);
+    }
+    return new RegistryKey(library, kernel32, Deno.UnsafePointer.create(keyOut[0]), path);
+  }
+
+  /**
    * Writes a value (RegSetValueExW), replacing one of the same name.
    *
    * @param name the value's name
@@ -108,6 +161,24 @@ export class RegistryKey implements Disposable {
   /** Writes a REG_DWORD value (a 32-bit unsigned number). */
   setDword(name: string, value: number): void {
     this.setValue(name, ValueType.DWORD, new Uint8Array(new Uint32Array([value]).buffer));
+  }
+
+  /** Writes a REG_MULTI_SZ value: a list of strings (see {@link multiString} for what they may hold). */
+  setMultiString(name: string, strings: readonly string[]): void {
+    this.setValue(name, ValueType.MULTI_SZ, multiString(strings));
+  }
+
+  /**
+   * Deletes a value (RegDeleteValueW).
+   *
+   * @returns false when there was no such value
+   * @throws {Win32Error} for RegDeleteValueW (5: not allowed)
+   */
+  deleteValue(name: string): boolean {
+    const code = this.#library.symbols.RegDeleteValueW(this.#handle, wideString(name));
+    if (code === ERROR_FILE_NOT_FOUND) return false;
+    check(this.#kernel32, code, `RegDeleteValueW(${this.name}\\${name})`);
+    return true;
   }
 
   /** Closes the key (RegCloseKey) and the library. */

@@ -90,8 +90,8 @@ export async function startProgram(config: RunConfig, targets: LogTargets = {}):
   if (server instanceof EchoServer && ioEventsAtStart === undefined) {
     serverLog.warn(
       "started without {variable}={value} in its environment: with hundreds of busy connections some would wait far " +
-        "longer than the rest (docs/latency-under-load.md). `deno task start`, the service files and the Dockerfile " +
-        "set it; set it before starting echosrv another way (workers set it themselves)",
+        "longer than the rest (docs/latency-under-load.md). `deno task start`, the services `echosrv service install` " +
+        "makes and the Dockerfile set it; set it before starting echosrv another way (workers set it themselves)",
       { variable: IO_EVENTS_VAR, value: IO_EVENTS },
     );
   }

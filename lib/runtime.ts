@@ -3,8 +3,10 @@
 // woken per turn; above 128 busy connections per thread some connections then wait hundreds of milliseconds while
 // the rest are served (docs/latency-under-load.md). DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64, read by Deno when it
 // creates a thread's runtime, removes that tail. The main thread reads it only at process start, so the start
-// task, the service units and the Dockerfile set it; each worker's runtime reads it when the worker is spawned, so
-// the worker pool sets it itself, which reaches every way echosrv starts, the compiled executable included. Also here:
+// task, the Dockerfile and the services `echosrv service install` makes set it (the systemd unit's Environment=,
+// the launchd property list's EnvironmentVariables, the Windows service's REG_MULTI_SZ registry value Environment);
+// each worker's runtime reads it when the worker is spawned, so the worker pool sets it itself, which reaches every
+// way echosrv starts, the compiled executable included. Also here:
 // the Deno flags the server runs with (SERVER_FLAGS: one definition that deno.json's tasks, the service files, the
 // compiled executable and the Dockerfile follow, checked by tests/runtime_test.ts), whether this runtime can run
 // workers at all (SO_REUSEPORT needs Linux and --unstable-net), and so how many workers `auto`, the default, means.
@@ -13,7 +15,12 @@
 export const IO_EVENTS_VAR = "DENO_TOKIO_MAX_IO_EVENTS_PER_TICK";
 /** Its value for echosrv: half of Tokio's budget of 128, chosen by measurement (docs/latency-under-load.md). */
 export const IO_EVENTS = "64";
-/** The environment the server's process must start with (the start task, service units, Dockerfile). */
+/**
+ * The environment the server's process must start with. Set by the start task (deno.json), the Dockerfile (ENV), the
+ * systemd unit (Environment=, lib/service/systemd.ts), the launchd property list (EnvironmentVariables,
+ * lib/service/launchd.ts) and the Windows service (the REG_MULTI_SZ value Environment of its registry key, which the
+ * SCM merges into its process's environment: lib/service/windows.ts); tests/runtime_test.ts checks each of them.
+ */
 export const SERVER_ENV: Readonly<Record<string, string>> = { [IO_EVENTS_VAR]: IO_EVENTS };
 
 /**

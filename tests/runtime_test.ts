@@ -1,8 +1,8 @@
 // How the server's Deno runtime is started (lib/runtime.ts): one definition of its flags (SERVER_FLAGS) and of its
 // environment (SERVER_ENV, the setting that keeps latency under many connections within reach of C:
 // DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64, docs/latency-under-load.md), and every way echosrv starts checked against it:
-// deno.json's tasks, the systemd unit, the launchd property list, the Windows service's command line, the compiled
-// executable and the Dockerfile. The benchmark (`deno task bench`) shows what the setting changes; these tests fail
+// deno.json's tasks, the systemd unit, the launchd property list, the Windows service's command line and its
+// Environment value, the compiled executable and the Dockerfile. The benchmark (`deno task bench`) shows what the setting changes; these tests fail
 // when a start path loses it or a flag.
 
 import assert from "node:assert/strict";
@@ -19,7 +19,8 @@ import type { ServiceDefinition } from "../lib/service/contract.ts";
 import { executablePermissions, launchArgs } from "../lib/service/launcher.ts";
 import { systemdServiceArgv, systemdUnit } from "../lib/service/systemd.ts";
 import { launchdPlist } from "../lib/service/launchd.ts";
-import { windowsServiceArgv } from "../lib/service/windows.ts";
+import { WindowsManager, windowsServiceArgv, windowsServiceEnvironment } from "../lib/service/windows.ts";
+import { describePlan } from "../lib/service/plan.ts";
 
 /** The Deno flags of a command line that runs main.ts: the words from `run` to the script. */
 function denoFlags(argv: readonly string[]): string[] {
@@ -126,7 +127,7 @@ function service(launcher: ServiceDefinition["launcher"]): ServiceDefinition {
   };
 }
 
-Deno.test("the systemd unit and the launchd property list start the server's process with the setting", () => {
+Deno.test("the systemd unit, the launchd property list and the Windows service's environment carry the setting", () => {
   const launchers: ServiceDefinition["launcher"][] = [
     { kind: "compiled", executable: "/usr/local/bin/echosrv" },
     {
@@ -146,5 +147,15 @@ Deno.test("the systemd unit and the launchd property list start the server's pro
       new RegExp(`<key>${IO_EVENTS_VAR}</key>\\s*<string>${IO_EVENTS}</string>`),
       `${launcher.kind}: launchd`,
     );
+    // Windows: `service install` writes every variable into the REG_MULTI_SZ value Environment of the service's key,
+    // a step of the plan that --dry-run prints (the bytes written: tests/windows_service_test.ts).
+    assert.deepEqual(windowsServiceEnvironment(), [`${IO_EVENTS_VAR}=${IO_EVENTS}`]);
+    const plan = describePlan(new WindowsManager({ programData: "C:\\ProgramData" }).installPlan(service(launcher)));
+    const line = plan.split("\n").find((l) => l.startsWith("call: RegSetValueExW "));
+    assert.ok(line, `the Windows install plan writes the service's environment:\n${plan}`);
+    assert.match(line, /^call: RegSetValueExW HKLM\\SYSTEM\\CurrentControlSet\\Services\\echosrv\\Environment /);
+    for (const [name, value] of Object.entries(SERVER_ENV)) {
+      assert.ok(line.split(" ").includes(`${name}=${value}`), `${launcher.kind}: Windows: ${name}=${value} in ${line}`);
+    }
   }
 });

@@ -92,6 +92,7 @@ Deno.test("Windows install: CreateServiceW with a quoted command line that reads
     "ChangeServiceConfig2W",
     "ChangeServiceConfig2W",
     "ChangeServiceConfig2W",
+    "RegSetValueExW",
     "mkdir",
     "SetNamedSecurityInfoW",
     "RegCreateKeyExW",
@@ -110,11 +111,18 @@ Deno.test("Windows install: CreateServiceW with a quoted command line that reads
     "--log-file",
     "D:\\echo logs\\echo.log",
   ]);
-  assert.deepEqual((plan.steps[5] as { path: string }).path, "D:\\echo logs", "the log folder is made");
-  assert.match((plan.steps[6] as { what: string }).what, /^SetNamedSecurityInfoW D:\\echo logs: Modify for NT SERVICE/);
+  // The service's environment (lib/runtime.ts's SERVER_ENV), after CreateServiceW made the key it goes in.
+  assert.equal(
+    (plan.steps[5] as { what: string }).what,
+    "RegSetValueExW HKLM\\SYSTEM\\CurrentControlSet\\Services\\echosrv\\Environment (REG_MULTI_SZ, the service's " +
+      "environment): DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64",
+  );
+  assert.ok((plan.steps[5] as { undo?: unknown[] }).undo?.length, "a failed later step deletes the value again");
+  assert.deepEqual((plan.steps[6] as { path: string }).path, "D:\\echo logs", "the log folder is made");
+  assert.match((plan.steps[7] as { what: string }).what, /^SetNamedSecurityInfoW D:\\echo logs: Modify for NT SERVICE/);
   assert.ok(plan.steps.at(-1)!.kind === "wait", "install waits for RUNNING (which means listening)");
   assert.ok((plan.steps[0] as { undo?: unknown[] }).undo?.length, "a failed later step deletes the service again");
-  assert.ok((plan.steps[7] as { undo?: unknown[] }).undo?.length, "and removes the event source it made");
+  assert.ok((plan.steps[8] as { undo?: unknown[] }).undo?.length, "and removes the event source it made");
 
   // No --log-file: the service gets %ProgramData%\NAME\NAME.log, in a folder its account may write.
   const plain = manager.installPlan(definition());
@@ -123,7 +131,7 @@ Deno.test("Windows install: CreateServiceW with a quoted command line that reads
     "--log-file",
     "C:\\ProgramData\\echosrv\\echosrv.log",
   ]);
-  assert.equal((plain.steps[5] as { path: string }).path, "C:\\ProgramData\\echosrv");
+  assert.equal((plain.steps[6] as { path: string }).path, "C:\\ProgramData\\echosrv");
 
   const manual = manager.installPlan({ ...def, start: "manual" });
   assert.match((manual.steps[0] as { what: string }).what, /: start demand,/);
@@ -165,6 +173,7 @@ Deno.test("Windows install: CreateServiceW with a quoted command line that reads
     text,
     /^call: CreateServiceW echosrv: .* command line "C:\\Program Files\\echo srv\\echosrv\.exe" --service/m,
   );
+  assert.match(text, /^call: RegSetValueExW HKLM\\SYSTEM\\.*\\echosrv\\Environment \(REG_MULTI_SZ, .*\): DENO_TOKIO_/m);
 });
 
 Deno.test("Windows uninstall, stop, restart: ControlService STOP (not running is fine), wait, then delete / start", () => {

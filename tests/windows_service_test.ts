@@ -4,7 +4,8 @@
 // Checked as an administrator meets it (exit codes, the lines printed, status) and as Windows would see it (the
 // calls, in order, with their arguments; every handle closed; what a failure leaves behind). It also covers what
 // Wine's service manager lacks, which tests/wine_service_test.ts cannot: ChangeServiceConfig2W's failure flag and
-// service SID type (Wine answers 124), and reading back the events written (Wine's event log is a stub).
+// service SID type (Wine answers 124), reading back the events written (Wine's event log is a stub), and the bytes of
+// the service's Environment value (Wine's services.exe ignores the value; tests/wine_service_test.ts reads it back).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import {
   type ScmEvent,
 } from "../support/fake_scm.ts";
 import { serviceSid } from "../lib/service/win_account.ts";
+import { SERVER_ENV } from "../lib/runtime.ts";
 
 const built = await buildFakeAdvapi32();
 if ("reason" in built) console.log(`SKIPPED windows_service_test.ts: ${built.reason}`);
@@ -29,13 +31,34 @@ function find(events: ScmEvent[], event: string, fields: Record<string, string> 
   return events.find((e) => e.event === event && Object.entries(fields).every(([k, v]) => e.fields[k] === v));
 }
 
+/** The service's own registry key, where the SCM keeps its configuration (and its Environment value). */
+const SERVICE_KEY = "SYSTEM\\CurrentControlSet\\Services\\echosrv";
+
+/**
+ * The bytes of a REG_MULTI_SZ value holding `strings`, in hex, written here from Microsoft's "Registry Value Types":
+ * each string in UTF-16LE (low byte first) and its NUL (two zero bytes), then one more NUL ending the list.
+ */
+function multiSzHex(strings: string[]): string {
+  const bytes: number[] = [];
+  for (const text of strings) {
+    for (const unit of Array.from(text, (ch) => ch.charCodeAt(0))) bytes.push(unit & 0xff, unit >> 8);
+    bytes.push(0, 0);
+  }
+  bytes.push(0, 0);
+  return bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** Every SCM handle opened was closed, and every registry key and event source. */
 function assertClosed(events: ScmEvent[]): void {
   const count = (event: string, fields: Record<string, string> = {}) =>
     events.filter((e) => e.event === event && Object.entries(fields).every(([k, v]) => e.fields[k] === v)).length;
   const opened = count("open-scm") + count("open-service", { result: "0" }) + count("create-service", { result: "0" });
   assert.equal(count("close-service-handle"), opened, "every SCM and service handle is closed");
-  assert.equal(count("reg-close-key"), count("reg-create-key", { result: "0" }), "every registry key is closed");
+  assert.equal(
+    count("reg-close-key"),
+    count("reg-create-key", { result: "0" }) + count("reg-open-key", { result: "0" }),
+    "every registry key is closed",
+  );
 }
 
 Deno.test({
@@ -52,7 +75,7 @@ Deno.test({
 
     const events = host.events();
     const sequence = events.filter((e) =>
-      /^(create-service|change-config2|string-sid-to-sid|set-entries-in-acl|set-security|reg-create-key|reg-set-value|start-service)$/
+      /^(create-service|change-config2|string-sid-to-sid|set-entries-in-acl|set-security|reg-(create|open)-key|reg-set-value|start-service)$/
         .test(e.event)
     ).map((e) => e.event + (e.fields.level ? `/${e.fields.level}` : ""));
     assert.deepEqual(sequence, [
@@ -61,6 +84,8 @@ Deno.test({
       "change-config2/2",
       "change-config2/4",
       "change-config2/5",
+      "reg-open-key",
+      "reg-set-value",
       "string-sid-to-sid",
       "set-entries-in-acl",
       "set-security",
@@ -105,6 +130,24 @@ Deno.test({
     assert.equal(
       find(events, "reg-create-key")!.fields.key,
       "SYSTEM\\CurrentControlSet\\Services\\EventLog\\Application\\echosrv",
+    );
+    // The service's environment: SERVER_ENV as the REG_MULTI_SZ value Environment of the key CreateServiceW made
+    // (opened, not created: a key that was not there would be a stray one), which the SCM gives the process it starts.
+    const serviceKey = find(events, "reg-open-key", { key: SERVICE_KEY })!.fields;
+    assert.deepEqual([serviceKey.access, serviceKey.result], ["0x2", "0"], "KEY_SET_VALUE on the service's own key");
+    const environment = find(events, "reg-set-value", { name: "Environment" })!.fields;
+    const strings = Object.entries(SERVER_ENV).map(([name, value]) => `${name}=${value}`);
+    assert.ok(strings.includes("DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64"), strings.join(" "));
+    assert.deepEqual(
+      [environment.key, environment.type, environment.result, environment.message],
+      [SERVICE_KEY, "7", "0", strings.join("\n")],
+      "REG_MULTI_SZ Environment on the service's key, one NAME=value string per variable",
+    );
+    assert.equal(environment.bytes, multiSzHex(strings), "UTF-16LE, each string NUL-terminated, an extra NUL last");
+    assert.equal(Number(environment.size), environment.bytes.length / 2, "the size counts every byte, both NULs");
+    assert.match(
+      install.stdout,
+      /^called: RegSetValueExW HKLM\\SYSTEM\\CurrentControlSet\\Services\\echosrv\\Environment \(REG_MULTI_SZ, the service's environment\): DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64$/m,
     );
     const messageFile = find(events, "reg-set-value", { name: "EventMessageFile" })!.fields;
     assert.deepEqual([messageFile.type, messageFile.message], ["2", "%SystemRoot%\\System32\\EventCreate.exe"]);
@@ -193,9 +236,38 @@ Deno.test({
       stoppedAtOnce.stderr,
       /^echosrv: echosrv stopped instead of running \(service-specific exit code 1 \(runtime failure, such as the port in use or the log file\)\); its log file .*echosrv\.log says why, and so does the Application event log \(source echosrv\)$/m,
     );
-    assert.match(stoppedAtOnce.stdout, /^undone: called: RegDeleteKeyW \(event source echosrv\)$/m);
-    assert.match(stoppedAtOnce.stdout, /^undone: called: DeleteService echosrv$/m);
-    assert.ok(find(host.events(), "reg-delete-key", { result: "0" }), "the event source it made is removed");
+    assert.deepEqual(
+      stoppedAtOnce.stdout.split("\n").filter((line) => /^undone: called: (Reg|DeleteService)/.test(line)),
+      [
+        "undone: called: RegDeleteKeyW (event source echosrv)",
+        "undone: called: RegDeleteValueW HKLM\\SYSTEM\\CurrentControlSet\\Services\\echosrv\\Environment",
+        "undone: called: DeleteService echosrv",
+      ],
+      "undone in reverse: the event source, the service's Environment value, the service",
+    );
+    const undone = host.events();
+    assert.ok(find(undone, "reg-delete-key", { result: "0" }), "the event source it made is removed");
+    const removedValue = undone.findIndex((e) =>
+      e.event === "reg-delete-value" && e.fields.key === SERVICE_KEY && e.fields.name === "Environment" &&
+      e.fields.result === "0"
+    );
+    assert.ok(removedValue >= 0, "RegDeleteValueW Environment on the service's key");
+    assert.ok(removedValue < undone.findIndex((e) => e.event === "delete-service"), "before DeleteService");
+    assert.equal((await host.service(["status"])).code, 4);
+
+    // Writing the service's environment fails (not allowed): the call and the key are named, the service is deleted.
+    host.clearRecord();
+    const noEnvironment = await host.service(["install", "--", "--port", "40007"], {
+      FAKE_SCM_FAIL: "RegSetValueExW=5",
+    });
+    assert.equal(noEnvironment.code, 1, said(noEnvironment));
+    assert.match(
+      noEnvironment.stderr,
+      /^echosrv: RegSetValueExW\(HKLM\\SYSTEM\\CurrentControlSet\\Services\\echosrv\\Environment\) failed: Windows error 5 \(Access is denied\): service commands need an elevated prompt/m,
+    );
+    assert.match(noEnvironment.stdout, /^undone: called: DeleteService echosrv$/m);
+    assert.equal(find(host.events(), "start-service"), undefined, "not started without its environment");
+    assertClosed(host.events());
     assert.equal((await host.service(["status"])).code, 4);
 
     const exists = await host.service(["stop", "--name", "nope"]);

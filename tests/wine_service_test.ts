@@ -5,8 +5,8 @@
 // RUNNING, echo over IPv4 and IPv6 from the host, `sc stop` while a session drains (it completes), the exit codes of
 // a port in use (1066/1) and of a bad option (1066/2), `sc delete`; then `echosrv service install|status|stop|start|
 // restart|uninstall` through the SCM's API, the registry it leaves (account, description, start type, command line,
-// event source), the grant of the log folder, and the events written. Skipped, with the reason printed, when not root, when
-// debootstrap or npm is missing, or when Debian's mirror cannot be reached.
+// the service's Environment value, event source), the grant of the log folder, and the events written. Skipped, with
+// the reason printed, when not root, when debootstrap or npm is missing, or when Debian's mirror cannot be reached.
 //
 // What Wine does not implement, and so is covered by the stand-in advapi32 instead (tests/windows_service_test.ts,
 // tests/scm_test.ts): ChangeServiceConfig2W's failure flag and service SID type (Wine answers 124, which install
@@ -17,12 +17,24 @@
 // event log that keeps records (Wine's ReportEventW writes the strings to its eventlog debug channel;
 // ReadEventLogW is not implemented): the events are read back from that channel. Wine's sc.exe also lacks
 // `failureflag`, `queryex`, `qc` and `config` (it answers 1639), which this test does not need.
+//
+// The service's environment: install writes lib/runtime.ts's SERVER_ENV (DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64) as
+// the REG_MULTI_SZ value Environment of the service's key, which Windows' SCM merges into the environment of the
+// service's process (as NSSM's documentation describes it; no Windows was available here). Wine 10's services.exe
+// ignores that value: its services get the machine's environment (Session Manager\Environment, where tests/wine.ts
+// puts DENO_DIR) and not their own, so the service logs the warning for a missing setting and its ready line says
+// ioEventsPerTick "1024 (Deno's default)" (seen with the value install writes, with one written by `reg add`, and
+// after restarting services.exe). So this test reads the value back with `reg query`, and checks that the service
+// runs, and says it runs, without the setting: the day Wine applies the value, that check fails, and the ready line
+// should then say 64 with no warning. The bytes written are checked against the stand-in
+// (tests/windows_service_test.ts).
 
 import assert from "node:assert/strict";
 import { DENO_EXE, type Output, RUN, whyNoWine, WineMachine } from "./wine.ts";
 import { echoSession, pseudoRandomBytes, readAll, sameBytes, sleep, within, writeAll } from "./helpers.ts";
 import { serviceSid } from "../lib/service/win_account.ts";
-import { serverFlags } from "../lib/runtime.ts";
+import { IO_EVENTS_VAR, serverFlags } from "../lib/runtime.ts";
+import { windowsServiceEnvironment } from "../lib/service/windows.ts";
 
 const whyNot = await whyNoWine();
 if (whyNot) console.log(`SKIPPED wine_service_test.ts: ${whyNot}`);
@@ -279,11 +291,19 @@ Deno.test({
           ),
           out.stdout,
         );
+        assert.ok(
+          out.stdout.includes(
+            `called: RegSetValueExW HKLM\\SYSTEM\\CurrentControlSet\\Services\\${api}\\Environment (REG_MULTI_SZ, ` +
+              `the service's environment): ${windowsServiceEnvironment().join(" ")}\n`,
+          ),
+          out.stdout,
+        );
       },
     );
 
     await t.step(
-      "what install left in the registry: account NT SERVICE\\echosrv-api, description, start, command line, event source",
+      "what install left in the registry: account NT SERVICE\\echosrv-api, description, start, command line, " +
+        "Environment, event source",
       async () => {
         const key = await machine.wine(["reg", "query", `HKLM\\System\\CurrentControlSet\\Services\\${api}`]);
         assert.equal(key.code, 0, said(key));
@@ -293,6 +313,17 @@ Deno.test({
         assert.match(
           key.stdout,
           /ImagePath\s+REG_(EXPAND_)?SZ\s+"Z:\\opt\\deno\\deno\.exe" run .* --service --port 0 /,
+        );
+        // The service's environment, as `reg query` shows a REG_MULTI_SZ (its strings joined by \0).
+        const environment = await machine.wine([
+          ...["reg", "query", `HKLM\\SYSTEM\\CurrentControlSet\\Services\\${api}`, "/v", "Environment"],
+        ]);
+        assert.equal(environment.code, 0, said(environment));
+        const strings = windowsServiceEnvironment();
+        assert.ok(strings.includes("DENO_TOKIO_MAX_IO_EVENTS_PER_TICK=64"), strings.join(" "));
+        assert.match(
+          environment.stdout,
+          new RegExp(`^\\s*Environment\\s+REG_MULTI_SZ\\s+${RegExp.escape(strings.join("\\0"))}\\s*$`, "m"),
         );
         const source = await machine.wine([
           ...["reg", "query", `HKLM\\System\\CurrentControlSet\\Services\\EventLog\\Application\\${api}`],
@@ -316,6 +347,22 @@ Deno.test({
         assert.equal(sameBytes(await echoSession(host, p, data), data), true, host);
       }
     });
+
+    await t.step(
+      "Wine's services.exe ignores the Environment value: the service runs without the setting and warns",
+      async () => {
+        const records = (await readApiLog()).split("\n").filter((l) => l.startsWith("{")).map((l) =>
+          JSON.parse(l) as { level: string; message: string; properties: Record<string, unknown> }
+        );
+        const ready = records.find((r) => r.message.startsWith("echoing on port"));
+        const warning = records.find((r) => r.level === "WARN" && r.message.includes(IO_EVENTS_VAR));
+        const log = records.map((r) => `${r.level} ${r.message} ${JSON.stringify(r.properties)}`).join("\n");
+        // Were Wine to apply the value (as Windows does), the ready line would say 64 and nothing would warn: then
+        // assert that instead, and correct the README.
+        assert.equal(ready?.properties.ioEventsPerTick, "1024 (Deno's default)", log);
+        assert.ok(warning, `the warning for a missing ${IO_EVENTS_VAR}:\n${log}`);
+      },
+    );
 
     await t.step(
       "service stop, start, restart: exit 0 each; status 3 when stopped; a new pid after restart",
@@ -347,6 +394,8 @@ Deno.test({
         ...["reg", "query", `HKLM\\System\\CurrentControlSet\\Services\\EventLog\\Application\\${api}`],
       ]);
       assert.notEqual(source.code, 0, `the event source is removed: ${said(source)}`);
+      const key = await machine.wine(["reg", "query", `HKLM\\SYSTEM\\CurrentControlSet\\Services\\${api}`]);
+      assert.notEqual(key.code, 0, `the service's key, its Environment value with it, is removed: ${said(key)}`);
       assert.match(await readApiLog(), /the service manager asked to stop/);
       assert.match(machine.eventLog(), /ReportEventW L"echosrv-api is running: /);
       assert.match(machine.eventLog(), /ReportEventW L"echosrv-api has stopped"/);

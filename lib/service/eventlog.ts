@@ -7,6 +7,7 @@
 // file.
 
 import { addressOf, Kernel32, wideString, Win32Error, type Win32Libraries } from "./win32.ts";
+import { deleteKey, KeyAccess, RegistryKey } from "./registry.ts";
 
 /** The registry key of an event source, under HKEY_LOCAL_MACHINE. */
 export function eventSourceKey(source: string): string {
@@ -34,16 +35,6 @@ export const EventId = {
   FAILED: 4,
 } as const;
 
-const REGISTRY_SYMBOLS = {
-  RegCreateKeyExW: {
-    parameters: ["pointer", "buffer", "u32", "pointer", "u32", "u32", "pointer", "buffer", "buffer"],
-    result: "i32",
-  },
-  RegSetValueExW: { parameters: ["pointer", "buffer", "u32", "u32", "buffer", "u32"], result: "i32" },
-  RegDeleteKeyW: { parameters: ["pointer", "buffer"], result: "i32" },
-  RegCloseKey: { parameters: ["pointer"], result: "i32" },
-} as const;
-
 const EVENTLOG_SYMBOLS = {
   RegisterEventSourceW: { parameters: ["pointer", "buffer"], result: "pointer" },
   ReportEventW: {
@@ -52,21 +43,6 @@ const EVENTLOG_SYMBOLS = {
   },
   DeregisterEventSource: { parameters: ["pointer"], result: "i32" },
 } as const;
-
-/** HKEY_LOCAL_MACHINE: (HKEY)(ULONG_PTR)(LONG)0x80000002, sign-extended on 64-bit Windows. */
-const HKEY_LOCAL_MACHINE = 0xffff_ffff_8000_0002n;
-const KEY_SET_VALUE = 0x2;
-const KEY_CREATE_SUB_KEY = 0x4;
-const REG_EXPAND_SZ = 2;
-const REG_DWORD = 4;
-const REG_CREATED_NEW_KEY = 1;
-const ERROR_FILE_NOT_FOUND = 2;
-
-function registryCall(kernel32: Kernel32) {
-  return (code: number, call: string) => {
-    if (code !== 0) throw new Win32Error(call, code, kernel32.words(code));
-  };
-}
 
 /**
  * Registers `source` as an event source of the Application log (creates or updates its registry key).
@@ -77,48 +53,11 @@ function registryCall(kernel32: Kernel32) {
  * @throws {Win32Error} naming the registry call that failed (5: not elevated)
  */
 export function registerEventSource(libraries: Win32Libraries, source: string): boolean {
-  const kernel32 = Kernel32.of(libraries);
-  const library = Deno.dlopen(libraries.advapi32, REGISTRY_SYMBOLS);
-  const check = registryCall(kernel32);
-  const s = library.symbols;
-  const keyOut = new BigUint64Array(1);
-  const disposition = new Uint32Array(1);
-  const keyName = `HKLM\\${eventSourceKey(source)}`;
-  try {
-    check(
-      s.RegCreateKeyExW(
-        Deno.UnsafePointer.create(HKEY_LOCAL_MACHINE),
-        wideString(eventSourceKey(source)),
-        0,
-        null,
-        0,
-        KEY_SET_VALUE | KEY_CREATE_SUB_KEY,
-        null,
-        keyOut,
-        disposition,
-      ),
-      `RegCreateKeyExW(${keyName})`,
-    );
-    const key = Deno.UnsafePointer.create(keyOut[0]);
-    try {
-      const file = wideString(EVENT_MESSAGE_FILE);
-      const fileBytes = new Uint8Array(file.buffer);
-      check(
-        s.RegSetValueExW(key, wideString("EventMessageFile"), 0, REG_EXPAND_SZ, fileBytes, fileBytes.length),
-        `RegSetValueExW(${keyName}\\EventMessageFile)`,
-      );
-      const types = new Uint8Array(new Uint32Array([TYPES_SUPPORTED]).buffer);
-      check(
-        s.RegSetValueExW(key, wideString("TypesSupported"), 0, REG_DWORD, types, 4),
-        `RegSetValueExW(${keyName}\\TypesSupported)`,
-      );
-    } finally {
-      s.RegCloseKey(key);
-    }
-    return disposition[0] === REG_CREATED_NEW_KEY;
-  } finally {
-    library.close();
-  }
+  const opened = RegistryKey.create(libraries, eventSourceKey(source), KeyAccess.SET_VALUE | KeyAccess.CREATE_SUB_KEY);
+  using key = opened.key;
+  key.setExpandString("EventMessageFile", EVENT_MESSAGE_FILE);
+  key.setDword("TypesSupported", TYPES_SUPPORTED);
+  return opened.created;
 }
 
 /**
@@ -128,19 +67,7 @@ export function registerEventSource(libraries: Win32Libraries, source: string): 
  * @throws {Win32Error} for RegDeleteKeyW (5: not elevated)
  */
 export function removeEventSource(libraries: Win32Libraries, source: string): boolean {
-  const kernel32 = Kernel32.of(libraries);
-  const library = Deno.dlopen(libraries.advapi32, REGISTRY_SYMBOLS);
-  try {
-    const code = library.symbols.RegDeleteKeyW(
-      Deno.UnsafePointer.create(HKEY_LOCAL_MACHINE),
-      wideString(eventSourceKey(source)),
-    );
-    if (code === ERROR_FILE_NOT_FOUND) return false;
-    registryCall(kernel32)(code, `RegDeleteKeyW(HKLM\\${eventSourceKey(source)})`);
-    return true;
-  } finally {
-    library.close();
-  }
+  return deleteKey(libraries, eventSourceKey(source));
 }
 
 /**

@@ -1,11 +1,13 @@
 // windows: echosrv as a Windows service, registered and controlled through the SCM's own API (advapi32 through FFI:
 // lib/service/scm_client.ts), as kardianos/service does: CreateServiceW with a quoted command line, the description,
-// restart on failure (also after a failed start), the service's own SID, the log folder made writable for the
-// service's account (its virtual account NT SERVICE\NAME by default: win_account.ts), an event source in the
-// Application log (eventlog.ts), StartServiceW and a wait for RUNNING. The service's process then speaks the SCM
-// protocol itself (scm.ts). The command line is one string that the service's process splits back into arguments
-// with CommandLineToArgvW's rules, so every argument is quoted here by those rules; paths with spaces and quotes
-// survive. Errors name the Windows call and the Windows error in words, and say what to do.
+// restart on failure (also after a failed start), the service's own SID, the service's environment (SERVER_ENV of
+// lib/runtime.ts, which Deno reads when its process starts, written as the REG_MULTI_SZ value Environment of the
+// service's registry key: registry.ts), the log folder made writable for the service's account (its virtual account
+// NT SERVICE\NAME by default: win_account.ts), an event source in the Application log (eventlog.ts), StartServiceW
+// and a wait for RUNNING. The service's process then speaks the SCM protocol itself (scm.ts). The command line is
+// one string that the service's process splits back into arguments with CommandLineToArgvW's rules, so every
+// argument is quoted here by those rules; paths with spaces and quotes survive. Errors name the Windows call and the
+// Windows error in words, and say what to do.
 
 import { posix, win32 } from "node:path";
 import type { ServiceDefinition, ServiceManager, ServiceStatus } from "./contract.ts";
@@ -26,6 +28,8 @@ import {
 import { registerEventSource, removeEventSource } from "./eventlog.ts";
 import { grantModify, LOCAL_SYSTEM, serviceSid, virtualAccount, windowsAccount } from "./win_account.ts";
 import { SYSTEM_LIBRARIES, Win32Error, type Win32Libraries } from "./win32.ts";
+import { ERROR_FILE_NOT_FOUND, KeyAccess, RegistryKey } from "./registry.ts";
+import { SERVER_ENV } from "../runtime.ts";
 
 /** The Windows errors a service command meets and explains. */
 const ERROR_ACCESS_DENIED = 5;
@@ -117,6 +121,33 @@ export function defaultServiceLogFile(name: string, programData: string = "C:\\P
 export function windowsServiceArgv(definition: ServiceDefinition, logFile?: string): string[] {
   const argv = [...launchArgs(definition.launcher, "windows"), SERVICE_MARKER, ...definition.serverArgs];
   return definition.config.log.file === undefined && logFile !== undefined ? [...argv, "--log-file", logFile] : argv;
+}
+
+/**
+ * The registry key where the SCM keeps a service's configuration (ImagePath, ObjectName, Start, ...), under
+ * HKEY_LOCAL_MACHINE. CreateServiceW makes it; DeleteService removes it, with every value in it.
+ *
+ * @param name the service's name
+ * @returns the key's path, e.g. `SYSTEM\CurrentControlSet\Services\echosrv`
+ */
+export function serviceKey(name: string): string {
+  return `SYSTEM\\CurrentControlSet\\Services\\${name}`;
+}
+
+/** The name of the REG_MULTI_SZ value of {@link serviceKey} whose `NAME=value` strings a service's process gets. */
+export const ENVIRONMENT_VALUE = "Environment";
+
+/**
+ * The service's environment as the Environment value holds it: {@link SERVER_ENV} (lib/runtime.ts), one
+ * `NAME=value` string per variable. Deno reads these when its process starts, before any of echosrv runs, so the
+ * service's process must be started with them. Windows' SCM merges the strings of this value into the environment
+ * of the service's process (as NSSM's documentation, "Merged service environment", describes it; Windows was not
+ * available here). Wine 10's services.exe ignores the value: the service then warns in its log (README).
+ *
+ * @returns the strings, in SERVER_ENV's order
+ */
+export function windowsServiceEnvironment(): string[] {
+  return Object.entries(SERVER_ENV).map(([variable, value]) => `${variable}=${value}`);
 }
 
 /** Says what a failed Windows call means for this command and what to do; the call and the words come first. */
@@ -345,6 +376,19 @@ export class WindowsManager implements ServiceManager {
     );
   }
 
+  /** Deletes the service's Environment value; a note when there was none (or no key: the service is gone). */
+  #removeEnvironment(name: string): string | void {
+    let key: RegistryKey;
+    try {
+      key = RegistryKey.open(this.#calls.libraries, serviceKey(name), KeyAccess.SET_VALUE);
+    } catch (error) {
+      if (error instanceof Win32Error && error.code === ERROR_FILE_NOT_FOUND) return "the service's key is gone";
+      throw error;
+    }
+    using _key = key;
+    if (!key.deleteValue(ENVIRONMENT_VALUE)) return "there was none";
+  }
+
   installPlan(definition: ServiceDefinition): Plan {
     const { name } = definition;
     const calls = this.#calls;
@@ -365,6 +409,8 @@ export class WindowsManager implements ServiceManager {
       () => withService(calls, name, ServiceAccess.DELETE, (s) => s.delete()),
     );
     let createdSource = false;
+    const environment = windowsServiceEnvironment();
+    const environmentValue = `HKLM\\${serviceKey(name)}\\${ENVIRONMENT_VALUE}`;
     const steps: Step[] = [
       call(
         name,
@@ -413,6 +459,15 @@ export class WindowsManager implements ServiceManager {
           (s) => s.setDelayedAutoStart(true),
         )]
         : []),
+      call(
+        name,
+        `RegSetValueExW ${environmentValue} (REG_MULTI_SZ, the service's environment): ${environment.join(" ")}`,
+        () => {
+          using key = RegistryKey.open(calls.libraries, serviceKey(name), KeyAccess.SET_VALUE);
+          key.setMultiString(ENVIRONMENT_VALUE, environment);
+        },
+        { undo: [call(name, `RegDeleteValueW ${environmentValue}`, () => this.#removeEnvironment(name))] },
+      ),
       { kind: "mkdir", path: logFolder, mode: 0o755 },
       ...(account === LOCAL_SYSTEM ? [] : [call(
         name,
@@ -471,7 +526,10 @@ export class WindowsManager implements ServiceManager {
           if (!removeEventSource(this.#calls.libraries, name)) return "there was none";
         }),
       ],
-      notes: ["the log file and the events already written are kept"],
+      notes: [
+        `DeleteService removes the service's registry key HKLM\\${serviceKey(name)}, its ${ENVIRONMENT_VALUE} value ` +
+        "with it; the log file and the events already written are kept",
+      ],
     };
   }
 

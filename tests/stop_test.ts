@@ -297,6 +297,22 @@ Deno.test({
 });
 
 Deno.test({
+  name: "Ctrl+C to npx --script-shell=bash (the README's form that waits): the open session drains, exit 0",
+  ignore: unless(HAVE_NPX && await hasCommand("bash", ["--version"]), "needs Linux, setsid(1), npx and bash"),
+  async fn() {
+    // npm runs Deno through its script shell; dash (Debian's sh) dies at once on the terminal's SIGINT, so the
+    // README gives this form for a run whose exit status is the server's. The terminal signals the whole group.
+    const version = Deno.version.deno;
+    await using server = await spawnServer(SERVER_ARGS, {
+      command: ["setsid", "npx", "-y", "--script-shell=bash", `deno@${version}`, "task", "start"],
+    });
+    await sessionAcrossStop(server, () => signalGroup(server.pid, "INT"));
+    assert.equal(await server.exited(30_000), 0, "npx's status is the server's clean exit");
+    assert.ok(server.records().some((r) => r.message.startsWith("stopped:")), "the server stopped cleanly");
+  },
+});
+
+Deno.test({
   name: "a stop signal that arrives while the stopped server exits (deno task's late copy) cannot kill it: exit 0",
   ignore: unless(Deno.build.os !== "windows", "needs POSIX signals"),
   async fn() {

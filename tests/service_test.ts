@@ -14,6 +14,7 @@ import { quoteWindowsArg, windowsCommandLine, WindowsManager, windowsServiceArgv
 import { serviceSid, windowsAccount } from "../lib/service/win_account.ts";
 import { LaunchdManager, launchdPlist, launchdServiceArgv } from "../lib/service/launchd.ts";
 import { absoluteLogFileArgs } from "../lib/service/commands.ts";
+import { type Launcher, transientDenoNote } from "../lib/service/launcher.ts";
 import { judgeStart, STAY_UP_MS, SystemdManager } from "../lib/service/systemd.ts";
 import { cannotRun, plannedFile, ROOT, runServiceTask } from "./helpers.ts";
 import { commandLineToArgv } from "../support/fake_scm.ts";
@@ -511,4 +512,27 @@ Deno.test("--account: systemd runs the unit as that user instead of a dynamic on
   const unit = plannedFile(stdout, "/etc/systemd/system/echosrv-u.service");
   assert.match(unit, /^User=echo$/m);
   assert.doesNotMatch(unit, /^DynamicUser=/m);
+});
+
+Deno.test("a service from source run by npx's cached Deno is flagged: npm deletes that copy when it cleans its cache", () => {
+  const source = (deno: string): Launcher => ({
+    kind: "source",
+    deno,
+    config: "/srv/echosrv/deno.json",
+    main: "/srv/echosrv/main.ts",
+  });
+  for (
+    const deno of [
+      "/root/.npm/_npx/7a40be787520bede/node_modules/deno/deno",
+      "C:\\Users\\me\\AppData\\Local\\npm-cache\\_npx\\1f2e\\node_modules\\deno\\deno.exe",
+    ]
+  ) {
+    const note = transientDenoNote(source(deno));
+    assert.ok(note?.includes(deno), `${deno}: ${note}`);
+    assert.match(note!, /npm install -g deno@/);
+  }
+  for (const deno of ["/usr/local/bin/deno", "/home/me/.deno/bin/deno", "/opt/my_npx_tools/deno"]) {
+    assert.equal(transientDenoNote(source(deno)), undefined, deno);
+  }
+  assert.equal(transientDenoNote({ kind: "compiled", executable: "/root/.npm/_npx/x/echosrv" }), undefined);
 });

@@ -9,7 +9,7 @@ import { parseCommandLine } from "../options.ts";
 import type { ServiceRequest } from "./request.ts";
 import { listenWords, type ServiceDefinition, type ServiceManager } from "./contract.ts";
 import { ServiceError } from "./error.ts";
-import { launcherOfThisProcess } from "./launcher.ts";
+import { launcherOfThisProcess, transientDenoNote } from "./launcher.ts";
 import { describePlan, executePlan, type Plan } from "./plan.ts";
 import { LaunchdManager } from "./launchd.ts";
 import { SystemdManager } from "./systemd.ts";
@@ -143,8 +143,11 @@ function requireRoot(action: string): void {
 
 function planFor(manager: ServiceManager, request: ServiceRequest, definition?: ServiceDefinition): Plan {
   switch (request.action) {
-    case "install":
-      return manager.installPlan(definition!);
+    case "install": {
+      const plan = manager.installPlan(definition!);
+      const transient = transientDenoNote(definition!.launcher);
+      return transient ? { ...plan, notes: [transient, ...(plan.notes ?? [])] } : plan;
+    }
     case "uninstall":
       return manager.uninstallPlan(request.name);
     default:

@@ -74,6 +74,23 @@ function denoDirOfThisProcess(): string | undefined {
 }
 
 /**
+ * Says why a service launched from source by this Deno would stop working when npm cleans its cache: the Deno that
+ * `npx -y deno@...` runs lives in npm's npx cache (`~/.npm/_npx/HASH/...`, `%LocalAppData%\npm-cache\_npx\HASH\...`),
+ * which `npm cache clean` or a new npx version deletes, and the service's command line names it.
+ *
+ * @param launcher how the service's process would be launched
+ * @returns a note for the install plan, or undefined when the Deno is not npx's cached copy (or the service runs the
+ *   compiled executable)
+ */
+export function transientDenoNote(launcher: Launcher): string | undefined {
+  if (launcher.kind !== "source" || !/[\\/]_npx[\\/]/.test(launcher.deno)) return undefined;
+  return `the service would run npx's cached copy of Deno (${launcher.deno}), which npm deletes when it cleans its ` +
+    "cache, and the service would then no longer start: install Deno where it stays (npm install -g " +
+    `deno@${Deno.version.deno}, or Deno's own installer) and run \`deno task service install\` with it, or install ` +
+    "the compiled executable (deno task compile)";
+}
+
+/**
  * The service's command line on `os`: the program and the arguments that come before the server options.
  *
  * @param launcher how the process is launched

@@ -339,7 +339,16 @@ export class SystemdManager implements ServiceManager {
     const path = this.#unitPath(name);
     const reload = { kind: "run" as const, argv: ["systemctl", "daemon-reload"] };
     const notes: string[] = [];
-    const unreadable = filesTheServiceReads(definition).map((file) => unreadableByOthers(file)).filter((p) => p);
+    // One line per place (the files often share the directory that stops them), naming the file it stops.
+    const unreadable = [
+      ...new Map(
+        filesTheServiceReads(definition).flatMap((file) => {
+          const why = unreadableByOthers(file);
+          if (!why) return [];
+          return [[why, why.startsWith(`${file} `) ? why : `${why} (on the way to ${file})`] as const];
+        }),
+      ).values(),
+    ];
     if (unreadable.length > 0) {
       notes.push(
         `the service runs as an unprivileged dynamic user and could not start: ${unreadable.join("; ")}. ` +

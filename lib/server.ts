@@ -14,6 +14,7 @@ import { closeQuietly, Connection, type ConnectionContext, type Permit, refuse }
 import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { COPY_STRATEGIES } from "./echo.ts";
 import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
+import { startupSummary } from "./limits.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./config.ts";
 import { ioEventsAtStart } from "./runtime.ts";
@@ -195,18 +196,11 @@ export class EchoServer {
     this.#acceptLoops = this.#listeners.map((l) => this.#acceptLoop(l));
     this.#startQuietSweep(this.#config.idleTimeoutMs, this.#config.sendTimeoutMs ?? 0);
     this.#startLimitSweep();
-    serverLog.info(
-      "echoing on port {port} (copy {copy}, max connections {maxConnections}, idle timeout {idleTimeout}, " +
-        "send timeout {sendTimeout})",
-      {
-        port,
-        copy: this.#config.copy,
-        maxConnections: this.#config.maxConnections || "unlimited",
-        idleTimeout: this.#config.idleTimeoutMs ? formatDuration(this.#config.idleTimeoutMs) : "never",
-        sendTimeout: this.#config.sendTimeoutMs ? formatDuration(this.#config.sendTimeoutMs) : "never",
-        ioEventsPerTick: this.#options.ioEventsPerTick ?? ioEventsAtStart ?? "1024 (Deno's default)",
-      },
-    );
+    serverLog.info("echoing on port {port} ({limits})", {
+      port,
+      ...startupSummary(this.#config),
+      ioEventsPerTick: this.#options.ioEventsPerTick ?? ioEventsAtStart ?? "1024 (Deno's default)",
+    });
     return { port };
   }
 

@@ -17,7 +17,7 @@ import type { LogConfig, RunConfig, ServerConfig } from "./config.ts";
 import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { EchoServer } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
-import { formatDuration } from "./units.ts";
+import { startupSummary } from "./limits.ts";
 import type { FaultWorkerAnswer, FaultWorkerRequest } from "./faults/workers.ts";
 
 /** What a server looks like to lib/program.ts, whether one EchoServer or a pool of workers. */
@@ -222,19 +222,12 @@ export class WorkerPool implements Server {
       const rest = [];
       for (let id = 2; id <= workers; id++) rest.push(this.#spawn(id, port, this.#faultPorts));
       await Promise.all(rest.map((m) => m.listening.promise));
-      serverLog.info(
-        "echoing on port {port} with {workers} workers (copy {copy}, max connections {maxConnections} in total, " +
-          "idle timeout {idleTimeout}, send timeout {sendTimeout})",
-        {
-          port,
-          workers,
-          ioEventsPerTick: this.#ioEvents ?? "1024 (Deno's default)",
-          copy: server.copy,
-          maxConnections: server.maxConnections || "unlimited",
-          idleTimeout: server.idleTimeoutMs ? formatDuration(server.idleTimeoutMs) : "never",
-          sendTimeout: server.sendTimeoutMs ? formatDuration(server.sendTimeoutMs) : "never",
-        },
-      );
+      serverLog.info("echoing on port {port} with {workers} workers ({limits})", {
+        port,
+        workers,
+        ioEventsPerTick: this.#ioEvents ?? "1024 (Deno's default)",
+        ...startupSummary(server, true),
+      });
       return { port };
     } catch (error) {
       await this.#stopAll(0);

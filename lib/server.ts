@@ -100,6 +100,8 @@ export class EchoServer {
   /** Issue 14: the impairment profiles and their listeners (lib/faults/runtime.ts); undefined without --fault-*. */
   readonly faults: FaultRuntime | undefined;
   #finished = Promise.withResolvers<void>();
+  /** Set once {@link start} has succeeded: a stop summarises only a server that ran (a failed start logs its error). */
+  #started = false;
   readonly #refusals = new RateLimitedLog(
     10_000,
     (count, peer) =>
@@ -196,6 +198,7 @@ export class EchoServer {
     this.#acceptLoops = this.#listeners.map((l) => this.#acceptLoop(l));
     this.#startQuietSweep(this.#config.idleTimeoutMs, this.#config.sendTimeoutMs ?? 0);
     this.#startLimitSweep();
+    this.#started = true;
     serverLog.info("echoing on port {port} ({limits})", {
       port,
       ...startupSummary(this.#config),
@@ -261,10 +264,13 @@ export class EchoServer {
     this.#refusals.flush();
     this.#acceptFailures.flush();
     this.#unexpected.flush();
-    serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed", {
-      ...this.counters,
-      bytes: this.counters.bytesEchoed,
-    });
+    // A server whose start failed never listened: its error says all there is, and "0 connection(s) served" is noise.
+    if (this.#started) {
+      serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed", {
+        ...this.counters,
+        bytes: this.counters.bytesEchoed,
+      });
+    }
     this.#finished.resolve();
   }
 

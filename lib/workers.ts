@@ -135,6 +135,8 @@ export class WorkerPool implements Server {
   readonly #clients: LocalClientCounts;
   /** Issue 14: the --fault-listen ports, once the first worker listens. */
   #faultPorts: number[] | undefined;
+  /** Set once every worker listens: a stop summarises only a pool that served (a failed start logs its error). */
+  #started = false;
 
   /**
    * A pool, not yet started: {@link start} spawns the workers.
@@ -222,6 +224,7 @@ export class WorkerPool implements Server {
       const rest = [];
       for (let id = 2; id <= workers; id++) rest.push(this.#spawn(id, port, this.#faultPorts));
       await Promise.all(rest.map((m) => m.listening.promise));
+      this.#started = true;
       serverLog.info("echoing on port {port} with {workers} workers ({limits})", {
         port,
         workers,
@@ -259,14 +262,19 @@ export class WorkerPool implements Server {
     return this.#stopping;
   }
 
-  /** Logs the pool's summary and resolves {@link finished}. */
+  /**
+   * Logs the pool's summary and resolves {@link finished}. A pool whose start failed logs none: it never served (a
+   * worker that did listen meanwhile has said so, and logs its own summary), and its error says all there is.
+   */
   #stopped(): void {
-    const counters = this.counters;
-    serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
-      ...counters,
-      bytes: counters.bytesEchoed,
-      workers: this.#members.length,
-    });
+    if (this.#started) {
+      const counters = this.counters;
+      serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
+        ...counters,
+        bytes: counters.bytesEchoed,
+        workers: this.#members.length,
+      });
+    }
     this.#finished.resolve();
   }
 

@@ -418,8 +418,8 @@ function addServiceCommand(
     .addOption(
       new Option(
         "--start <mode>",
-        "auto: start at boot, and now; delayed: the same, after the other services at boot (Windows); manual: " +
-          "only when started",
+        "auto: start at boot, and now; delayed: the same, after the other services at boot (Windows only: " +
+          "systemd and launchd have no such start); manual: only when started",
       ).choices(["auto", "delayed", "manual"]).default("auto"),
     )
     .addOption(

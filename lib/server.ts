@@ -14,6 +14,7 @@ import { closeQuietly, Connection, type ConnectionContext, type Permit, refuse }
 import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { COPY_STRATEGIES } from "./echo.ts";
 import { type EchoConn, type EchoListener, openListeners } from "./listen.ts";
+import { startupSummary } from "./limits.ts";
 import { RateLimitedLog, serverLog } from "./log.ts";
 import type { ServerConfig } from "./config.ts";
 import { ioEventsAtStart } from "./runtime.ts";
@@ -99,6 +100,8 @@ export class EchoServer {
   /** Issue 14: the impairment profiles and their listeners (lib/faults/runtime.ts); undefined without --fault-*. */
   readonly faults: FaultRuntime | undefined;
   #finished = Promise.withResolvers<void>();
+  /** Set once {@link start} has succeeded: a stop summarises only a server that ran (a failed start logs its error). */
+  #started = false;
   readonly #refusals = new RateLimitedLog(
     10_000,
     (count, peer) =>
@@ -195,18 +198,12 @@ export class EchoServer {
     this.#acceptLoops = this.#listeners.map((l) => this.#acceptLoop(l));
     this.#startQuietSweep(this.#config.idleTimeoutMs, this.#config.sendTimeoutMs ?? 0);
     this.#startLimitSweep();
-    serverLog.info(
-      "echoing on port {port} (copy {copy}, max connections {maxConnections}, idle timeout {idleTimeout}, " +
-        "send timeout {sendTimeout})",
-      {
-        port,
-        copy: this.#config.copy,
-        maxConnections: this.#config.maxConnections || "unlimited",
-        idleTimeout: this.#config.idleTimeoutMs ? formatDuration(this.#config.idleTimeoutMs) : "never",
-        sendTimeout: this.#config.sendTimeoutMs ? formatDuration(this.#config.sendTimeoutMs) : "never",
-        ioEventsPerTick: this.#options.ioEventsPerTick ?? ioEventsAtStart ?? "1024 (Deno's default)",
-      },
-    );
+    this.#started = true;
+    serverLog.info("echoing on port {port} ({limits})", {
+      port,
+      ...startupSummary(this.#config),
+      ioEventsPerTick: this.#options.ioEventsPerTick ?? ioEventsAtStart ?? "1024 (Deno's default)",
+    });
     return { port };
   }
 
@@ -267,10 +264,13 @@ export class EchoServer {
     this.#refusals.flush();
     this.#acceptFailures.flush();
     this.#unexpected.flush();
-    serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed", {
-      ...this.counters,
-      bytes: this.counters.bytesEchoed,
-    });
+    // A server whose start failed never listened: its error says all there is, and "0 connection(s) served" is noise.
+    if (this.#started) {
+      serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed", {
+        ...this.counters,
+        bytes: this.counters.bytesEchoed,
+      });
+    }
     this.#finished.resolve();
   }
 

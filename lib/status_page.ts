@@ -13,6 +13,7 @@ import statusJs from "./status_page/status.js" with { type: "text" };
 import { countsByReason, type MetricsSnapshot, type Pages, type ReasonCounts } from "./metrics.ts";
 import { type ProcessSample, sampleProcess } from "./process_metrics.ts";
 import type { RunConfig } from "./config.ts";
+import { limitsOf } from "./limits.ts";
 import { formatDuration } from "./units.ts";
 import { VERSION } from "./version.ts";
 
@@ -26,12 +27,24 @@ export interface StatusInfo {
   workers: number;
   /** Echo over TLS, UDP echo, PROXY protocol: on or off. */
   features: { tls: boolean; udp: boolean; proxyProtocol: boolean };
-  /** The limits in force, as [name, value as the options write it] ("off" or "none" when off). */
+  /**
+   * The limits and settings in force, as [the option's words, the value as the option is written] (`["max bytes
+   * per connection", "64KiB"]`; `unlimited`, `never`, `everyone` or `no one` when off), in the page's order.
+   */
   limits: Array<[string, string]>;
+  /**
+   * The same limits as numbers, for scripts (lib/limits.ts's keys, the unit in the name: `maxConnections`,
+   * `maxConnectionsPerIp`, `idleTimeoutMs`, `sendTimeoutMs`, `maxBytesPerConnection` (bytes),
+   * `maxConnectionDurationMs`, `shutdownTimeoutMs`, and with their feature `tlsHandshakeTimeoutMs`,
+   * `proxyTimeoutMs`, `udpRate` (datagrams per second per source)); 0 is off.
+   */
+  limitValues: Record<string, number>;
 }
 
 /**
- * The page's view of a configuration: what is in force, written as the options are.
+ * The page's view of a configuration: what is in force, written as the options are (lib/limits.ts, as the startup
+ * line writes it), then the settings beside the limits (the shutdown timeout, the access rules, the copy, the PROXY
+ * peers, the certificate).
  *
  * @param config the running configuration
  * @param port the port listened on (the one the OS picked for `--port 0`)
@@ -40,24 +53,13 @@ export interface StatusInfo {
  */
 export function statusInfoOf(config: RunConfig, port: number, workers: number): StatusInfo {
   const s = config.server;
-  const count = (n: number | undefined, off = "none") => (n ? String(n) : off);
-  const duration = (ms: number | undefined, off: string) => (ms ? formatDuration(ms) : off);
-  const limits: Array<[string, string]> = [
-    ["max connections", count(s.maxConnections, "unlimited")],
-    ["max connections per IP", count(s.access?.maxPerClient, "unlimited")],
-    ["idle timeout", duration(s.idleTimeoutMs, "never")],
-    ["max bytes per connection", count(s.maxBytesPerConnection, "unlimited")],
-    ["max connection duration", duration(s.maxConnectionDurationMs, "unlimited")],
-    ["shutdown timeout", duration(s.shutdownTimeoutMs, "0")],
-    ["allow", s.access && s.access.allow.length > 0 ? s.access.allow.join(", ") : "everyone"],
-    ["deny", s.access && s.access.deny.length > 0 ? s.access.deny.join(", ") : "no one"],
-    ["copy", s.copy],
-  ];
-  if (s.udp) limits.push(["UDP datagrams per second per source", String(s.udp.ratePerSource)]);
-  if (s.proxyProtocol) {
-    limits.push(["PROXY header from", s.proxyProtocol.from.join(", ")]);
-    limits.push(["PROXY header timeout", formatDuration(s.proxyProtocol.timeoutMs)]);
-  }
+  const inForce = limitsOf(s);
+  const limits: Array<[string, string]> = inForce.map((limit) => [limit.name, limit.text]);
+  limits.push(["shutdown timeout", formatDuration(s.shutdownTimeoutMs)]);
+  limits.push(["allow", s.access && s.access.allow.length > 0 ? s.access.allow.join(", ") : "everyone"]);
+  limits.push(["deny", s.access && s.access.deny.length > 0 ? s.access.deny.join(", ") : "no one"]);
+  limits.push(["copy", s.copy]);
+  if (s.proxyProtocol) limits.push(["PROXY header from", s.proxyProtocol.from.join(", ")]);
   if (s.tls) limits.push(["TLS certificate", `${s.tls.subject}, valid to ${s.tls.validTo}`]);
   return {
     port,
@@ -65,6 +67,10 @@ export function statusInfoOf(config: RunConfig, port: number, workers: number): 
     workers,
     features: { tls: s.tls !== undefined, udp: s.udp !== undefined, proxyProtocol: s.proxyProtocol !== undefined },
     limits,
+    limitValues: {
+      ...Object.fromEntries(inForce.map((limit) => [limit.key, limit.value])),
+      shutdownTimeoutMs: s.shutdownTimeoutMs,
+    },
   };
 }
 
@@ -284,6 +290,7 @@ const SAMPLE_MS = 1000;
  * @example
  * ```ts
  * import type { RunConfig } from "./config.ts";
+import { limitsOf } from "./limits.ts";
  * import { type MetricsSource, serveMetrics } from "./metrics.ts";
  *
  * function serveWithPage(config: RunConfig, port: number, sources: MetricsSource[]) {

@@ -2,12 +2,16 @@
 // in different ways: a terminal's Ctrl+C, `timeout` and systemd's default KillMode signal the whole process group, so
 // a server started through `deno task` gets the signal once from the sender and once more from `deno task`, which
 // forwards it (a few milliseconds apart); Docker (PID 1) and `kill PID` signal one process once. This module makes
-// both one graceful stop: a repeat of a stop signal within {@link SAME_REQUEST_WINDOW_MS} of the first is the same
-// request, and only a later, deliberate one stops at once. It also stops the server when the terminal hangs up
+// both one graceful stop: a repeat of a stop signal within {@link SAME_REQUEST_WINDOW_MS} of the latest request that
+// decided something is the same request, and only a later, deliberate one stops at once (whose own copy, again, is
+// the same request). It also stops the server when the terminal hangs up
 // (SIGHUP, when a terminal is attached; without one a SIGHUP is ignored, as `nohup` users expect) and when the `npx` process of the quick start is killed (npm does not pass
 // the signal on, so the server would otherwise be left running with no parent, holding its port; found with `ps`).
 
-/** A repeat of a stop signal this soon after the first is the same request, delivered twice (milliseconds). */
+/**
+ * A repeat of a stop signal this soon after the latest request that decided something (the first, graceful; a
+ * deliberate second, at once) is that request, delivered twice (milliseconds).
+ */
 export const SAME_REQUEST_WINDOW_MS = 1000;
 
 /** How often the launcher watch looks for the `npx` process (milliseconds). */
@@ -22,23 +26,30 @@ export type StopDecision =
   | "graceful"
   /** A deliberate later request: close every connection now. */
   | "immediate"
-  /** The first request again (the process group's copy, or a hang-up during a stop): nothing new to do. */
+  /** The latest request again (the process group's copy, or a hang-up during a stop): nothing new to do. */
   | "repeat";
 
 /**
- * Decides what each stop request means. A stop signal (SIGINT, SIGTERM, SIGBREAK) that arrives at least
- * {@link SAME_REQUEST_WINDOW_MS} after the first request stops at once; within the window it is the first one
- * again. A hang-up or a vanished launcher asks for a graceful stop and never forces one: nobody pressed anything.
+ * Decides what each stop request means. The first asks for a graceful stop. A stop signal (SIGINT, SIGTERM,
+ * SIGBREAK) that arrives at least {@link SAME_REQUEST_WINDOW_MS} after the latest decisive request (the first, or
+ * a deliberate second) stops at once; within the window it is that request again: under `deno task` the process
+ * group gets every Ctrl+C twice, the second one's included. Copies do not stretch the window: it counts from the
+ * decisive request. A hang-up or a vanished launcher asks for a graceful stop and never forces one: nobody pressed
+ * anything.
  *
  * @example
  * ```ts
  * const requests = new StopRequests();
  * requests.decide("SIGINT"); // "graceful"
  * requests.decide("SIGINT"); // "repeat" (the copy sent by `deno task`, milliseconds later)
+ * // a second or more later:
+ * requests.decide("SIGINT"); // "immediate"
+ * requests.decide("SIGINT"); // "repeat" (that one's copy)
  * ```
  */
 export class StopRequests {
-  #first: number | undefined;
+  /** When the latest decisive request (graceful or immediate) came; undefined before the first. */
+  #latest: number | undefined;
   readonly #now: () => number;
   readonly #windowMs: number;
 
@@ -61,12 +72,14 @@ export class StopRequests {
    */
   decide(source: StopSource): StopDecision {
     const now = this.#now();
-    if (this.#first === undefined) {
-      this.#first = now;
+    if (this.#latest === undefined) {
+      this.#latest = now;
       return "graceful";
     }
     if (source === "SIGHUP" || source === "launcher gone") return "repeat";
-    return now - this.#first < this.#windowMs ? "repeat" : "immediate";
+    if (now - this.#latest < this.#windowMs) return "repeat";
+    this.#latest = now;
+    return "immediate";
   }
 }
 

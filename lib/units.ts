@@ -1,6 +1,6 @@
 // units: reading the human-written values of the command line and the environment (durations, sizes, counts,
-// ports, masks) into numbers, with an error message that says what was expected. Nothing here knows option names;
-// lib/options.ts adds them.
+// ports, masks) into numbers, with an error message that says what was expected, and writing durations and sizes
+// back the way the options are written. Nothing here knows option names; lib/options.ts adds them.
 
 /** Thrown when a value cannot be read; the message says what form was expected. */
 export class UnitError extends Error {
@@ -190,4 +190,31 @@ export function formatDuration(ms: number): string {
   if (ms % 60_000 === 0) return `${ms / 60_000}m`;
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
+}
+
+/**
+ * Renders a byte count the shortest exact way (`64KiB`, `1MiB`, `1500`), as sizes are written in options and
+ * profiles, and as {@link parseSize} reads them back.
+ *
+ * @param bytes the size in bytes
+ * @param options `decimal`: when no power of 1024 divides it, try powers of 1000 (`10MB` rather than `10000000`),
+ *   for a size a person most likely wrote that way (an option's value); off by default (a profile's canonical text)
+ * @returns the shortest exact form
+ * @example
+ * ```ts
+ * formatSize(65536); // "64KiB"
+ * formatSize(10_000_000); // "10000000"
+ * formatSize(10_000_000, { decimal: true }); // "10MB"
+ * ```
+ */
+export function formatSize(bytes: number, options: { decimal?: boolean } = {}): string {
+  for (const [unit, factor] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+    if (bytes >= factor && bytes % factor === 0) return `${bytes / factor}${unit}`;
+  }
+  if (options.decimal) {
+    for (const [unit, factor] of [["GB", 1000 ** 3], ["MB", 1000 ** 2], ["KB", 1000]] as const) {
+      if (bytes >= factor && bytes % factor === 0) return `${bytes / factor}${unit}`;
+    }
+  }
+  return String(bytes);
 }

@@ -17,7 +17,7 @@ import type { LogConfig, RunConfig, ServerConfig } from "./config.ts";
 import { emptyCounters, type ServerCounters } from "./counters.ts";
 import { EchoServer } from "./server.ts";
 import { reusePortUnavailable, settingForWorkers } from "./runtime.ts";
-import { formatDuration } from "./units.ts";
+import { startupSummary } from "./limits.ts";
 import type { FaultWorkerAnswer, FaultWorkerRequest } from "./faults/workers.ts";
 
 /** What a server looks like to lib/program.ts, whether one EchoServer or a pool of workers. */
@@ -135,6 +135,8 @@ export class WorkerPool implements Server {
   readonly #clients: LocalClientCounts;
   /** Issue 14: the --fault-listen ports, once the first worker listens. */
   #faultPorts: number[] | undefined;
+  /** Set once every worker listens: a stop summarises only a pool that served (a failed start logs its error). */
+  #started = false;
 
   /**
    * A pool, not yet started: {@link start} spawns the workers.
@@ -222,19 +224,13 @@ export class WorkerPool implements Server {
       const rest = [];
       for (let id = 2; id <= workers; id++) rest.push(this.#spawn(id, port, this.#faultPorts));
       await Promise.all(rest.map((m) => m.listening.promise));
-      serverLog.info(
-        "echoing on port {port} with {workers} workers (copy {copy}, max connections {maxConnections} in total, " +
-          "idle timeout {idleTimeout}, send timeout {sendTimeout})",
-        {
-          port,
-          workers,
-          ioEventsPerTick: this.#ioEvents ?? "1024 (Deno's default)",
-          copy: server.copy,
-          maxConnections: server.maxConnections || "unlimited",
-          idleTimeout: server.idleTimeoutMs ? formatDuration(server.idleTimeoutMs) : "never",
-          sendTimeout: server.sendTimeoutMs ? formatDuration(server.sendTimeoutMs) : "never",
-        },
-      );
+      this.#started = true;
+      serverLog.info("echoing on port {port} with {workers} workers ({limits})", {
+        port,
+        workers,
+        ioEventsPerTick: this.#ioEvents ?? "1024 (Deno's default)",
+        ...startupSummary(server, true),
+      });
       return { port };
     } catch (error) {
       await this.#stopAll(0);
@@ -266,14 +262,19 @@ export class WorkerPool implements Server {
     return this.#stopping;
   }
 
-  /** Logs the pool's summary and resolves {@link finished}. */
+  /**
+   * Logs the pool's summary and resolves {@link finished}. A pool whose start failed logs none: it never served (a
+   * worker that did listen meanwhile has said so, and logs its own summary), and its error says all there is.
+   */
   #stopped(): void {
-    const counters = this.counters;
-    serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
-      ...counters,
-      bytes: counters.bytesEchoed,
-      workers: this.#members.length,
-    });
+    if (this.#started) {
+      const counters = this.counters;
+      serverLog.info("stopped: {accepted} connection(s) served, {bytes} bytes echoed, by {workers} workers", {
+        ...counters,
+        bytes: counters.bytesEchoed,
+        workers: this.#members.length,
+      });
+    }
     this.#finished.resolve();
   }
 

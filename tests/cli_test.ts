@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { parseCommandLine } from "../lib/options.ts";
 import { parseDuration, parseMask, parseSize } from "../lib/units.ts";
+import { reusePortUnavailable } from "../lib/runtime.ts";
 import { VERSION } from "../lib/version.ts";
 import {
   cannotRun,
@@ -250,6 +251,68 @@ Deno.test("environment variables configure the server; a flag wins over its vari
   assert.equal((await echoSession("127.0.0.1", server.port, Uint8Array.of(5))).length, 1, "--host wins");
   server.signal("SIGTERM");
   assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
+});
+
+Deno.test({
+  name: "the startup line names every limit in force as its option is written, for one server and for the workers",
+  ignore: cannotRun(
+    "the startup line test",
+    await hasCommand("openssl") ? undefined : "openssl is not installed, so no certificate can be made for --tls-cert",
+  ),
+  async fn() {
+    const ready = (server: { records(): { message: string }[] }) =>
+      server.records().filter((r) => /^(worker \d+: )?echoing on port/.test(r.message)).map((r) => r.message);
+    {
+      // The defaults: the limits on by default, and nothing else.
+      await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1"]);
+      assert.deepEqual(ready(server), [
+        `echoing on port ${server.port} (copy loop, max connections 10000, idle timeout 5m, send timeout 5m)`,
+      ]);
+      server.signal("SIGTERM");
+      assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
+    }
+    await using cert = await makeTestCertificate();
+    // TLS and the PROXY protocol cannot go together: one server gets one, the workers the other.
+    const common = [
+      ...["--port", "0", "-H", "127.0.0.1", "--send-timeout", "0", "--max-connections-per-ip", "3"],
+      ...["--max-bytes-per-connection", "64KiB", "--max-connection-duration", "1h", "--udp", "--udp-rate", "50"],
+    ];
+    const limits = (feature: string) =>
+      "max connections per IP 3, idle timeout 5m, send timeout never, max bytes per connection 64KiB, " +
+      `max connection duration 1h, ${feature}, UDP rate 50`;
+    {
+      await using server = await spawnServer([
+        ...common,
+        ...["--max-connections", "0", "--tls-cert", cert!.certFile, "--tls-key", cert!.keyFile],
+        ...["--tls-handshake-timeout", "3s"],
+      ]);
+      assert.deepEqual(ready(server), [
+        `echoing on port ${server.port} (copy loop, max connections unlimited, ${limits("TLS handshake timeout 3s")})`,
+      ]);
+      server.signal("SIGTERM");
+      assert.equal(await server.exited(), SIGTERM_EXIT_CODE);
+    }
+    if (reusePortUnavailable() !== undefined) {
+      console.log(`the workers' startup line not checked: ${reusePortUnavailable()}`);
+      return;
+    }
+    // The pool's line and each worker's, made by the same code: the cap is one for all the workers.
+    await using pool = await spawnServer([
+      ...["--workers", "2", ...common, "--max-connections", "20"],
+      ...["--proxy-protocol", "--proxy-from", "127.0.0.1", "--proxy-timeout", "2500ms"],
+    ]);
+    const proxy = limits("proxy timeout 2500ms");
+    assert.deepEqual(
+      ready(pool).sort(),
+      [
+        `echoing on port ${pool.port} with 2 workers (copy loop, max connections 20 in total, ${proxy})`,
+        `worker 1: echoing on port ${pool.port} (copy loop, max connections 20, ${proxy})`,
+        `worker 2: echoing on port ${pool.port} (copy loop, max connections 20, ${proxy})`,
+      ].sort(),
+    );
+    pool.signal("SIGTERM");
+    assert.equal(await pool.exited(), SIGTERM_EXIT_CODE);
+  },
 });
 
 Deno.test("ECHOSRV_HOST takes a comma-separated list; a misspelt ECHOSRV_ variable is reported", async () => {

@@ -3,6 +3,7 @@
 // reads. Loopback addresses and port 0 only.
 
 import assert from "node:assert/strict";
+import { reusePortUnavailable } from "../lib/runtime.ts";
 import {
   cannotRun,
   connectWhenUp,
@@ -88,16 +89,28 @@ Deno.test("a second signal, a second or more later, stops at once, closing sessi
   }
 });
 
-Deno.test("a port already in use exits 1 with a message naming the port", async () => {
+Deno.test("a port in use: exit 1, a message naming the port, no summary of a server that never ran", async () => {
   const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
     const port = holder.addr.port;
-    await using server = await spawnServer(["--port", String(port), "-H", "127.0.0.1"], { noWait: true });
-    assert.equal(await server.exited(), 1);
-    const errors = server.records().filter((r) => r.level === "ERROR");
-    assert.equal(errors.length, 1, server.lines.join("\n"));
-    assert.match(errors[0].message, new RegExp(`port ${port} .*already in use`));
-    assert.doesNotMatch(server.stderr, /\n\s+at /, "no stack trace");
+    // One loop, and the default on a machine with several cores: a pool of workers (where workers can run).
+    const workers = reusePortUnavailable() === undefined ? ["1", "2"] : ["1"];
+    for (const count of workers) {
+      await using server = await spawnServer(["--port", String(port), "-H", "127.0.0.1", "--workers", count], {
+        noWait: true,
+      });
+      assert.equal(await server.exited(), 1);
+      const log = server.lines.join("\n");
+      const errors = server.records().filter((r) => r.level === "ERROR");
+      assert.equal(errors.length, 1, log);
+      assert.match(errors[0].message, new RegExp(`port ${port} .*already in use`));
+      assert.doesNotMatch(server.stderr, /\n\s+at /, "no stack trace");
+      // Nothing started, so nothing stopped: "stopped: 0 connection(s) served, ... by 0 workers" was noise.
+      assert.ok(!server.records().some((r) => /stopped:/.test(r.message)), `--workers ${count}: ${log}`);
+      const [first, ...rest] = server.records();
+      assert.match(first.message, /^echosrv \S+ starting/);
+      assert.deepEqual(rest, errors, `--workers ${count}: after the start line, the error and nothing else`);
+    }
   } finally {
     holder.close();
   }

@@ -7,13 +7,14 @@ import assert from "node:assert/strict";
 import { join, resolve } from "node:path";
 import type { RunConfig } from "../lib/config.ts";
 import { parseCommandLine } from "../lib/options.ts";
-import type { ServiceDefinition } from "../lib/service/contract.ts";
+import type { ServiceDefinition, ServiceManager } from "../lib/service/contract.ts";
 import { ServiceError } from "../lib/service/error.ts";
+import type { ServiceRequest } from "../lib/service/request.ts";
 import { describePlan, executePlan, type Step } from "../lib/service/plan.ts";
 import { quoteWindowsArg, windowsCommandLine, WindowsManager, windowsServiceArgv } from "../lib/service/windows.ts";
 import { serviceSid, windowsAccount } from "../lib/service/win_account.ts";
 import { LaunchdManager, launchdPlist, launchdServiceArgv } from "../lib/service/launchd.ts";
-import { absoluteLogFileArgs } from "../lib/service/commands.ts";
+import { absoluteLogFileArgs, runServiceCommand } from "../lib/service/commands.ts";
 import { type Launcher, transientDenoNote } from "../lib/service/launcher.ts";
 import { judgeStart, STAY_UP_MS, SystemdManager } from "../lib/service/systemd.ts";
 import { cannotRun, plannedFile, ROOT, runServiceTask } from "./helpers.ts";
@@ -438,6 +439,46 @@ Deno.test("install --dry-run bakes the options, ignores this shell's ECHOSRV_* (
     assert.equal(planned.code, 0, planned.stderr);
     assert.match(planned.stdout, new RegExp(`^run: systemctl ${command} echosrv-dry\\.service$`, "m"), action);
   }
+});
+
+Deno.test({
+  name: "install --start delayed on Linux: a usage error (exit 2) that names Windows' delayed start and what to use",
+  ignore: cannotRun("the systemd dry run of --start delayed", NOT_SYSTEMD),
+}, async () => {
+  const { code, stdout, stderr } = await runServiceTask(["install", "--dry-run", "--start", "delayed"]);
+  assert.equal(code, 2, `exit 2\n${stdout}${stderr}`);
+  assert.match(stderr, /^echosrv: error: --start delayed is Windows' delayed automatic start/);
+  assert.match(stderr, /systemd has no such start/);
+  assert.match(stderr, /use --start auto .* or --start manual/);
+  assert.equal(stderr.split("\n").length, 2, "one line");
+  assert.equal(stdout, "", "nothing planned");
+});
+
+Deno.test("--start delayed: refused by systemd and launchd with what to use instead, taken by the Windows SCM", async () => {
+  const request: ServiceRequest = {
+    action: "install",
+    name: "echosrv-delayed",
+    start: "delayed",
+    dryRun: true,
+    serverArgs: ["--port", "40007"],
+  };
+  const refusing: Array<[ServiceManager, RegExp]> = [
+    [new SystemdManager(), /network-online\.target/],
+    [new LaunchdManager(), /RunAtLoad/],
+  ];
+  for (const [manager, instead] of refusing) {
+    let out = "";
+    let err = "";
+    const code = await runServiceCommand(request, { out: (t) => out += t, err: (t) => err += t }, manager);
+    assert.equal(code, 2, `${manager.system}: ${out}${err}`);
+    assert.match(err, /--start delayed is Windows' delayed automatic start/, manager.system);
+    assert.match(err, new RegExp(`${manager.system} has no such start`), manager.system);
+    assert.match(err, instead, manager.system);
+    assert.equal(out, "", `${manager.system}: nothing planned`);
+    assert.equal(manager.startModeProblem("auto"), undefined, manager.system);
+    assert.equal(manager.startModeProblem("manual"), undefined, manager.system);
+  }
+  assert.equal(new WindowsManager().startModeProblem("delayed"), undefined, "Windows has it");
 });
 
 Deno.test("systemd: a start counts once the same process has stayed up; a crash loop fails the install", () => {

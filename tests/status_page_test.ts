@@ -73,6 +73,8 @@ Deno.test("/status.json: the counts /metrics has, the limits in force, and a his
       "192.0.2.0/24",
       "--max-bytes-per-connection",
       "1MB",
+      "--send-timeout",
+      "2m",
     ],
   ]);
   const port = await metricsPortOf(server);
@@ -99,7 +101,15 @@ Deno.test("/status.json: the counts /metrics has, the limits in force, and a his
   assert.equal(limits["max connections"], "50");
   assert.equal(limits["idle timeout"], "90s");
   assert.equal(limits["deny"], "192.0.2.0/24");
-  assert.equal(limits["max bytes per connection"], "1000000");
+  assert.equal(limits["send timeout"], "2m");
+  assert.equal(limits["max bytes per connection"], "1MB", "as the option was written, not 1000000");
+  assert.equal(limits["UDP rate"], "100");
+  // The same limits as numbers, for scripts: counts, bytes, milliseconds.
+  assert.equal(status.info.limitValues.maxConnections, 50);
+  assert.equal(status.info.limitValues.idleTimeoutMs, 90_000);
+  assert.equal(status.info.limitValues.sendTimeoutMs, 120_000);
+  assert.equal(status.info.limitValues.maxBytesPerConnection, 1_000_000);
+  assert.equal(status.info.limitValues.maxConnectionDurationMs, 0, "off");
   assert.ok(status.history.length >= 1 && status.history.length <= 4, `${status.history.length} points in 2.5 s`);
   assert.ok(status.uptimeSeconds > 0 && status.uptimeSeconds < 120);
   // ?since= sends only the newer points.
@@ -140,17 +150,40 @@ Deno.test("History: rates in bit/s and connections/s between readings, five minu
 });
 
 Deno.test("statusInfoOf: the limits as the options write them, off ones said so", () => {
-  const parsed = parseCommandLine(["--port", "0", "--max-connections", "0", "--idle-timeout", "0"], {
-    out: () => {},
-    err: () => {},
+  const info = (args: string[]) => {
+    const parsed = parseCommandLine(["--port", "0", ...args], { out: () => {}, err: () => {} });
+    assert.equal(parsed.kind, "run");
+    if (parsed.kind !== "run") throw new Error("not a run");
+    return statusInfoOf(parsed.config, 4242, 1);
+  };
+  const off = Object.fromEntries(info(["--max-connections", "0", "--idle-timeout", "0", "--send-timeout", "0"]).limits);
+  assert.equal(off["max connections"], "unlimited");
+  assert.equal(off["idle timeout"], "never");
+  assert.equal(off["send timeout"], "never");
+  assert.equal(off["max bytes per connection"], "unlimited");
+  assert.equal(off["max connection duration"], "unlimited");
+  assert.equal(off["shutdown timeout"], "10s");
+  assert.equal(off["allow"], "everyone");
+  const on = info([
+    ...["--max-bytes-per-connection", "65536", "--max-connection-duration", "90min", "--max-connections-per-ip", "4"],
+    ...["--proxy-protocol", "--proxy-from", "10.0.0.0/8", "--proxy-timeout", "1500ms"],
+  ]);
+  const limits = Object.fromEntries(on.limits);
+  assert.equal(limits["send timeout"], "5m", "the default send timeout is shown");
+  assert.equal(limits["max bytes per connection"], "64KiB", "a size as the options write it, not 65536");
+  assert.equal(limits["max connection duration"], "90m");
+  assert.equal(limits["max connections per IP"], "4");
+  assert.equal(limits["proxy timeout"], "1500ms");
+  assert.deepEqual(on.limitValues, {
+    maxConnections: 10000,
+    maxConnectionsPerIp: 4,
+    idleTimeoutMs: 300_000,
+    sendTimeoutMs: 300_000,
+    maxBytesPerConnection: 65536,
+    maxConnectionDurationMs: 5_400_000,
+    proxyTimeoutMs: 1500,
+    shutdownTimeoutMs: 10_000,
   });
-  assert.equal(parsed.kind, "run");
-  if (parsed.kind !== "run") return;
-  const limits = Object.fromEntries(statusInfoOf(parsed.config, 4242, 1).limits);
-  assert.equal(limits["max connections"], "unlimited");
-  assert.equal(limits["idle timeout"], "never");
-  assert.equal(limits["shutdown timeout"], "10s");
-  assert.equal(limits["allow"], "everyone");
 });
 
 /** The numbers the page shows, read from its DOM. */
@@ -209,7 +242,7 @@ Deno.test({
     await Deno.mkdir(ARTIFACTS, { recursive: true });
     await using server = await spawnServer([
       ...["--port", "0", "--host", "127.0.0.1", "--metrics", "127.0.0.1:0", "--udp", "--max-connections", "500"],
-      ...["--shutdown-timeout", "30s"],
+      ...["--shutdown-timeout", "30s", "--max-bytes-per-connection", "16GiB"],
     ]);
     const origin = `http://127.0.0.1:${await metricsPortOf(server)}`;
     await using browser = await Chromium.launch(chromium.command);
@@ -220,6 +253,11 @@ Deno.test({
     assert.equal(before.connections, "0");
     assert.equal(before.version.length > 0, true);
     assert.equal(before.workers, "1");
+    assert.equal(before.connectionsOf, "of at most 500");
+    const limits: Record<string, string> = await page.evaluate(`Object.fromEntries(
+      [...document.querySelectorAll('[data-table="limits"] tr')].map((r) => [r.cells[0].textContent, r.cells[1].textContent]))`);
+    assert.equal(limits["send timeout"], "5m", "the send timeout is listed");
+    assert.equal(limits["max bytes per connection"], "16GiB", "the byte limit as the option writes it");
 
     // A client echoes steadily: the page must show it open, a throughput, a rate of new connections, a chart.
     const stop = Promise.withResolvers<void>();

@@ -5,7 +5,7 @@
 // which reads like `tc netem`'s arguments, and the JSON objects the control API lists. Nothing here runs a
 // connection (lib/faults/copy.ts does) or chooses one (lib/faults/table.ts).
 
-import { formatDuration, parseDuration, parseSize, UnitError } from "../units.ts";
+import { formatDuration, formatSize, parseDuration, parseSize, UnitError } from "../units.ts";
 
 /** Thrown when a profile or an impairment cannot be read; the message says what is wrong and what was expected. */
 export class FaultSyntaxError extends Error {
@@ -161,14 +161,6 @@ export function formatRate(bitsPerSecond: number): string {
     if (bitsPerSecond >= factor && bitsPerSecond % factor === 0) return `${bitsPerSecond / factor}${unit}`;
   }
   return `${bitsPerSecond}bit`;
-}
-
-/** Writes a byte count the shortest exact way (`64KiB`, `1MiB`, `1500`). */
-export function formatSize(bytes: number): string {
-  for (const [unit, factor] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
-    if (bytes >= factor && bytes % factor === 0) return `${bytes / factor}${unit}`;
-  }
-  return String(bytes);
 }
 
 function size(text: string, what: string): number {

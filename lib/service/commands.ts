@@ -182,6 +182,11 @@ export async function runServiceCommand(
 
     let definition: ServiceDefinition | undefined;
     if (request.action === "install") {
+      const problem = manager.startModeProblem(request.start);
+      if (problem) {
+        io.err(`echosrv: error: ${problem}\n`);
+        return 2;
+      }
       const defined = defineService(request, io);
       if (typeof defined === "number") return defined;
       definition = defined;

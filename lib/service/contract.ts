@@ -67,7 +67,8 @@ export interface ServiceProgram {
 
 /**
  * When the service starts: at boot (and now, on install), at boot after the other automatic services (Windows'
- * delayed auto-start; the same as auto elsewhere), or only when asked.
+ * delayed auto-start, which systemd and launchd do not have: they refuse it, see
+ * {@link ServiceManager.startModeProblem}), or only when asked.
  */
 export type StartMode = "auto" | "delayed" | "manual";
 
@@ -148,6 +149,11 @@ export interface ServiceManager {
   readonly system: string;
   /** Formats a command as it would be typed on this platform (for --dry-run and messages). */
   formatCommand(argv: string[]): string;
+  /**
+   * Why this manager has no start of this kind, with what to use instead (a usage error, exit 2, before anything
+   * is planned); undefined when it has one.
+   */
+  startModeProblem(mode: StartMode): string | undefined;
   /** Throws {@link ServiceError} when the service manager is missing or not running here. */
   available(): Promise<void>;
   /** Whether a service of this name is registered. */

@@ -11,6 +11,7 @@ import {
   type ServiceDefinition,
   type ServiceManager,
   type ServiceStatus,
+  type StartMode,
   stopGraceSeconds,
 } from "./contract.ts";
 import { ServiceError } from "./error.ts";
@@ -129,6 +130,17 @@ export function launchdPlist(definition: ServiceDefinition): string {
 /** launchd, through launchctl. */
 export class LaunchdManager implements ServiceManager {
   readonly system = "launchd";
+
+  /**
+   * launchd has no delayed start: it loads every daemon with RunAtLoad at boot, in no order it lets a plist set, so
+   * `delayed` is refused.
+   */
+  startModeProblem(mode: StartMode): string | undefined {
+    if (mode !== "delayed") return undefined;
+    return "--start delayed is Windows' delayed automatic start (after the other automatic services at boot); " +
+      "launchd has no such start: it starts every daemon marked RunAtLoad at boot, in no set order; use --start auto " +
+      "(RunAtLoad: at boot, and now) or --start manual";
+  }
 
   /**
    * The manager of launchd daemons.

@@ -11,6 +11,7 @@ import {
   type ServiceDefinition,
   type ServiceManager,
   type ServiceStatus,
+  type StartMode,
   stopGraceSeconds,
 } from "./contract.ts";
 import { ServiceError } from "./error.ts";
@@ -295,6 +296,20 @@ export class SystemdManager implements ServiceManager {
    * @param unitDir where unit files are written (the default is where an administrator's units belong)
    */
   constructor(readonly unitDir: string = UNIT_DIR) {}
+
+  /**
+   * systemd has no delayed start: it starts units side by side at boot, each once the units it is ordered after
+   * have started (echosrv's waits for network-online.target), so there are no "other automatic services" to come
+   * after, and nothing to speed up by waiting. A timer (`OnBootSec=`) could delay it, but that would be a second
+   * unit to install and a start that comes at an arbitrary time, not Windows' behaviour; so `delayed` is refused.
+   */
+  startModeProblem(mode: StartMode): string | undefined {
+    if (mode !== "delayed") return undefined;
+    return "--start delayed is Windows' delayed automatic start (after the other automatic services at boot); " +
+      "systemd has no such start: it starts services side by side, each once what it is ordered after has started " +
+      "(echosrv's unit waits for network-online.target); use --start auto (enabled at boot, started now) or " +
+      "--start manual";
+  }
 
   formatCommand(argv: string[]): string {
     return shellQuote(argv);

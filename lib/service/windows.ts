@@ -10,7 +10,7 @@
 // Windows error in words, and say what to do.
 
 import { posix, win32 } from "node:path";
-import type { ServiceDefinition, ServiceManager, ServiceStatus } from "./contract.ts";
+import type { ServiceDefinition, ServiceManager, ServiceStatus, StartMode } from "./contract.ts";
 import { ServiceError } from "./error.ts";
 import { launchArgs } from "./launcher.ts";
 import type { Plan, Step } from "./plan.ts";
@@ -253,6 +253,11 @@ export class WindowsManager implements ServiceManager {
     this.#standIn = options.libraries !== undefined && options.libraries !== SYSTEM_LIBRARIES;
     this.#programData = options.programData ?? envValue("ProgramData") ?? envValue("PROGRAMDATA") ??
       "C:\\ProgramData";
+  }
+
+  /** The SCM has every start mode: delayed is its delayed automatic start. */
+  startModeProblem(_mode: StartMode): string | undefined {
+    return undefined;
   }
 
   /** Formats commands as they would be typed at a Windows prompt. */

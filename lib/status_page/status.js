@@ -136,8 +136,8 @@ function render(status) {
   const info = status.info;
   setText("where", `port ${info.port} on ${info.hosts.join(", ")} · Deno ${status.deno} · ${status.os}`);
   setText("connections", count(status.current.connections));
-  const cap = info.limits.find(([name]) => name === "max connections");
-  setText("connectionsOf", cap && cap[1] !== "unlimited" ? `of at most ${count(Number(cap[1]))}` : "no cap");
+  const cap = info.limitValues.maxConnections;
+  setText("connectionsOf", cap > 0 ? `of at most ${count(cap)}` : "no cap");
   setText("bitsPerSecond", si(status.rates.bitsPerSecond, "bit/s"));
   setText("connectionsPerSecond", `${si(status.rates.connectionsPerSecond, "/s")}`);
   setText("accepted", `${count(status.current.accepted)} accepted since start`);

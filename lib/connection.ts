@@ -7,8 +7,8 @@
 // Every close the server starts after admission is a lingering close, because closing a TCP socket that still holds
 // unread input makes the kernel send a reset, and a reset makes the peer's kernel discard the echo it has not read
 // yet: the write side is shut down behind the last counted byte (FIN), what keeps arriving is read and discarded
-// until the peer ends its stream or stays quiet for LINGER_QUIET_MS (bounded in all), and only then is the socket
-// closed. This is what HTTP servers do before closing (Apache's lingering close, nginx's lingering_close). A
+// until the peer ends its stream or stays quiet for LINGER_QUIET_MS (LINGER_QUIET_WRITING_MS while the echo is still
+// being written; bounded in all), and only then is the socket closed. This is what HTTP servers do before closing (Apache's lingering close, nginx's lingering_close). A
 // refusal lingers briefly too; a deadline during admission (a PROXY header or TLS handshake that never came) closes
 // at once: nothing was echoed, and those deadlines exist to free the socket.
 
@@ -65,6 +65,17 @@ export function closeQuietly(closer: { close(): void }): void {
  * no reset, and the kernel goes on delivering what we wrote).
  */
 export const LINGER_QUIET_MS = 750;
+/**
+ * While the echo is still being written (the FIN waits behind a write the peer has not taken yet: a close during a
+ * stalled echo, as a send timeout's or an age limit's), a lingering close ends only after the peer has sent nothing
+ * and taken none of it for this long (ms), as nginx's lingering_timeout (5 s). The peer has echo to read before it is
+ * done, and a reader that is slow for a moment (a busy machine) shows no progress for a while: the kernel wakes a
+ * blocked writer only once a third of its send buffer (up to 4 MiB) has drained. Closing after
+ * {@link LINGER_QUIET_MS} there reset such connections and threw their unread echo away: 5 to 16 sessions in
+ * 33,000 of `deno task stress` on a busy 2-core machine (a reset after about 127 KB of 4.2 MB counted as echoed);
+ * none with this bound.
+ */
+export const LINGER_QUIET_WRITING_MS = 5_000;
 /** A lingering close lasts at most this long (ms), however much the peer keeps sending (as nginx's lingering_time). */
 export const LINGER_MAX_MS = 30_000;
 /** During a stop, whose grace period is already over, a lingering close lasts at most this long (ms). */
@@ -338,7 +349,8 @@ export class Connection implements CopyProgress {
 
   /**
    * Bounds the lingering close: it ends (the socket is closed) once the peer has been quiet for
-   * {@link LINGER_QUIET_MS} (sent nothing, and taken none of a write in flight) or after `maxMs` in all. It checks
+   * {@link LINGER_QUIET_MS} (sent nothing, and taken none of a write in flight; {@link LINGER_QUIET_WRITING_MS}
+   * while a write is in flight and the FIN waits behind it) or after `maxMs` in all. It checks
    * every {@link LINGER_TICK_MS}; a check that comes more than a tick late found the server itself paused or starved,
    * and what the peer sent meanwhile is still unread: closing then would reset the connection and throw away the
    * echo the peer has not read yet (seen with a 2 s SIGSTOP: 129 KB of a 256 KiB echo arrived). So the pause counts
@@ -365,7 +377,8 @@ export class Connection implements CopyProgress {
           this.#bytesAtCheck = this.bytes;
           this.#heardAt = at;
         }
-        if (at >= this.#heardAt + LINGER_QUIET_MS || at >= this.#lingerEnd) return this.abort();
+        const quietMs = this.#finSent === undefined ? LINGER_QUIET_WRITING_MS : LINGER_QUIET_MS;
+        if (at >= this.#heardAt + quietMs || at >= this.#lingerEnd) return this.abort();
       }
       this.#lingerTimer = setTimeout(check, LINGER_TICK_MS);
     };

@@ -7,13 +7,17 @@
 import assert from "node:assert/strict";
 import {
   hasCommand,
+  pseudoRandomBytes,
+  readAll,
   ROOT,
+  sameBytes,
   servedConnection,
   type ServerProcess,
   serverSocketsOpen,
   sleep,
   spawnServer,
   within,
+  writeAll,
 } from "./helpers.ts";
 
 const HAVE_PYTHON = await hasCommand("python3", ["--version"]);
@@ -214,3 +218,29 @@ for (
     },
   });
 }
+
+Deno.test({
+  name: "--send-timeout 1s with the echo still in flight: the server waits 5 s of the client's silence, not 0.75 s; " +
+    "the client then reads exactly what was counted, then end of stream",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    await using server = await spawnServer([...BASE, "--send-timeout", "1s"]);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    try {
+      // 16 MiB without reading: the echo stalls, then our writes do, until the send timeout makes the server discard.
+      const data = pseudoRandomBytes(16 * MiB, 77);
+      await writeAll(conn, data, 30_000);
+      // The server gave up on our echo; its write is still in flight, and we stay silent, reading nothing, for 2 s:
+      // a client starved of CPU for a moment. The server still holds the connection, waiting for us to read.
+      await sleep(2000);
+      assert.equal(await serverSocketsOpen(server.port), 1, "the lingering close waits for the reader");
+      const echo = await readAll(conn, 30_000);
+      const [closing] = await closed(server, 1);
+      assert.equal(closing.reason, "send timeout");
+      assert.equal(echo.length, closing.bytes, "exactly what the server counted as echoed, then end of stream");
+      assert.equal(sameBytes(echo, data.subarray(0, echo.length)), true, "the echo is the data, in order");
+    } finally {
+      conn.close();
+    }
+  },
+});

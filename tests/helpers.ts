@@ -229,7 +229,10 @@ export async function echoSession(
   }
 }
 
-/** True when the two byte arrays are equal; reports the first difference otherwise. */
+/**
+ * True when the two byte arrays are equal; reports the first difference otherwise. The report is a string, which is
+ * truthy: assert with `assert.equal(sameBytes(a, b), true)`, never `assert.ok(sameBytes(a, b))`.
+ */
 export function sameBytes(actual: Uint8Array, expected: Uint8Array): string | true {
   if (actual.length !== expected.length) return `length ${actual.length}, expected ${expected.length}`;
   for (let i = 0; i < actual.length; i++) {

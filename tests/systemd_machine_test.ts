@@ -321,7 +321,11 @@ Deno.test({
           const data = pseudoRandomBytes(200_000, 17 + i);
           const out = await echoThrough(machine, host, data);
           assert.equal(out.code, 0, `${host}: ${out.stderr}`);
-          assert.ok(sameBytes(out.bytes, data), `${host}: ${out.bytes.length} bytes came back of ${data.length}`);
+          assert.equal(
+            sameBytes(out.bytes, data),
+            true,
+            `${host}: ${out.bytes.length} bytes came back of ${data.length}`,
+          );
         }
       });
 
@@ -394,7 +398,7 @@ Deno.test({
         assert.equal(out.code, 0, said(out));
         assert.equal((await machine.service(["status"])).code, 0);
         const data = pseudoRandomBytes(4096, 3);
-        assert.ok(sameBytes((await echoThrough(machine, "::1", data)).bytes, data));
+        assert.equal(sameBytes((await echoThrough(machine, "::1", data)).bytes, data), true);
       });
 
       await t.step("restart: exit 0; running under a new pid; echo works", async () => {
@@ -406,7 +410,7 @@ Deno.test({
         const after = Number(/\(pid (\d+)\)/.exec(status.stdout)?.[1] ?? 0);
         assert.ok(after > 0 && after !== before, `pid ${before} then ${after}`);
         const data = pseudoRandomBytes(4096, 4);
-        assert.ok(sameBytes((await echoThrough(machine, "127.0.0.1", data)).bytes, data));
+        assert.equal(sameBytes((await echoThrough(machine, "127.0.0.1", data)).bytes, data), true);
       });
 
       await t.step("uninstall: exit 0; status exit 4; the unit gone, the log kept; again: exit 1", async () => {
@@ -429,7 +433,7 @@ Deno.test({
         assert.match(unit, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m);
         const data = pseudoRandomBytes(4096, 7);
         const echo = await machine.sh(["python3", "-c", ECHO_CLIENT, "::1", "7"], { stdin: data, ms: 60_000 });
-        assert.ok(sameBytes(echo.raw, data), `echo on port 7: ${echo.stderr}`);
+        assert.equal(sameBytes(echo.raw, data), true, `echo on port 7: ${echo.stderr}`);
         const security = await machine.sh(["systemd-analyze", "security", "--no-pager", "echosrv-low.service"]);
         const level = Number(/Overall exposure level for echosrv-low\.service: ([\d.]+)/.exec(security.stdout)?.[1]);
         assert.ok(level <= 2.0, `exposure ${level}, above 2.0:\n${security.stdout}`);

@@ -8,8 +8,12 @@
 
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { FAULT_ENV_VARS } from "../environment.ts";
+import { reasonOf } from "../request_failure.ts";
 import { type CommanderCommand, DEFAULT_FAULT_API_PORT, parseAddress } from "./options.ts";
 import type { ConnectionInfo } from "./runtime.ts";
+
+/** How long a request may wait for the API's answer (ms): a change answers once every worker runs under it. */
+const ANSWER_TIMEOUT_MS = 30_000;
 
 /** What `echosrv fault ...` asks for. */
 export type FaultRequest =
@@ -283,11 +287,15 @@ export async function runFaultCommand(request: FaultRequest, output: FaultOutput
       method,
       headers,
       body: body ? JSON.stringify(body) : undefined,
-      signal: AbortSignal.timeout(30_000),
+      signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS),
     });
     text = await response.text();
   } catch (error) {
-    output.err(`echosrv: cannot reach the fault API at ${request.api}: ${(error as Error).message}\n`);
+    const { host } = new URL(request.api);
+    output.err(
+      `echosrv: cannot reach the fault API at ${request.api}: ${reasonOf(error, ANSWER_TIMEOUT_MS)} ` +
+        `(is echosrv running with --fault-api ${host}?)\n`,
+    );
     return 1;
   }
   let answer: Json;

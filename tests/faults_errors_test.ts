@@ -1,9 +1,102 @@
-// What `echosrv fault` says when something is wrong, as a newcomer trying the README meets it: an address where
-// nothing listens is explained as `echosrv stats` explains it. echosrv runs as `deno task start` runs it, on
+// What the fault control API and `echosrv fault` say when something is wrong, as a newcomer trying the README meets
+// it: a token that is missing is told apart from one that is wrong (RFC 6750 §3.1: a challenge without an error
+// code, or error="invalid_token"), by the API and by `echosrv fault`, which says how to set the token; an address
+// where nothing listens is explained as `echosrv stats` explains it. echosrv runs as `deno task start` runs it, on
 // loopback, port 0.
 
 import assert from "node:assert/strict";
-import { freePort, runEchosrv } from "./helpers.ts";
+import { freePort, runEchosrv, type ServerProcess, spawnServer, within } from "./helpers.ts";
+
+const TOKEN = "s3cret-token-for-tests";
+
+/** The control API's port, from the server's log. */
+async function apiPort(server: ServerProcess): Promise<number> {
+  const line = await server.waitFor((r) => r.message.startsWith("serving the fault control API"), "the fault API");
+  return line.properties.port as number;
+}
+
+/** GET /faults with these headers: the status, the challenge, and the error message of the JSON body. */
+async function getFaults(port: number, headers: Record<string, string> = {}) {
+  const response = await within(15_000, "GET /faults", fetch(`http://127.0.0.1:${port}/faults`, { headers }));
+  const body = await response.json() as { error?: string };
+  return { status: response.status, challenge: response.headers.get("www-authenticate"), error: body.error };
+}
+
+Deno.test("fault API: no token, another scheme, a wrong token and a malformed header are told apart (RFC 6750 §3.1)", async () => {
+  await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1", "--fault-api", "127.0.0.1:0"], {
+    env: { ECHOSRV_FAULT_API_TOKEN: TOKEN },
+  });
+  const port = await apiPort(server);
+
+  // No credentials (or credentials of a scheme the API does not take): a challenge, and no error code.
+  for (const headers of [{}, { authorization: "Basic dXNlcjpwYXNz" }] as Record<string, string>[]) {
+    const none = await getFaults(port, headers);
+    assert.equal(none.status, 401, JSON.stringify(headers));
+    assert.equal(none.challenge, 'Bearer realm="echosrv faults"', JSON.stringify(headers));
+    assert.match(none.error ?? "", /^no token was sent/, JSON.stringify(headers));
+    assert.match(none.error ?? "", /Authorization: Bearer/);
+  }
+
+  // A token, but not the one echosrv was started with.
+  const wrong = await getFaults(port, { authorization: "Bearer wrongtoken1" });
+  assert.equal(wrong.status, 401);
+  assert.match(wrong.challenge ?? "", /^Bearer realm="echosrv faults", error="invalid_token"/);
+  assert.match(wrong.error ?? "", /^the token was not accepted/);
+  assert.doesNotMatch(wrong.error ?? "", /wrongtoken1/, "the answer does not echo the token back");
+
+  // "Bearer" with no token, or with two: a malformed request (400, invalid_request).
+  for (const authorization of ["Bearer", "Bearer two words"]) {
+    const malformed = await getFaults(port, { authorization });
+    assert.equal(malformed.status, 400, authorization);
+    assert.match(malformed.challenge ?? "", /error="invalid_request"/, authorization);
+    assert.match(malformed.error ?? "", /Authorization: Bearer TOKEN/, authorization);
+  }
+
+  const right = await getFaults(port, { authorization: `Bearer ${TOKEN}` });
+  assert.equal(right.status, 200);
+  const scheme = await getFaults(port, { authorization: `bearer ${TOKEN}` }); // the scheme is case-insensitive
+  assert.equal(scheme.status, 200);
+});
+
+Deno.test("echosrv fault: a missing token and a wrong one (from --token or the variable) each say what to do, exit 1", async () => {
+  await using server = await spawnServer(["--port", "0", "-H", "127.0.0.1", "--fault-api", "127.0.0.1:0"], {
+    env: { ECHOSRV_FAULT_API_TOKEN: TOKEN },
+  });
+  const api = String(await apiPort(server));
+  const base = `http://127.0.0.1:${api}`;
+
+  const none = await runEchosrv(["fault", "list", "--api", api]);
+  assert.equal(none.code, 1, none.stderr);
+  assert.equal(
+    none.stderr,
+    `echosrv: the fault API at ${base} requires a token, and none was sent: give the token echosrv was started ` +
+      "with (--token TOKEN or ECHOSRV_FAULT_API_TOKEN=TOKEN)\n",
+  );
+  assert.equal(none.stdout, "");
+  // An empty token (`--token "$TOKEN"` with TOKEN unset) is no token, not a malformed header.
+  const empty = await runEchosrv(["fault", "list", "--api", api, "--token", ""]);
+  assert.equal([empty.code, empty.stderr].join(" "), [1, none.stderr].join(" "));
+
+  const fromVariable = await runEchosrv(["fault", "list", "--api", api], { ECHOSRV_FAULT_API_TOKEN: "wrongtoken1" });
+  assert.equal(fromVariable.code, 1, fromVariable.stderr);
+  assert.equal(
+    fromVariable.stderr,
+    `echosrv: the fault API at ${base} did not accept the token from ECHOSRV_FAULT_API_TOKEN: give the token ` +
+      "echosrv was started with (--token TOKEN or ECHOSRV_FAULT_API_TOKEN=TOKEN)\n",
+  );
+
+  const fromOption = await runEchosrv(["fault", "list", "--api", api, "--token", "wrongtoken1"]);
+  assert.equal(fromOption.code, 1, fromOption.stderr);
+  assert.equal(
+    fromOption.stderr,
+    `echosrv: the fault API at ${base} did not accept the token from --token: give the token echosrv was started ` +
+      "with (--token TOKEN or ECHOSRV_FAULT_API_TOKEN=TOKEN)\n",
+  );
+
+  const right = await runEchosrv(["fault", "list", "--api", api], { ECHOSRV_FAULT_API_TOKEN: TOKEN });
+  assert.equal(right.code, 0, right.stderr);
+  assert.match(right.stdout, /^generation 1, seed \d+$/m);
+});
 
 Deno.test("echosrv fault: nothing listening at --api says so, as `echosrv stats` does, exit 1", async () => {
   const port = freePort(); // just closed: nothing listens there

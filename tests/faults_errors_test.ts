@@ -1,8 +1,10 @@
-// What the fault control API and `echosrv fault` say when something is wrong, as a newcomer trying the README meets
-// it: a token that is missing is told apart from one that is wrong (RFC 6750 §3.1: a challenge without an error
-// code, or error="invalid_token"), by the API and by `echosrv fault`, which says how to set the token; an address
-// where nothing listens is explained as `echosrv stats` explains it. echosrv runs as `deno task start` runs it, on
-// loopback, port 0.
+// What the fault control API, `echosrv fault` and the --fault-* options say when something is wrong, as a newcomer
+// trying the README meets it: a token that is missing is told apart from one that is wrong (RFC 6750 §3.1: a
+// challenge without an error code, or error="invalid_token"), by the API and by `echosrv fault`, which says how to
+// set the token; an address where nothing listens is explained as `echosrv stats` explains it; and an option whose
+// value came from an ECHOSRV_* variable is named with that variable, as commander names one with a bad value (the
+// --fault-* options, and the other options checked once read: TLS files, the PROXY protocol). echosrv runs as
+// `deno task start` runs it, on loopback, port 0.
 
 import assert from "node:assert/strict";
 import { freePort, runEchosrv, type ServerProcess, spawnServer, within } from "./helpers.ts";
@@ -109,4 +111,76 @@ Deno.test("echosrv fault: nothing listening at --api says so, as `echosrv stats`
   );
   const stats = await runEchosrv(["stats", "--metrics-url", `127.0.0.1:${port}`, "--count", "1"]);
   assert.match(stats.stderr, /: connection refused \(nothing listens there\) /, "the same words as echosrv stats");
+});
+
+Deno.test("an option error names the ECHOSRV_* variable its value came from, and the option when it was a flag", async () => {
+  const cases: Array<[string[], Record<string, string>, string]> = [
+    [
+      [],
+      { ECHOSRV_FAULT_API: "0.0.0.0:9408" },
+      "option '--fault-api <host:port>' value '0.0.0.0:9408' from env " +
+      "'ECHOSRV_FAULT_API': the control API changes how echosrv answers; off loopback it needs a token " +
+      "(ECHOSRV_FAULT_API_TOKEN=... or --fault-api-token)",
+    ],
+    [
+      ["--fault-api", "0.0.0.0:9408"],
+      {},
+      "option '--fault-api 0.0.0.0:9408': the control API changes how echosrv " +
+      "answers; off loopback it needs a token (ECHOSRV_FAULT_API_TOKEN=... or --fault-api-token)",
+    ],
+    [
+      [],
+      { ECHOSRV_FAULT_LISTEN: "0=nope" },
+      "option '--fault-listen <listener=profile>' value '0=nope' from env " +
+      "'ECHOSRV_FAULT_LISTEN': no profile named nope (no profile is defined: use --fault-profile)",
+    ],
+    [
+      ["--fault-listen", "0=nope"],
+      {},
+      "option '--fault-listen 0=nope': no profile named nope (no profile is " +
+      "defined: use --fault-profile)",
+    ],
+    [
+      ["--fault-profile", "slow: latency 1ms"],
+      { ECHOSRV_FAULT_CLIENT: "10.0.0.0/8=fast" },
+      "option '--fault-client " +
+      "<cidr=profile>' value '10.0.0.0/8=fast' from env 'ECHOSRV_FAULT_CLIENT': no profile named fast (the profiles: " +
+      "slow)",
+    ],
+    [
+      [],
+      { ECHOSRV_TLS_CERT: "/nonexistent/cert.pem" },
+      "option '--tls-cert <file>' value '/nonexistent/cert.pem' " +
+      "from env 'ECHOSRV_TLS_CERT' needs --tls-key <file> as well",
+    ],
+    [["--tls-cert", "/nonexistent/cert.pem"], {}, "option '--tls-cert <file>' needs --tls-key <file> as well"],
+    [
+      [],
+      { ECHOSRV_PROXY_FROM: "10.0.0.5" },
+      "option '--proxy-from <cidr>' value '10.0.0.5' from env " +
+      "'ECHOSRV_PROXY_FROM' has no effect without --proxy-protocol",
+    ],
+    [
+      [],
+      { ECHOSRV_PROXY_PROTOCOL: "1" },
+      "option '--proxy-protocol' value '1' from env 'ECHOSRV_PROXY_PROTOCOL' " +
+      "needs --proxy-from <cidr>",
+    ],
+  ];
+  for (const [args, env, message] of cases) {
+    const what = `${args.join(" ")} ${JSON.stringify(env)}`;
+    const { code, stderr } = await runEchosrv(["--port", "0", "-H", "127.0.0.1", ...args], env);
+    assert.equal(code, 2, `${what}: ${stderr}`);
+    assert.ok(stderr.startsWith(`echosrv: error: ${message}`), `${what}:\n${stderr}`);
+  }
+  // A TLS file from the environment that cannot be read: the variable, then the file's problem.
+  const files = await runEchosrv(["--port", "0", "-H", "127.0.0.1"], {
+    ECHOSRV_TLS_CERT: "/nonexistent/cert.pem",
+    ECHOSRV_TLS_KEY: "/nonexistent/key.pem",
+  });
+  assert.equal(files.code, 2, files.stderr);
+  assert.match(
+    files.stderr,
+    /^echosrv: error: option '--tls-cert <file>' value '\/nonexistent\/cert\.pem' from env 'ECHOSRV_TLS_CERT': cannot read/,
+  );
 });

@@ -1,6 +1,6 @@
 // environment: the ECHOSRV_* variables, one per option (a flag on the command line wins over its variable; commander
-// reads them, lib/options.ts), and the check that reports a variable no option reads, so that a misspelt one is not
-// silently ignored.
+// reads them, lib/options.ts), the check that reports a variable no option reads, so that a misspelt one is not
+// silently ignored, and how a usage error names an option whose value came from its variable.
 
 /** The environment variables read, by option; exported for the help text and the unknown-variable check. */
 export const ENV_VARS = {
@@ -54,4 +54,32 @@ export const FAULT_ENV_VARS = {
 export function unknownEnvVars(env: Record<string, string>): string[] {
   const known = new Set<string>([...Object.values(ENV_VARS), ...Object.values(FAULT_ENV_VARS)]);
   return Object.keys(env).filter((name) => name.startsWith("ECHOSRV_") && !known.has(name)).sort();
+}
+
+/** An option's value as it came from its ECHOSRV_* variable, for {@link optionInError}. */
+export interface FromEnvironment {
+  /** The option's flags as its help shows them, e.g. `--fault-api <host:port>`. */
+  flags: string;
+  /** The variable, e.g. `ECHOSRV_FAULT_API`. */
+  variable: string;
+  /** The value, as the variable holds it (or, for a list, the item at fault). */
+  value: string;
+}
+
+/**
+ * Names an option in a usage error found once the options are read (two that do not fit together, a file that
+ * cannot be used), by the rule commander follows for a value it cannot read: the option as written on the command
+ * line, or, when its value came from the environment, its flags, the value and the variable (commander:
+ * `option '--port <n>' value 'x' from env 'ECHOSRV_PORT' is invalid`), so the message points where the value must
+ * be fixed: a unit file or a container's environment, not the command line.
+ *
+ * @param written the option as the command line gave it, e.g. `--fault-api 0.0.0.0:9408` or `--tls-cert <file>`
+ * @param fromEnvironment the flags, variable and value, when the value came from the environment
+ * @returns e.g. `option '--fault-api 0.0.0.0:9408'`, or `option '--fault-api <host:port>' value '0.0.0.0:9408'
+ * from env 'ECHOSRV_FAULT_API'`
+ */
+export function optionInError(written: string, fromEnvironment?: FromEnvironment): string {
+  if (fromEnvironment === undefined) return `option '${written}'`;
+  const { flags, value, variable } = fromEnvironment;
+  return `option '${flags}' value '${value}' from env '${variable}'`;
 }

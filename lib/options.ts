@@ -24,7 +24,7 @@ import {
 } from "./config.ts";
 import { loadTlsFiles, TlsFileError } from "./tls.ts";
 import { parseDuration, parseInteger, parseMask, parseSize, UnitError } from "./units.ts";
-import { ENV_VARS } from "./environment.ts";
+import { ENV_VARS, optionInError } from "./environment.ts";
 import {
   collectCidrs,
   collectHosts,
@@ -239,15 +239,26 @@ interface RawServerOptions extends RawFaultOptions {
   workers: number;
 }
 
-/** Reads the options that only make sense together, and the files they name; throws {@link UsageError}. */
-function operationsConfig(
-  raw: RawServerOptions,
-  given: (option: keyof RawFaultOptions) => boolean,
-): Partial<ServerConfig> {
+/** Where an option's value came from, as commander says it: `cli`, `env`, `default`, or undefined (not given). */
+type ValueSource = (option: keyof RawServerOptions) => string | undefined;
+
+/**
+ * Reads the options that only make sense together, and the files they name; throws {@link UsageError}, which names
+ * an option whose value came from its ECHOSRV_* variable by that variable (lib/environment.ts optionInError).
+ */
+function operationsConfig(raw: RawServerOptions, source: ValueSource): Partial<ServerConfig> {
+  /** The option in a message: as the command line gives it, or with its variable and that variable's value. */
+  const named = (option: keyof typeof ENV_VARS & keyof RawServerOptions, flags: string) =>
+    optionInError(
+      flags,
+      source(option) === "env"
+        ? { flags, variable: ENV_VARS[option], value: Deno.env.get(ENV_VARS[option]) ?? "" }
+        : undefined,
+    );
   const out: Partial<ServerConfig> = {};
   // Issue 14: the --fault-* options (lib/faults/options.ts).
   try {
-    const faults = faultConfig(raw, raw.port, given);
+    const faults = faultConfig(raw, raw.port, source);
     if (faults) out.faults = faults;
   } catch (error) {
     if (error instanceof FaultOptionError) throw new UsageError(error.message);
@@ -260,11 +271,13 @@ function operationsConfig(
   if (raw.maxBytesPerConnection > 0) out.maxBytesPerConnection = raw.maxBytesPerConnection;
   if (raw.maxConnectionDuration > 0) out.maxConnectionDurationMs = raw.maxConnectionDuration;
   if (raw.udp || envFlag(ENV_VARS.udp)) out.udp = { ratePerSource: raw.udpRate };
+  const tlsCert = () => named("tlsCert", "--tls-cert <file>");
+  const tlsKey = () => named("tlsKey", "--tls-key <file>");
   if ((raw.tlsCert === undefined) !== (raw.tlsKey === undefined)) {
     throw new UsageError(
       raw.tlsCert === undefined
-        ? "option '--tls-key <file>' needs --tls-cert <file> as well"
-        : "option '--tls-cert <file>' needs --tls-key <file> as well",
+        ? `${tlsKey()} needs --tls-cert <file> as well`
+        : `${tlsCert()} needs --tls-key <file> as well`,
     );
   }
   if (raw.tlsCert !== undefined && raw.tlsKey !== undefined) {
@@ -272,33 +285,44 @@ function operationsConfig(
       out.tls = loadTlsFiles(raw.tlsCert, raw.tlsKey);
       out.tlsHandshakeTimeoutMs = raw.tlsHandshakeTimeout;
     } catch (error) {
-      if (error instanceof TlsFileError) throw new UsageError(`option '${error.option} <file>': ${error.message}`);
+      if (error instanceof TlsFileError) {
+        throw new UsageError(`${error.option === "--tls-cert" ? tlsCert() : tlsKey()}: ${error.message}`);
+      }
       throw error;
     }
   }
   const proxy = raw.proxyProtocol || envFlag(ENV_VARS.proxyProtocol);
   if (proxy) {
+    // A flag commander does not read from the environment (envFlag does): it came from there unless given.
+    const proxyProtocol = optionInError(
+      "--proxy-protocol",
+      raw.proxyProtocol ? undefined : {
+        flags: "--proxy-protocol",
+        variable: ENV_VARS.proxyProtocol,
+        value: Deno.env.get(ENV_VARS.proxyProtocol) ?? "",
+      },
+    );
     if (!raw.proxyFrom || raw.proxyFrom.length === 0) {
       throw new UsageError(
-        "option '--proxy-protocol' needs --proxy-from <cidr>: the load balancers' addresses (for example " +
+        `${proxyProtocol} needs --proxy-from <cidr>: the load balancers' addresses (for example ` +
           "--proxy-from 10.0.0.5 or --proxy-from 127.0.0.1), so that clients cannot forge a header",
       );
     }
     if (out.tls) {
       throw new UsageError(
-        "option '--proxy-protocol' cannot be combined with --tls-cert: the load balancer sends the PROXY header " +
+        `${proxyProtocol} cannot be combined with --tls-cert: the load balancer sends the PROXY header ` +
           "before any TLS; terminate TLS at the load balancer, or send TLS through it untouched without --proxy-protocol",
       );
     }
     out.proxyProtocol = { from: cidrs(raw.proxyFrom), timeoutMs: raw.proxyTimeout };
   } else if (raw.proxyFrom && raw.proxyFrom.length > 0) {
-    throw new UsageError("option '--proxy-from <cidr>' has no effect without --proxy-protocol");
+    throw new UsageError(`${named("proxyFrom", "--proxy-from <cidr>")} has no effect without --proxy-protocol`);
   }
   return out;
 }
 
-function toRunConfig(raw: RawServerOptions, given: (option: keyof RawFaultOptions) => boolean): RunConfig {
-  const operations = operationsConfig(raw, given);
+function toRunConfig(raw: RawServerOptions, source: ValueSource): RunConfig {
+  const operations = operationsConfig(raw, source);
   const config: RunConfig = {
     server: {
       port: raw.port,
@@ -513,8 +537,7 @@ export function parseCommandLine(args: string[], output: Output = stdio): Invoca
       // given on purpose shows its events, per-connection ones included, unless --log-level is given too.
       const given = (name: string) => command.getOptionValueSource(name) !== "default";
       if (given("traceFlags") && !given("logLevel")) opts = { ...opts, logLevel: "debug" };
-      const onCommandLine = (name: string) => command.getOptionValueSource(name) === "cli";
-      return { kind: "run", config: toRunConfig(opts, onCommandLine) };
+      return { kind: "run", config: toRunConfig(opts, (name) => command.getOptionValueSource(name)) };
     } catch (error) {
       if (error instanceof UsageError) command.error(`error: ${error.message}`, { exitCode: 2 });
       throw error;

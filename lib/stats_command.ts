@@ -12,6 +12,7 @@
 // error (lib/options.ts).
 
 import type { StatsConfig } from "./config.ts";
+import { reasonOf } from "./request_failure.ts";
 
 /** The series of one /metrics page: `name{labels}` (as written) -> value. */
 export type MetricsPage = Map<string, number>;
@@ -229,27 +230,6 @@ const stdoutOutput: StatsOutput = {
   write: (text) => void Deno.stdout.writeSync(encoder.encode(text)),
   error: (text) => void Deno.stderr.writeSync(encoder.encode(text)),
 };
-
-/**
- * Says in a few plain words why a request failed, from what Deno's fetch reports.
- *
- * @param error what fetch threw (or the HTTP status, as an Error)
- * @param timeoutMs the time allowed for an answer
- * @returns the reason, e.g. "connection refused (nothing listens there)"
- */
-export function reasonOf(error: unknown, timeoutMs: number): string {
-  const err = error as Error & { cause?: unknown };
-  if (err?.name === "TimeoutError" || err?.name === "AbortError") return `no answer within ${timeoutMs / 1000} s`;
-  const text = `${err?.message ?? error} ${err?.cause ?? ""}`;
-  if (/Connection refused/i.test(text)) return "connection refused (nothing listens there)";
-  if (/dns error|failed to lookup|Name or service not known|nodename nor servname/i.test(text)) {
-    return "the host name does not resolve";
-  }
-  if (/Network is unreachable|No route to host/i.test(text)) return "no route to that address";
-  if (/Connection reset/i.test(text)) return "the connection was reset";
-  if (/certificate|tls|handshake/i.test(text)) return `TLS failed: ${text.replace(/^.*?: /, "").trim()}`;
-  return (err?.message ?? String(error)).replace(/^fetch failed$/, "the request failed");
-}
 
 /**
  * Runs `echosrv stats` until Ctrl+C or `count` samples.

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { type Family, namingViolations, parseExposition } from "./exposition.ts";
-import { runEchosrv, type ServerProcess, spawnServer, within } from "./helpers.ts";
+import { ROOT, runEchosrv, type ServerProcess, spawnServer, within } from "./helpers.ts";
 
 const BASE = ["--port", "0", "-H", "127.0.0.1", "--fault-api", "127.0.0.1:0"];
 
@@ -285,4 +285,30 @@ Deno.test("echosrv fault: list, set, listener, connections, remove; bad requests
   const noVerb = await runEchosrv(["fault"]);
   assert.equal(noVerb.code, 2);
   assert.match(noVerb.stderr, /name what to do: list, set, remove, listener or connections/);
+});
+
+Deno.test("README: the `deno task start fault ...` lines of `echosrv fault` run from source as shown", async () => {
+  const readme = Deno.readTextFileSync(`${ROOT}README.md`);
+  const start = readme.indexOf("### `echosrv fault`");
+  const section = readme.slice(start, readme.indexOf("\n### ", start + 1));
+  const lines = section.split("\n").filter((line) => line.startsWith("deno task start fault "));
+  assert.ok(lines.length >= 3, "the section shows how to run `echosrv fault` from source");
+  await using server = await spawnServer(BASE);
+  const port = await apiPort(server);
+  for (const line of lines) {
+    // As a shell splits it; the API's address from the variable the README names, since the lines use the default.
+    const out = await within(
+      60_000,
+      line,
+      new Deno.Command(Deno.execPath(), {
+        args: ["task", ...line.split(/\s+/).slice(2)],
+        cwd: ROOT,
+        stdin: "null",
+        env: { NO_COLOR: "1", ECHOSRV_FAULT_API: `127.0.0.1:${port}` },
+      }).output(),
+    );
+    const [stdout, stderr] = [out.stdout, out.stderr].map((bytes) => new TextDecoder().decode(bytes));
+    assert.equal(out.code, 0, `${line}: ${stderr}`);
+    assert.notEqual(stdout, "", line);
+  }
 });

@@ -3,7 +3,8 @@
 // fragment), one line per sample in a pipe, and a one-line error naming the address when nothing answers.
 
 import assert from "node:assert/strict";
-import { formatBits, formatBytesSI, formatSample, reasonOf, runStats, type StatsSample } from "../lib/stats_command.ts";
+import { reasonOf } from "../lib/request_failure.ts";
+import { formatBits, formatBytesSI, formatSample, runStats, type StatsSample } from "../lib/stats_command.ts";
 import { echoSession, freePort, metricsPortOf, runEchosrv, SIGTERM_EXIT_CODE, spawnServer } from "./helpers.ts";
 
 const sample = (overrides: Partial<StatsSample> = {}): StatsSample => ({

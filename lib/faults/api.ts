@@ -55,13 +55,68 @@ function problem(status: number, message: string, headers: Record<string, string
   return json({ error: message }, status, headers);
 }
 
-/** Compares two strings in time that does not depend on where they differ. */
+/**
+ * Compares a secret given by a client with the expected one in constant time: every byte of the expected secret is
+ * compared, whatever the given one holds and wherever the two first differ, and no comparison stops early, so the
+ * time taken tells nothing about how much of a guess was right (only the expected secret's length sets it).
+ */
 function sameSecret(given: string, expected: string): boolean {
   const a = new TextEncoder().encode(given);
   const b = new TextEncoder().encode(expected);
   let difference = a.length ^ b.length;
   for (let i = 0; i < b.length; i++) difference |= (a[i] ?? 0) ^ b[i];
   return difference === 0;
+}
+
+/** The realm of the API's challenge (RFC 6750 §3). */
+const REALM = "echosrv faults";
+
+/** Where the token the API requires is set, for the messages that refuse one. */
+const TOKEN_SOURCE = "--fault-api-token or ECHOSRV_FAULT_API_TOKEN";
+
+/**
+ * Checks a request's credentials against the token the API requires, as RFC 6750 §3.1 says to answer: a request
+ * with no credentials (no Authorization header, or one of another scheme such as Basic) gets 401 with the challenge
+ * alone, no error code; a malformed Bearer header ("Bearer" with no token, or with more than one) gets 400 with
+ * `error="invalid_request"`; a token that is not the one required gets 401 with `error="invalid_token"`. Each
+ * answer's JSON `error` says which, in words. The token is compared in constant time ({@link sameSecret}).
+ *
+ * @param authorization the request's Authorization header, or null when it has none
+ * @param token the bearer token the API requires
+ * @returns undefined when the token is accepted; otherwise the response that refuses the request
+ */
+function refusal(authorization: string | null, token: string): Response | undefined {
+  const challenge = (error?: string, description?: string) => ({
+    "www-authenticate": `Bearer realm="${REALM}"` +
+      (error ? `, error="${error}", error_description="${description}"` : ""),
+  });
+  const header = (authorization ?? "").trim();
+  const scheme = header.split(/\s+/, 1)[0];
+  if (!/^bearer$/i.test(scheme)) {
+    const sent = header === "" ? "" : ` (the Authorization header is of the ${scheme} scheme)`;
+    return problem(
+      401,
+      `no token was sent${sent}: this API requires Authorization: Bearer TOKEN (RFC 6750), with the token ` +
+        `echosrv was started with (${TOKEN_SOURCE})`,
+      challenge(),
+    );
+  }
+  const given = /^bearer\s+(\S+)$/i.exec(header)?.[1];
+  if (given === undefined) {
+    return problem(
+      400,
+      "the Authorization header is malformed: write Authorization: Bearer TOKEN, one token without spaces",
+      challenge("invalid_request", "write Authorization: Bearer TOKEN"),
+    );
+  }
+  if (!sameSecret(given, token)) {
+    return problem(
+      401,
+      `the token was not accepted: it is not the token echosrv was started with (${TOKEN_SOURCE})`,
+      challenge("invalid_token", "the token was not accepted"),
+    );
+  }
+  return undefined;
 }
 
 /** Reads `?open=`: whether open connections switch too. */
@@ -144,12 +199,8 @@ export async function answerFaultRequest(
   token: string | undefined,
 ): Promise<Response> {
   if (token !== undefined) {
-    const given = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.get("authorization") ?? "")?.[1];
-    if (given === undefined || !sameSecret(given, token)) {
-      return problem(401, "a bearer token is required (Authorization: Bearer ...)", {
-        "www-authenticate": 'Bearer realm="echosrv faults"',
-      });
-    }
+    const refused = refusal(request.headers.get("authorization"), token);
+    if (refused) return refused;
   }
   const url = new URL(request.url);
   let parts: string[];

@@ -8,8 +8,12 @@
 
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { FAULT_ENV_VARS } from "../environment.ts";
+import { reasonOf } from "../request_failure.ts";
 import { type CommanderCommand, DEFAULT_FAULT_API_PORT, parseAddress } from "./options.ts";
 import type { ConnectionInfo } from "./runtime.ts";
+
+/** How long a request may wait for the API's answer (ms): a change answers once every worker runs under it. */
+const ANSWER_TIMEOUT_MS = 30_000;
 
 /** What `echosrv fault ...` asks for. */
 export type FaultRequest =
@@ -18,6 +22,8 @@ export type FaultRequest =
     api: string;
     /** The bearer token sent as `Authorization: Bearer TOKEN` (RFC 6750), if the API requires one. */
     token?: string;
+    /** Where the token came from (`--token` or `ECHOSRV_FAULT_API_TOKEN`), named when the API refuses it. */
+    tokenFrom?: string;
     /** Print the API's JSON instead of a summary. */
     json: boolean;
   }
@@ -90,16 +96,22 @@ export function addFaultCommand(
   const openOption = () =>
     new Option("--open", "switch the open connections too (those under a profile), not only new ones");
   type Common = { api: string; token?: string; json?: boolean };
-  const base = (opts: Common) => ({
+  /** What every request has; an empty token (`--token "$TOKEN"` with TOKEN unset) is no token. */
+  const base = (opts: Common, command: Command) => ({
     api: apiBase(opts.api),
     json: opts.json === true,
-    ...(opts.token !== undefined ? { token: opts.token } : {}),
+    ...(opts.token !== undefined && opts.token !== ""
+      ? {
+        token: opts.token,
+        tokenFrom: command.getOptionValueSource("token") === "env" ? FAULT_ENV_VARS.faultApiToken : "--token",
+      }
+      : {}),
   });
 
   fault.addCommand(
     common(fault.createCommand("list"))
       .description("show the profiles, the listeners and the table's generation")
-      .action((opts: Common) => onRequest({ ...base(opts), action: "list" })),
+      .action((opts: Common, command: Command) => onRequest({ ...base(opts, command), action: "list" })),
   );
   fault.addCommand(
     common(fault.createCommand("set"))
@@ -108,28 +120,30 @@ export function addFaultCommand(
       .argument("[impairments...]", 'its impairments, as --fault-profile writes them after "NAME:"')
       .addOption(new Option("--clients <cidrs>", "the client networks it is chosen for, comma-separated ('' for none)"))
       .addOption(openOption())
-      .action((name: string, words: string[], opts: Common & { clients?: string; open?: boolean }) => {
-        const spec = words.length ? words.join(" ") : undefined;
-        const clients = opts.clients === undefined
-          ? undefined
-          : opts.clients.split(",").map((c) => c.trim()).filter((c) => c !== "");
-        onRequest({
-          ...base(opts),
-          action: "set",
-          name,
-          open: opts.open === true,
-          ...(spec !== undefined ? { spec } : {}),
-          ...(clients !== undefined ? { clients } : {}),
-        });
-      }),
+      .action(
+        (name: string, words: string[], opts: Common & { clients?: string; open?: boolean }, command: Command) => {
+          const spec = words.length ? words.join(" ") : undefined;
+          const clients = opts.clients === undefined
+            ? undefined
+            : opts.clients.split(",").map((c) => c.trim()).filter((c) => c !== "");
+          onRequest({
+            ...base(opts, command),
+            action: "set",
+            name,
+            open: opts.open === true,
+            ...(spec !== undefined ? { spec } : {}),
+            ...(clients !== undefined ? { clients } : {}),
+          });
+        },
+      ),
   );
   fault.addCommand(
     common(fault.createCommand("remove"))
       .description("remove a profile (the listeners that used it get none)")
       .argument("<name>", "the profile's name")
       .addOption(openOption())
-      .action((name: string, opts: Common & { open?: boolean }) =>
-        onRequest({ ...base(opts), action: "remove", name, open: opts.open === true })
+      .action((name: string, opts: Common & { open?: boolean }, command: Command) =>
+        onRequest({ ...base(opts, command), action: "remove", name, open: opts.open === true })
       ),
   );
   fault.addCommand(
@@ -138,9 +152,9 @@ export function addFaultCommand(
       .argument("<listener>", "main, or a --fault-listen listener's port (or HOST:PORT)")
       .argument("<profile>", "a profile's name, or none")
       .addOption(openOption())
-      .action((listener: string, profile: string, opts: Common & { open?: boolean }) =>
+      .action((listener: string, profile: string, opts: Common & { open?: boolean }, command: Command) =>
         onRequest({
-          ...base(opts),
+          ...base(opts, command),
           action: "listener",
           listener,
           profile: profile === "none" ? null : profile,
@@ -151,7 +165,7 @@ export function addFaultCommand(
   fault.addCommand(
     common(fault.createCommand("connections"))
       .description("list the open connections and the profile of each")
-      .action((opts: Common) => onRequest({ ...base(opts), action: "connections" })),
+      .action((opts: Common, command: Command) => onRequest({ ...base(opts, command), action: "connections" })),
   );
 }
 
@@ -237,6 +251,27 @@ function summary(request: FaultRequest, body: Json): string {
 }
 
 /**
+ * Says why the API refused a request's credentials (401), from its challenge's error code (RFC 6750 §3.1): none
+ * when no token was sent, `invalid_token` when the token was not the server's; and how to give the right one.
+ *
+ * @param request what was asked (its token, and where the token came from)
+ * @param challenge the answer's WWW-Authenticate header
+ * @returns the message, or undefined when the challenge is not one of those two (the API's own message is shown)
+ */
+function tokenRefused(request: FaultRequest, challenge: string | null): string | undefined {
+  if (challenge === null || !/^bearer\b/i.test(challenge)) return undefined;
+  const error = /\berror="([^"]*)"/i.exec(challenge)?.[1];
+  const how = `give the token echosrv was started with (--token TOKEN or ${FAULT_ENV_VARS.faultApiToken}=TOKEN)`;
+  if (error === undefined && request.token === undefined) {
+    return `the fault API at ${request.api} requires a token, and none was sent: ${how}`;
+  }
+  if (error === "invalid_token" && request.token !== undefined) {
+    return `the fault API at ${request.api} did not accept the token from ${request.tokenFrom ?? "--token"}: ${how}`;
+  }
+  return undefined;
+}
+
+/**
  * Runs `echosrv fault ...`: one request to the control API, and its answer printed.
  *
  * @param request what was asked
@@ -283,11 +318,15 @@ export async function runFaultCommand(request: FaultRequest, output: FaultOutput
       method,
       headers,
       body: body ? JSON.stringify(body) : undefined,
-      signal: AbortSignal.timeout(30_000),
+      signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS),
     });
     text = await response.text();
   } catch (error) {
-    output.err(`echosrv: cannot reach the fault API at ${request.api}: ${(error as Error).message}\n`);
+    const { host } = new URL(request.api);
+    output.err(
+      `echosrv: cannot reach the fault API at ${request.api}: ${reasonOf(error, ANSWER_TIMEOUT_MS)} ` +
+        `(is echosrv running with --fault-api ${host}?)\n`,
+    );
     return 1;
   }
   let answer: Json;
@@ -296,6 +335,13 @@ export async function runFaultCommand(request: FaultRequest, output: FaultOutput
   } catch {
     output.err(`echosrv: ${request.api} did not answer as echosrv's fault API (HTTP ${response.status})\n`);
     return 1;
+  }
+  if (response.status === 401) {
+    const refused = tokenRefused(request, response.headers.get("www-authenticate"));
+    if (refused !== undefined) {
+      output.err(`echosrv: ${refused}\n`);
+      return 1;
+    }
   }
   if (!response.ok) {
     output.err(`echosrv: ${answer.error ?? `HTTP ${response.status}`}\n`);

@@ -6,8 +6,9 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import ipaddr from "ipaddr.js";
 import { type Cidr, CidrError, parseCidr } from "../access.ts";
+import { formatAddress } from "../address.ts";
 import { parseInteger, UnitError } from "../units.ts";
-import { FAULT_ENV_VARS } from "../environment.ts";
+import { FAULT_ENV_VARS, optionInError } from "../environment.ts";
 import type { FaultApiConfig, FaultConfig, FaultListenerSpec } from "./config.ts";
 import { FaultSyntaxError, NONE, parseProfiles, type Profile } from "./profile.ts";
 import { randomSeed } from "./random.ts";
@@ -227,15 +228,26 @@ function isLoopback(hostname: string): boolean {
  *
  * @param raw the values commander read
  * @param mainPort the --port value (a --fault-listen on the same port without its own address would collide)
- * @param given whether an option was given on the command line (not from its variable or a default)
+ * @param source where an option's value came from, as commander says it: `cli` (the command line), `env` (its
+ * ECHOSRV_FAULT_* variable), `default` or undefined (not given)
  * @returns the configuration, or undefined when no --fault-* option is given
- * @throws {FaultOptionError} naming the option and what is wrong
+ * @throws {FaultOptionError} naming the option and what is wrong: the option as written, or its variable when the
+ * value came from the environment (lib/environment.ts optionInError)
  */
 export function faultConfig(
   raw: RawFaultOptions,
   mainPort: number,
-  given: (option: keyof RawFaultOptions) => boolean,
+  source: (option: keyof RawFaultOptions) => string | undefined,
 ): FaultConfig | undefined {
+  const given = (option: keyof RawFaultOptions) => source(option) === "cli";
+  /** The option in a message: `--fault-listen 0=slow` as written, or its flags, value and variable. */
+  const named = (option: keyof RawFaultOptions, flags: string, value: string, written: string) =>
+    optionInError(
+      written,
+      source(option) === "env" ? { flags, value, variable: FAULT_ENV_VARS[option] } : undefined,
+    );
+  const LISTEN = "--fault-listen <listener=profile>";
+  const CLIENT = "--fault-client <cidr=profile>";
   const profiles = raw.faultProfile ?? [];
   const listens = raw.faultListen ?? [];
   const clients = raw.faultClient ?? [];
@@ -252,17 +264,20 @@ export function faultConfig(
   const known = names.length ? `the profiles: ${names.join(", ")}` : "no profile is defined: use --fault-profile";
   const check = (option: string, name: string | null) => {
     if (name !== null && !names.includes(name)) {
-      throw new FaultOptionError(`option '${option}': no profile named ${name} (${known})`);
+      throw new FaultOptionError(`${option}: no profile named ${name} (${known})`);
     }
   };
   let mainProfile: string | null = null;
   const listeners: FaultListenerSpec[] = [];
   const ids = new Set<string>();
   for (const item of listens) {
-    check(`--fault-listen ${item.listener}=${item.profile ?? NONE}`, item.profile);
+    const text = `${item.listener}=${item.profile ?? NONE}`;
+    check(named("faultListen", LISTEN, text, `--fault-listen ${text}`), item.profile);
     const key = item.spec ? `${item.spec.host ?? "*"}|${item.spec.port}` : MAIN_LISTENER;
     if (ids.has(key) && (item.spec?.port ?? 1) !== 0) {
-      throw new FaultOptionError(`option '--fault-listen': listener ${item.listener} is given twice`);
+      throw new FaultOptionError(
+        `${named("faultListen", LISTEN, text, "--fault-listen")}: listener ${item.listener} is given twice`,
+      );
     }
     ids.add(key);
     if (!item.spec) {
@@ -271,19 +286,21 @@ export function faultConfig(
     }
     if (item.spec.port !== 0 && item.spec.port === mainPort && item.spec.host === undefined) {
       throw new FaultOptionError(
-        `option '--fault-listen ${item.listener}=${item.profile ?? NONE}': port ${mainPort} is the main listener's ` +
-          `(--port); give another port, or main=NAME to put the main listener under a profile`,
+        `${named("faultListen", LISTEN, text, `--fault-listen ${text}`)}: port ${mainPort} is the main ` +
+          `listener's (--port); give another port, or main=NAME to put the main listener under a profile`,
       );
     }
     listeners.push(item.spec);
   }
   const cidrs = new Map<string, string>();
   for (const client of clients) {
-    check(`--fault-client ${client.cidr.text}=${client.profile}`, client.profile);
+    const text = `${client.cidr.text}=${client.profile}`;
+    check(named("faultClient", CLIENT, text, `--fault-client ${text}`), client.profile);
     const before = cidrs.get(client.cidr.text);
     if (before !== undefined) {
       throw new FaultOptionError(
-        `option '--fault-client': ${client.cidr.text} is given twice (for ${before} and ${client.profile})`,
+        `${named("faultClient", CLIENT, text, "--fault-client")}: ${client.cidr.text} is given twice (for ` +
+          `${before} and ${client.profile})`,
       );
     }
     cidrs.set(client.cidr.text, client.profile);
@@ -292,9 +309,11 @@ export function faultConfig(
   if (raw.faultApi) {
     api = { ...raw.faultApi, ...(raw.faultApiToken !== undefined ? { token: raw.faultApiToken } : {}) };
     if (!isLoopback(api.hostname) && api.token === undefined) {
+      const address = formatAddress(raw.faultApi.hostname, raw.faultApi.port);
       throw new FaultOptionError(
-        `option '--fault-api ${raw.faultApi.hostname}:${raw.faultApi.port}': the control API changes how echosrv ` +
-          `answers; off loopback it needs a token (${FAULT_ENV_VARS.faultApiToken}=... or --fault-api-token)`,
+        `${named("faultApi", "--fault-api <host:port>", address, `--fault-api ${address}`)}: the control API ` +
+          `changes how echosrv answers; off loopback it needs a token (${FAULT_ENV_VARS.faultApiToken}=... or ` +
+          "--fault-api-token)",
       );
     }
   }

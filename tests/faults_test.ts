@@ -413,11 +413,17 @@ Deno.test({
     assert.ok(cert, "openssl made no certificate");
     await using server = await spawnServer([
       ...BASE,
-      ...["--tls-cert", cert.certFile, "--tls-key", cert.keyFile],
+      ...["--log-level", "debug", "--tls-cert", cert.certFile, "--tls-key", cert.keyFile],
       ...["--fault-profile", "short: close after 5000", "--fault-listen", "0=short"],
     ]);
     const result = await client<Stream>("stream", faultPorts(server).short, { send: 100_000, tls: true });
-    assert.deepEqual([result.received, result.end, result.intact], [5000, "eof", true], JSON.stringify(result));
+    const logged = await closings(server, 1);
+    assert.deepEqual(
+      [result.received, result.end, result.intact],
+      [5000, "eof", true],
+      JSON.stringify({ result, logged }),
+    );
+    assert.deepEqual(logged, [{ bytes: 5000, reason: "fault close" }]);
   },
 });
 

@@ -93,7 +93,7 @@ export class Cut extends Error {
   override name = "Cut";
 }
 
-/** The server refused the connection (nothing listens). */
+/** The server refused the connection: nothing listens, or a closing listener reset the handshake. */
 export class Refused extends Error {
   override name = "Refused";
 }
@@ -191,8 +191,10 @@ export class SessionContext {
       conn = await this.#race(this.#dial(where));
     } catch (error) {
       if (error instanceof Deno.errors.ConnectionRefused) throw new Refused("connection refused");
-      // A handshake that completed while the listener was closing is reset before it is accepted.
-      if (isCutError(error)) throw new Cut(`connection reset while connecting (${(error as Error).name})`);
+      // A handshake that completed while the listener was closing is reset before it is accepted: the server never
+      // took the connection, so it is refused, as one that found nothing listening (it has no connection to check
+      // against the server's closing lines, as a cut session has).
+      if (isCutError(error)) throw new Refused(`connection reset while connecting (${(error as Error).name})`);
       throw error;
     }
     if (this.expired) {

@@ -165,6 +165,17 @@ async function running(pid: number): Promise<boolean> {
   return (await new Deno.Command("ps", { args: ["-p", `${pid}`], stdout: "null", stderr: "null" }).output()).success;
 }
 
+/** Waits (at most 20 s) until the process with this pid has exited. */
+function untilExited(pid: number): Promise<void> {
+  return within(
+    20_000,
+    "the server to exit",
+    (async () => {
+      while (await running(pid)) await sleep(100);
+    })(),
+  );
+}
+
 /** The pid of the server process (`deno run ... main.ts`) among the descendants of `ancestor`. */
 async function serverPidUnder(ancestor: number): Promise<number> {
   const out = await new Deno.Command("ps", { args: ["-A", "-o", "pid=,ppid=,args="], stdout: "piped" }).output();
@@ -235,13 +246,7 @@ Deno.test({
         } finally {
           conn.close();
         }
-        await within(
-          20_000,
-          "the server to exit",
-          (async () => {
-            while (await running(serverPid)) await sleep(100);
-          })(),
-        );
+        await untilExited(serverPid);
         assert.match(await Deno.readTextFile(logFile), /"stopped: /, "a clean stop");
         const again = await Deno.connect({ hostname: "127.0.0.1", port: ready }).then(
           (c) => (c.close(), true),
@@ -314,13 +319,7 @@ Deno.test({
     } finally {
       conn.close();
     }
-    await within(
-      20_000,
-      "the server to exit",
-      (async () => {
-        while (await running(serverPid)) await sleep(100);
-      })(),
-    );
+    await untilExited(serverPid);
   },
 });
 
